@@ -1,0 +1,75 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make demo   set up, then run the main job
+#   make test   set up, then run the whole test suite
+# Set-up is idempotent: stamps in .venv/ make repeated runs fast.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+VENV_ABS := $(abspath $(VENV))
+PY := $(VENV_ABS)/bin/python
+BUILD_DIR ?= build
+
+# Every process started from here keeps DDS on this machine.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds.xml
+export MUJOCO_GL ?= egl
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+PACKAGE_SOURCES := $(shell find persistence_ros scripts launch config msg -type f \
+	-not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null) CMakeLists.txt package.xml
+
+.PHONY: help setup build demo test lint clean
+
+help:
+	@echo 'make demo    set up (.venv, build, install) and run the demo'
+	@echo 'make test    set up and run the whole test suite'
+	@echo 'make build   rebuild and reinstall the package into .venv'
+	@echo 'make clean   remove build outputs (keeps .venv)'
+
+# System libraries MuJoCo renders with (Mesa EGL/OSMesa, CPU).
+$(VENV)/.system-stamp: scripts/install-system-deps.sh
+	@mkdir -p $(VENV)
+	bash scripts/install-system-deps.sh
+	@touch $@
+
+$(VENV)/.deps-stamp: requirements.txt requirements-nodeps.txt $(VENV)/.system-stamp
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo 'Installing Python dependencies into $(VENV) (first time: several minutes)...'
+	$(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PY) -c 'import rclpy, torch, torchvision, cv2, mujoco, rosbags, trackeval'
+	@touch $@
+
+# ament_cmake build of msg/ + the Python package, installed into the venv prefix.
+$(VENV)/.build-stamp: $(VENV)/.deps-stamp $(PACKAGE_SOURCES)
+	@mkdir -p $(BUILD_DIR)
+	cmake -S . -B $(BUILD_DIR) -Wno-dev -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+		-DCMAKE_INSTALL_PREFIX=$(VENV_ABS) -DCMAKE_PREFIX_PATH=$(VENV_ABS) \
+		-DPython3_EXECUTABLE=$(PY) -DPYTHON_EXECUTABLE=$(PY) > $(BUILD_DIR)/configure.log 2>&1 \
+		|| { cat $(BUILD_DIR)/configure.log; exit 1; }
+	cmake --build $(BUILD_DIR) -j 2 > $(BUILD_DIR)/build.log 2>&1 || { tail -50 $(BUILD_DIR)/build.log; exit 1; }
+	cmake --install $(BUILD_DIR) > $(BUILD_DIR)/install.log 2>&1 || { tail -50 $(BUILD_DIR)/install.log; exit 1; }
+	cd / && $(PY) -c 'from persistence_ros.msg import Detection2DArray, TrackArray'
+	@touch $@
+
+setup: $(VENV)/.build-stamp
+
+build:
+	@rm -f $(VENV)/.build-stamp
+	@$(MAKE) --no-print-directory setup
+
+demo: setup
+	$(VENV_ABS)/bin/persistence-ros demo --out demo_output
+
+# pytest is started as .venv/bin/pytest (not python -m pytest) so the installed package, which
+# holds the generated messages, is imported rather than the source tree.
+test: setup
+	$(VENV_ABS)/bin/pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV_ABS)/bin/pytest test/test_lint.py
+
+clean:
+	rm -rf $(BUILD_DIR) $(VENV)/.build-stamp

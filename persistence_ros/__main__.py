@@ -1,0 +1,7 @@
+"""``python -m persistence_ros``: the same as the ``persistence-ros`` command."""
+
+import sys
+
+from persistence_ros.cli import main
+
+sys.exit(main())

@@ -1,0 +1,196 @@
+"""
+Camera and stereo calibration: K, D, R, P and image size, as ROS CameraInfo carries them.
+
+The YAML format is the one ``camera_calibration`` writes and ``camera_calibration_parsers``
+reads (``image_width``, ``camera_matrix: {rows, cols, data}``, ...). ``P`` follows the
+CameraInfo convention: it projects points given in the *rectified* camera frame, so a point
+triangulated with ``P_left``/``P_right`` is rotated into the left optical frame with
+``R_left.T``.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+import yaml
+
+DISTORTION_MODELS = ('plumb_bob', 'rational_polynomial', 'equidistant')
+
+
+class CalibrationError(ValueError):
+    """A calibration that cannot be used; the message says what is wrong."""
+
+
+def _matrix(value, shape, name: str) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.size != int(np.prod(shape)):
+        raise CalibrationError(f'{name} must have {int(np.prod(shape))} values, got {array.size}')
+    array = array.reshape(shape)
+    if not np.all(np.isfinite(array)):
+        raise CalibrationError(f'{name} contains NaN or infinity')
+    return array
+
+
+@dataclass(frozen=True)
+class CameraCalibration:
+    """Intrinsics, distortion, rectification and projection of one camera."""
+
+    width: int
+    height: int
+    K: np.ndarray
+    D: np.ndarray
+    R: np.ndarray = field(default_factory=lambda: np.eye(3))
+    P: np.ndarray = None
+    distortion_model: str = 'plumb_bob'
+    camera_name: str = ''
+    frame_id: str = ''
+
+    def __post_init__(self):
+        """Validate and normalise the arrays; raise CalibrationError on bad values."""
+        if int(self.width) <= 0 or int(self.height) <= 0:
+            raise CalibrationError(
+                f'image size must be positive, got {self.width}x{self.height}')
+        object.__setattr__(self, 'width', int(self.width))
+        object.__setattr__(self, 'height', int(self.height))
+        K = _matrix(self.K, (3, 3), 'K')
+        if K[0, 0] <= 0.0 or K[1, 1] <= 0.0:
+            raise CalibrationError(
+                'K has a non-positive focal length (K[0] == 0 means the camera is '
+                'uncalibrated): calibrate it or give a calibration file')
+        object.__setattr__(self, 'K', K)
+        object.__setattr__(self, 'D', np.asarray(self.D, dtype=np.float64).reshape(-1))
+        if not np.all(np.isfinite(self.D)):
+            raise CalibrationError('D contains NaN or infinity')
+        if self.distortion_model not in DISTORTION_MODELS:
+            raise CalibrationError(
+                f'distortion_model {self.distortion_model!r} is not supported; '
+                f'use one of {", ".join(DISTORTION_MODELS)}')
+        if self.distortion_model == 'equidistant' and self.D.size not in (0, 4):
+            raise CalibrationError(
+                f'equidistant distortion needs 4 coefficients, got {self.D.size}')
+        R = _matrix(self.R, (3, 3), 'R')
+        if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0.0:
+            raise CalibrationError('R is not a rotation matrix')
+        object.__setattr__(self, 'R', R)
+        P = np.hstack([K, np.zeros((3, 1))]) if self.P is None else _matrix(self.P, (3, 4), 'P')
+        if P[0, 0] <= 0.0 or P[1, 1] <= 0.0:
+            raise CalibrationError('P has a non-positive focal length')
+        object.__setattr__(self, 'P', P)
+
+    @property
+    def is_rectified(self) -> bool:
+        """Return True if raw pixels are already rectified pixels of P (no D, R = I, K = P)."""
+        return (not np.any(self.D) and np.allclose(self.R, np.eye(3))
+                and np.allclose(self.K, self.P[:, :3]))
+
+    def rectify_points(self, pixels: np.ndarray) -> np.ndarray:
+        """Map raw pixel coordinates (N, 2) to rectified pixel coordinates of P."""
+        points = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+        if self.is_rectified or points.shape[0] == 0:
+            return points.copy()
+        src = points.reshape(-1, 1, 2)
+        if self.distortion_model == 'equidistant':
+            out = cv2.fisheye.undistortPoints(src, self.K, self.D, R=self.R, P=self.P[:, :3])
+        else:
+            out = cv2.undistortPoints(src, self.K, self.D, R=self.R, P=self.P[:, :3])
+        return out.reshape(-1, 2)
+
+    def to_dict(self) -> dict:
+        """Return the camera_calibration_parsers YAML structure."""
+        def block(array: np.ndarray, rows: int, cols: int) -> dict:
+            return {'rows': rows, 'cols': cols, 'data': [float(v) for v in array.reshape(-1)]}
+        return {
+            'image_width': self.width,
+            'image_height': self.height,
+            'camera_name': self.camera_name,
+            'camera_matrix': block(self.K, 3, 3),
+            'distortion_model': self.distortion_model,
+            'distortion_coefficients': block(self.D, 1, int(self.D.size)),
+            'rectification_matrix': block(self.R, 3, 3),
+            'projection_matrix': block(self.P, 3, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, frame_id: str = '') -> 'CameraCalibration':
+        """Build from the camera_calibration_parsers YAML structure."""
+        if not isinstance(data, dict):
+            raise CalibrationError('a calibration must be a mapping')
+        required = ('image_width', 'image_height', 'camera_matrix', 'distortion_coefficients',
+                    'projection_matrix')
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise CalibrationError(f'calibration lacks {", ".join(missing)}')
+
+        def data_of(key: str):
+            entry = data[key]
+            if not isinstance(entry, dict) or 'data' not in entry:
+                raise CalibrationError(f'{key} must be a mapping with rows, cols and data')
+            return entry['data']
+        rectification = data_of('rectification_matrix') if 'rectification_matrix' in data \
+            else np.eye(3)
+        return cls(width=data['image_width'], height=data['image_height'],
+                   K=data_of('camera_matrix'), D=data_of('distortion_coefficients'),
+                   R=rectification, P=data_of('projection_matrix'),
+                   distortion_model=data.get('distortion_model', 'plumb_bob'),
+                   camera_name=str(data.get('camera_name', '')), frame_id=frame_id)
+
+
+@dataclass(frozen=True)
+class StereoCalibration:
+    """A calibrated stereo pair; both projection matrices share the rectified left frame."""
+
+    left: CameraCalibration
+    right: CameraCalibration
+
+    def __post_init__(self):
+        """Check that the pair is consistent (P matrices of one rectified rig)."""
+        if self.right.P[0, 3] == 0.0 and self.right.P[1, 3] == 0.0:
+            raise CalibrationError(
+                'right P has no baseline term (P[0,3] == P[1,3] == 0): give the right '
+                'camera the stereo projection matrix (Tx = -fx * baseline)')
+
+    @property
+    def baseline_m(self) -> float:
+        """Return the baseline in metres from the right projection matrix."""
+        return float(-self.right.P[0, 3] / self.right.P[0, 0])
+
+    @property
+    def is_rectified(self) -> bool:
+        """Return True if rectified pixels of both cameras share rows (horizontal epipolars)."""
+        return (np.allclose(self.left.P[1], self.right.P[1])
+                and np.allclose(self.left.P[:, :3], self.right.P[:, :3]))
+
+    def fundamental_matrix(self) -> np.ndarray:
+        """Return F with x_right^T F x_left = 0 for rectified pixel coordinates."""
+        p_left, p_right = self.left.P, self.right.P
+        centre = np.linalg.svd(p_left)[2][-1]  # camera centre of the left view (null vector)
+        epipole = p_right @ centre
+        skew = np.array([[0.0, -epipole[2], epipole[1]],
+                         [epipole[2], 0.0, -epipole[0]],
+                         [-epipole[1], epipole[0], 0.0]])
+        fundamental = skew @ p_right @ np.linalg.pinv(p_left)
+        return fundamental / np.linalg.norm(fundamental)
+
+
+def load_calibration_yaml(path: Union[str, Path], frame_id: str = '') -> CameraCalibration:
+    """Load a camera_calibration_parsers YAML file (yaml.safe_load)."""
+    path = Path(path)
+    try:
+        with path.open('r', encoding='utf-8') as stream:
+            data = yaml.safe_load(stream)
+    except OSError as error:
+        raise CalibrationError(f'cannot read calibration file {path}: {error}') from error
+    except yaml.YAMLError as error:
+        raise CalibrationError(f'calibration file {path} is not valid YAML: {error}') from error
+    try:
+        return CameraCalibration.from_dict(data, frame_id=frame_id)
+    except CalibrationError as error:
+        raise CalibrationError(f'{path}: {error}') from error
+
+
+def save_calibration_yaml(calibration: CameraCalibration, path: Union[str, Path]) -> None:
+    """Write a calibration in the camera_calibration_parsers YAML format."""
+    with Path(path).open('w', encoding='utf-8') as stream:
+        yaml.safe_dump(calibration.to_dict(), stream, sort_keys=False)

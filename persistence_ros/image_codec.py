@@ -1,0 +1,112 @@
+"""
+sensor_msgs/Image field semantics <-> numpy, without ROS types.
+
+cv_bridge is not on PyPI (and the PyPI ``cv-bridge`` is ROS 1 code broken with numpy 2), so the
+few encodings this package needs are handled here: rows may be padded (``step`` >= width *
+pixel size) and multi-byte data may be big-endian.
+"""
+
+from dataclasses import dataclass
+import sys
+
+import numpy as np
+
+# encoding -> (numpy dtype, channels)
+ENCODINGS = {
+    'rgb8': (np.uint8, 3),
+    'bgr8': (np.uint8, 3),
+    'mono8': (np.uint8, 1),
+    'mono16': (np.uint16, 1),
+    '16UC1': (np.uint16, 1),
+    '32FC1': (np.float32, 1),
+}
+
+
+class ImageEncodingError(ValueError):
+    """An image whose encoding or layout cannot be decoded; the message says why."""
+
+
+@dataclass
+class ImageFields:
+    """The data-carrying fields of a sensor_msgs/Image."""
+
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: bool
+    step: int
+    data: bytes
+
+
+def _layout(encoding: str):
+    try:
+        dtype, channels = ENCODINGS[encoding]
+    except KeyError:
+        raise ImageEncodingError(
+            f'unsupported image encoding {encoding!r}; supported: {", ".join(ENCODINGS)}'
+        ) from None
+    return np.dtype(dtype), channels
+
+
+def decode_image(height: int, width: int, encoding: str, is_bigendian: bool, step: int,
+                 data) -> np.ndarray:
+    """Return the image as a (H, W) or (H, W, C) array in native byte order (a copy)."""
+    dtype, channels = _layout(encoding)
+    height, width, step = int(height), int(width), int(step)
+    row_bytes = width * channels * dtype.itemsize
+    if height < 0 or width < 0:
+        raise ImageEncodingError(f'negative image size {width}x{height}')
+    if step < row_bytes:
+        raise ImageEncodingError(
+            f'step {step} is smaller than width * pixel size = {row_bytes} bytes')
+    if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)):
+        data = bytes(data)  # array.array or list from some message implementations
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if buffer.size < step * height:
+        raise ImageEncodingError(
+            f'data has {buffer.size} bytes, {step * height} expected (step * height)')
+    rows = buffer[:step * height].reshape(height, step)[:, :row_bytes]
+    order = '>' if is_bigendian else '<'
+    pixels = np.ascontiguousarray(rows).view(dtype.newbyteorder(order))
+    pixels = pixels.reshape(height, width, channels) if channels > 1 \
+        else pixels.reshape(height, width)
+    return pixels.astype(dtype.newbyteorder('='), copy=True)
+
+
+def encode_image(array: np.ndarray, encoding: str, step: int = 0,
+                 is_bigendian: bool = sys.byteorder == 'big') -> ImageFields:
+    """Return Image fields for an array; ``step`` > row size pads every row with zeros."""
+    dtype, channels = _layout(encoding)
+    array = np.asarray(array)
+    expected_ndim = 3 if channels > 1 else 2
+    if array.ndim == 3 and channels == 1 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim != expected_ndim or (channels > 1 and array.shape[2] != channels):
+        raise ImageEncodingError(
+            f'{encoding} needs an array of shape (H, W{", %d" % channels if channels > 1 else ""})'
+            f', got {array.shape}')
+    if array.dtype != dtype:
+        raise ImageEncodingError(f'{encoding} needs dtype {dtype}, got {array.dtype}')
+    height, width = array.shape[:2]
+    row_bytes = width * channels * dtype.itemsize
+    step = row_bytes if step == 0 else int(step)
+    if step < row_bytes:
+        raise ImageEncodingError(f'step {step} is smaller than the row size {row_bytes}')
+    ordered = array.astype(dtype.newbyteorder('>' if is_bigendian else '<'), copy=False)
+    rows = np.zeros((height, step), dtype=np.uint8)
+    rows[:, :row_bytes] = np.ascontiguousarray(ordered).view(np.uint8).reshape(height, row_bytes)
+    return ImageFields(height=height, width=width, encoding=encoding,
+                       is_bigendian=bool(is_bigendian), step=step, data=rows.tobytes())
+
+
+def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
+    """Convert a decoded image to RGB uint8 (crops for the model are RGB)."""
+    if encoding == 'rgb8':
+        return array
+    if encoding == 'bgr8':
+        return array[:, :, ::-1].copy()
+    if encoding == 'mono8':
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if encoding in ('mono16', '16UC1'):
+        return np.repeat((array >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
+    raise ImageEncodingError(f'cannot convert {encoding!r} to rgb8 for the model')

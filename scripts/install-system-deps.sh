@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages MuJoCo needs to render offscreen on the CPU (Mesa llvmpipe through EGL or
+# OSMesa). Installs them with apt-get when missing and running as root; otherwise says what to run.
+set -euo pipefail
+packages=(libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri cmake g++)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "Missing system packages: ${missing[*]}" >&2
+  echo "Install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "Installing system packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null

@@ -1,0 +1,126 @@
+"""Calibration: camera_calibration_parsers YAML, validation, rectification against OpenCV."""
+
+import cv2
+import numpy as np
+import pytest
+
+from persistence_ros.calibration import (CalibrationError, CameraCalibration,
+                                         load_calibration_yaml, save_calibration_yaml,
+                                         StereoCalibration)
+
+# The format camera_calibration writes (left camera of a narrow stereo pair).
+LEFT_YAML = """\
+image_width: 640
+image_height: 480
+camera_name: narrow_stereo/left
+camera_matrix:
+  rows: 3
+  cols: 3
+  data: [430.15433, 0, 311.71339, 0, 430.60920, 221.06824, 0, 0, 1]
+distortion_model: plumb_bob
+distortion_coefficients:
+  rows: 1
+  cols: 5
+  data: [-0.363528858080088, 0.16117037733986861, -8.1109585007538829e-05,
+         -0.00044776712298447841, 0]
+rectification_matrix:
+  rows: 3
+  cols: 3
+  data: [0.99806605, 0.00189132, 0.06213359, -0.00246645, 0.99996772, 0.00918261,
+         -0.06211347, -0.00931793, 0.99802559]
+projection_matrix:
+  rows: 3
+  cols: 4
+  data: [295.53402, 0, 285.55760, 0, 0, 295.53402, 223.29617, 0, 0, 0, 1, 0]
+"""
+
+
+def test_yaml_load_values_and_round_trip(tmp_path):
+    path = tmp_path / 'left.yaml'
+    path.write_text(LEFT_YAML)
+    calibration = load_calibration_yaml(path, frame_id='left_optical')
+    assert (calibration.width, calibration.height) == (640, 480)
+    assert calibration.camera_name == 'narrow_stereo/left'
+    assert calibration.K[0, 2] == pytest.approx(311.71339)
+    assert calibration.D.shape == (5,) and calibration.D[0] == pytest.approx(-0.363528858)
+    assert calibration.P[1, 2] == pytest.approx(223.29617)
+    assert not calibration.is_rectified
+    copy_path = tmp_path / 'copy.yaml'
+    save_calibration_yaml(calibration, copy_path)
+    again = load_calibration_yaml(copy_path)
+    for name in ('K', 'D', 'R', 'P'):
+        np.testing.assert_array_equal(getattr(again, name), getattr(calibration, name))
+    assert again.distortion_model == 'plumb_bob'
+
+
+@pytest.mark.parametrize('mutation, message', [
+    (lambda d: d['camera_matrix'].update(data=[0.0] * 9), 'uncalibrated'),
+    (lambda d: d.update(image_width=0), 'image size'),
+    (lambda d: d['projection_matrix'].update(data=[1.0] * 11), 'P must have 12'),
+    (lambda d: d.update(distortion_model='fancy_model'), 'not supported'),
+    (lambda d: d.pop('camera_matrix'), 'lacks camera_matrix'),
+    (lambda d: d['rectification_matrix'].update(data=[2.0, 0, 0, 0, 1, 0, 0, 0, 1]),
+     'not a rotation'),
+])
+def test_bad_calibrations_are_rejected_with_a_reason(mutation, message):
+    import yaml
+    data = yaml.safe_load(LEFT_YAML)
+    mutation(data)
+    with pytest.raises(CalibrationError, match=message):
+        CameraCalibration.from_dict(data)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / 'evil.yaml'
+    path.write_text('!!python/object/apply:os.system ["echo unsafe"]\n')
+    with pytest.raises(CalibrationError, match='not valid YAML'):
+        load_calibration_yaml(path)
+
+
+def opencv_rig():
+    """Return an unrectified stereo rig and its rectification computed by OpenCV."""
+    size = (640, 480)
+    k_left = np.array([[520.0, 0, 322.0], [0, 518.0, 236.0], [0, 0, 1]])
+    k_right = np.array([[515.0, 0, 318.0], [0, 516.0, 241.0], [0, 0, 1]])
+    d_left = np.array([-0.21, 0.05, 0.001, -0.0005, 0.0])
+    d_right = np.array([-0.19, 0.04, -0.0008, 0.0007, 0.0])
+    rotation, _ = cv2.Rodrigues(np.array([0.01, -0.04, 0.005]))
+    translation = np.array([-0.12, 0.002, 0.001])  # right camera 12 cm to the right
+    r1, r2, p1, p2, *_ = cv2.stereoRectify(k_left, d_left, k_right, d_right, size, rotation,
+                                           translation, alpha=0)
+    left = CameraCalibration(size[0], size[1], k_left, d_left, r1, p1)
+    right = CameraCalibration(size[0], size[1], k_right, d_right, r2, p2)
+    return StereoCalibration(left, right), (k_left, d_left, k_right, d_right, rotation,
+                                             translation)
+
+
+def test_rectified_points_share_rows_and_satisfy_the_fundamental_matrix():
+    stereo, (k_left, d_left, k_right, d_right, rotation, translation) = opencv_rig()
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.uniform(-1, 1, 200), rng.uniform(-0.7, 0.7, 200),
+                              rng.uniform(2, 8, 200)])
+    # Raw pixels come from OpenCV's projection with the raw intrinsics and true extrinsics,
+    # independent of the R and P matrices under test.
+    left_px, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), k_left, d_left)
+    right_px, _ = cv2.projectPoints(points, cv2.Rodrigues(rotation)[0], translation, k_right,
+                                    d_right)
+    left_rect = stereo.left.rectify_points(left_px.reshape(-1, 2))
+    right_rect = stereo.right.rectify_points(right_px.reshape(-1, 2))
+    assert stereo.is_rectified and not stereo.left.is_rectified
+    assert np.max(np.abs(left_rect[:, 1] - right_rect[:, 1])) < 0.05
+    assert np.all(left_rect[:, 0] > right_rect[:, 0])  # positive disparity
+    fundamental = stereo.fundamental_matrix()
+    homogeneous = np.column_stack
+    residual = np.einsum('ni,ij,nj->n', homogeneous([right_rect, np.ones(200)]), fundamental,
+                         homogeneous([left_rect, np.ones(200)]))
+    line_norm = np.linalg.norm((fundamental @ homogeneous([left_rect, np.ones(200)]).T)[:2],
+                               axis=0)
+    assert np.max(np.abs(residual) / line_norm) < 0.05  # pixel distance to the epipolar line
+    assert stereo.baseline_m == pytest.approx(np.linalg.norm(translation), rel=1e-6)
+
+
+def test_a_right_camera_without_baseline_is_rejected():
+    k = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    camera = CameraCalibration(640, 480, k, np.zeros(5))
+    with pytest.raises(CalibrationError, match='baseline'):
+        StereoCalibration(camera, camera)
