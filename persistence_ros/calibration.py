@@ -77,6 +77,11 @@ class CameraCalibration:
         P = np.hstack([K, np.zeros((3, 1))]) if self.P is None else _matrix(self.P, (3, 4), 'P')
         if P[0, 0] <= 0.0 or P[1, 1] <= 0.0:
             raise CalibrationError('P has a non-positive focal length')
+        if P[1, 0] != 0.0 or P[2, 0] != 0.0 or P[2, 1] != 0.0 or P[2, 2] != 1.0:
+            raise CalibrationError(
+                'P[:, :3] must be an intrinsic matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] '
+                '(ROS CameraInfo convention: P projects points of the rectified camera frame); '
+                'a P = K [R | t] in world coordinates is not a CameraInfo projection')
         object.__setattr__(self, 'P', P)
 
     @property

@@ -2,7 +2,8 @@
 # Debian packages MuJoCo needs to render offscreen on the CPU (Mesa llvmpipe through EGL or
 # OSMesa). Installs them with apt-get when missing and running as root; otherwise says what to run.
 set -euo pipefail
-packages=(libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri cmake g++)
+# opencv-doc carries real stereo chessboard pairs the geometry tests calibrate against.
+packages=(libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri cmake g++ opencv-doc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -90,8 +90,8 @@ def opencv_rig():
                                            translation, alpha=0)
     left = CameraCalibration(size[0], size[1], k_left, d_left, r1, p1)
     right = CameraCalibration(size[0], size[1], k_right, d_right, r2, p2)
-    return StereoCalibration(left, right), (k_left, d_left, k_right, d_right, rotation,
-                                             translation)
+    raw = (k_left, d_left, k_right, d_right, rotation, translation)
+    return StereoCalibration(left, right), raw
 
 
 def test_rectified_points_share_rows_and_satisfy_the_fundamental_matrix():
@@ -111,8 +111,8 @@ def test_rectified_points_share_rows_and_satisfy_the_fundamental_matrix():
     assert np.all(left_rect[:, 0] > right_rect[:, 0])  # positive disparity
     fundamental = stereo.fundamental_matrix()
     homogeneous = np.column_stack
-    residual = np.einsum('ni,ij,nj->n', homogeneous([right_rect, np.ones(200)]), fundamental,
-                         homogeneous([left_rect, np.ones(200)]))
+    residual = np.einsum('ni,ij,nj->n', homogeneous([right_rect, np.ones(200)]),
+                         fundamental, homogeneous([left_rect, np.ones(200)]))
     line_norm = np.linalg.norm((fundamental @ homogeneous([left_rect, np.ones(200)]).T)[:2],
                                axis=0)
     assert np.max(np.abs(residual) / line_norm) < 0.05  # pixel distance to the epipolar line
@@ -124,3 +124,11 @@ def test_a_right_camera_without_baseline_is_rejected():
     camera = CameraCalibration(640, 480, k, np.zeros(5))
     with pytest.raises(CalibrationError, match='baseline'):
         StereoCalibration(camera, camera)
+
+
+def test_a_world_projection_matrix_is_not_a_camera_info_projection():
+    k = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    rotation, _ = cv2.Rodrigues(np.array([0.0, 0.3, 0.0]))
+    world_projection = k @ np.hstack([rotation, np.zeros((3, 1))])
+    with pytest.raises(CalibrationError, match='intrinsic matrix'):
+        CameraCalibration(640, 480, k, np.zeros(5), P=world_projection)

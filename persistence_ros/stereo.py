@@ -1,0 +1,505 @@
+"""
+Stereo association of left/right 2D tracks over time, and triangulation.
+
+Association (``StereoAssociator``) works on whole track histories, not single frames: for
+every left/right candidate pair it averages the epipolar cost over the most recent frames the
+two tracks were both matched in (same ``stamp_ns``, or within ``stamp_tolerance_ns``), gates on
+that mean, on the number of common frames and on the sign of the disparity, then solves a
+Hungarian assignment (``scipy.optimize.linear_sum_assignment``). Pairs keep a stable stereo id
+while both tracks live and stay consistent.
+
+Triangulation (``Triangulator``) uses ``cv2.triangulatePoints`` (DLT) on the rectified
+projection matrices, optionally after ``cv2.correctMatches`` (the optimal Hartley-Sturm
+correction), and reports per point the 3D position in the LEFT OPTICAL frame
+(``X_optical = R_left.T @ X_rectified``), the reprojection error, the depth uncertainty
+``sigma_Z = Z^2 * sqrt(2) * sigma_px / (f * B)`` and a validity flag with a rejection reason.
+
+Pixel inputs are raw image pixels (as the detector saw them) unless ``points_are_rectified``
+is set; they are mapped to rectified pixels of P with ``CameraCalibration.rectify_points``.
+"""
+
+from dataclasses import dataclass
+import itertools
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from persistence_ros.calibration import StereoCalibration
+from persistence_ros.tracking import Track2D
+
+# Rejection reasons of ``TriangulationResult.reason`` ('' for valid points), in the order the
+# checks are applied (the first failing check names the point).
+REASONS = ('invalid_input', 'epipolar', 'behind_camera', 'reprojection_error',
+           'depth_uncertainty')
+
+_FORBIDDEN = 1e9
+
+
+def _check_positive(config, names: Sequence[str], allow_inf: bool = False) -> None:
+    for name in names:
+        value = getattr(config, name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0.0
+        ok = ok and (allow_inf or math.isfinite(value)) and not math.isnan(value)
+        if not ok:
+            raise ValueError(f'{name} must be a number > 0, got {value!r}')
+
+
+def sampson_distance(fundamental: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """
+    Return the Sampson distance in pixels of matches (x_right^T F x_left = 0), vectorised.
+
+    ``left`` and ``right`` are arrays (..., 2) of pixel coordinates; the result has shape
+    (...). Written with numpy because ``cv2.sampsonDistance`` takes one point pair per call.
+    """
+    xl = np.concatenate([left, np.ones(left.shape[:-1] + (1,))], axis=-1)
+    xr = np.concatenate([right, np.ones(right.shape[:-1] + (1,))], axis=-1)
+    f_xl = xl @ fundamental.T          # F x_l  (epipolar lines in the right image)
+    ft_xr = xr @ fundamental           # F^T x_r (epipolar lines in the left image)
+    algebraic = np.sum(xr * f_xl, axis=-1)
+    denom = f_xl[..., 0] ** 2 + f_xl[..., 1] ** 2 + ft_xr[..., 0] ** 2 + ft_xr[..., 1] ** 2
+    return np.abs(algebraic) / np.sqrt(np.maximum(denom, 1e-300))
+
+
+def _disparity_sign(calibration: StereoCalibration) -> float:
+    """Return +1/-1 such that sign * (x_l - x_r) > 0 in front of a row-aligned rig."""
+    tx = calibration.left.P[0, 3] - calibration.right.P[0, 3]
+    return 1.0 if tx >= 0.0 else -1.0
+
+
+def _depths(projection: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Return the depth of (N, 3) points in the camera of ``projection`` (Hartley-Zisserman)."""
+    m = projection[:, :3]
+    w = points @ projection[2, :3] + projection[2, 3]
+    return np.sign(np.linalg.det(m)) * w / np.linalg.norm(m[2])
+
+
+def _project(projection: np.ndarray, points: np.ndarray) -> np.ndarray:
+    homogeneous = points @ projection[:, :3].T + projection[:, 3]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return homogeneous[:, :2] / homogeneous[:, 2:3]
+
+
+# --------------------------------------------------------------------------------------------
+# Triangulation
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TriangulationConfig:
+    """
+    Parameters of ``Triangulator``; validated in ``__post_init__``.
+
+    Attributes
+    ----------
+    sigma_px:
+        Pixel noise (standard deviation) of a point in each image, for ``sigma_Z``.
+    max_epipolar_px:
+        Gate before triangulating: row difference (row-aligned rig) or Sampson distance.
+    max_reprojection_error_px:
+        Gate on the reprojection error (max of both views) after triangulating.
+    max_depth_sigma_m:
+        Gate on the depth standard deviation (``inf`` disables it).
+    refine:
+        Apply ``cv2.correctMatches`` (optimal Hartley-Sturm) before the DLT.
+    points_are_rectified:
+        Inputs are already rectified pixels of P (skip ``rectify_points``).
+
+    """
+
+    sigma_px: float = 0.5
+    max_epipolar_px: float = 3.0
+    max_reprojection_error_px: float = 3.0
+    max_depth_sigma_m: float = 1.0
+    refine: bool = True
+    points_are_rectified: bool = False
+
+    def __post_init__(self):
+        """Validate the fields; raise ValueError saying what to fix."""
+        _check_positive(self, ('sigma_px', 'max_epipolar_px', 'max_reprojection_error_px'))
+        _check_positive(self, ('max_depth_sigma_m',), allow_inf=True)
+
+
+@dataclass
+class TriangulationResult:
+    """
+    Per-point triangulation output (arrays over N points).
+
+    ``points_optical`` (N, 3) metres in the left optical frame; ``points_rectified`` (N, 3) in
+    the rectified left frame; ``depth_m`` (N,) depth in the rectified left camera;
+    ``reprojection_error_px`` (N,) the larger of both views (measured vs reprojected rectified
+    pixels); ``depth_sigma_m`` (N,); ``epipolar_px`` (N,) the epipolar cost; ``valid`` (N,)
+    bool; ``reason`` (N,) str, '' when valid else one of ``REASONS``. Rejected points keep
+    their (possibly meaningless) numbers; NaN where they could not be computed.
+    """
+
+    points_optical: np.ndarray
+    points_rectified: np.ndarray
+    depth_m: np.ndarray
+    reprojection_error_px: np.ndarray
+    depth_sigma_m: np.ndarray
+    epipolar_px: np.ndarray
+    valid: np.ndarray
+    reason: np.ndarray
+
+    def __len__(self) -> int:
+        """Return the number of points."""
+        return int(self.valid.shape[0])
+
+
+class Triangulator:
+    """Triangulate matched left/right pixels of a calibrated stereo rig."""
+
+    def __init__(self, calibration: StereoCalibration,
+                 config: Optional[TriangulationConfig] = None):
+        self.calibration = calibration
+        self.config = config if config is not None else TriangulationConfig()
+        self._fundamental = calibration.fundamental_matrix()
+        self._row_aligned = bool(calibration.is_rectified)
+        self._focal = float(calibration.left.P[0, 0])
+        self._baseline = abs(float(calibration.baseline_m))
+
+    def rectify(self, left_px: np.ndarray,
+                right_px: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Return the rectified pixels of P for raw (N, 2) left and right pixels."""
+        left = np.asarray(left_px, dtype=np.float64).reshape(-1, 2)
+        right = np.asarray(right_px, dtype=np.float64).reshape(-1, 2)
+        if self.config.points_are_rectified:
+            return left.copy(), right.copy()
+        return (self.calibration.left.rectify_points(left),
+                self.calibration.right.rectify_points(right))
+
+    def epipolar_cost(self, left_rect: np.ndarray, right_rect: np.ndarray) -> np.ndarray:
+        """Return |y_l - y_r| (row-aligned rig) or the Sampson distance, in pixels."""
+        if self._row_aligned:
+            return np.abs(left_rect[..., 1] - right_rect[..., 1])
+        return sampson_distance(self._fundamental, left_rect, right_rect)
+
+    def depth_sigma(self, depth: np.ndarray) -> np.ndarray:
+        """Return sigma_Z = Z^2 * sqrt(2) * sigma_px / (f * B) for depths Z (metres)."""
+        return np.square(depth) * math.sqrt(2.0) * self.config.sigma_px / (
+            self._focal * self._baseline)
+
+    def in_front(self, left_rect: np.ndarray, right_rect: np.ndarray) -> np.ndarray:
+        """Return, per rectified point pair (N, 2), whether its DLT point is in front of both."""
+        p_left, p_right = self.calibration.left.P, self.calibration.right.P
+        homogeneous = cv2.triangulatePoints(p_left, p_right, left_rect.T.copy(),
+                                            right_rect.T.copy())
+        with np.errstate(divide='ignore', invalid='ignore'):
+            points = (homogeneous[:3] / homogeneous[3]).T
+            return (_depths(p_left, points) > 0.0) & (_depths(p_right, points) > 0.0)
+
+    def triangulate(self, left_px: np.ndarray, right_px: np.ndarray) -> TriangulationResult:
+        """Triangulate N matched points given as (N, 2) pixel arrays of the left/right images."""
+        cfg = self.config
+        left, right = self.rectify(left_px, right_px)
+        if left.shape != right.shape:
+            raise ValueError(f'left and right must have the same shape, got {left.shape} '
+                             f'and {right.shape}')
+        n = left.shape[0]
+        reason = np.full(n, '', dtype=object)
+        finite = np.all(np.isfinite(left), axis=1) & np.all(np.isfinite(right), axis=1)
+        reason[~finite] = 'invalid_input'
+        nan3 = np.full((n, 3), np.nan)
+        if not np.any(finite):
+            nan = np.full(n, np.nan)
+            return TriangulationResult(nan3, nan3.copy(), nan, nan.copy(), nan.copy(),
+                                       nan.copy(), np.zeros(n, dtype=bool), reason)
+        lf, rf = left[finite], right[finite]
+        epipolar = np.full(n, np.nan)
+        epipolar[finite] = self.epipolar_cost(lf, rf)
+
+        p_left, p_right = self.calibration.left.P, self.calibration.right.P
+        if cfg.refine:
+            lc, rc = cv2.correctMatches(self._fundamental, lf.reshape(1, -1, 2),
+                                        rf.reshape(1, -1, 2))
+            lc, rc = lc.reshape(-1, 2), rc.reshape(-1, 2)
+            bad = ~(np.all(np.isfinite(lc), axis=1) & np.all(np.isfinite(rc), axis=1))
+            lc[bad], rc[bad] = lf[bad], rf[bad]
+        else:
+            lc, rc = lf, rf
+        homogeneous = cv2.triangulatePoints(p_left, p_right, lc.T.copy(), rc.T.copy())
+        scale = homogeneous[3]
+        with np.errstate(divide='ignore', invalid='ignore'):
+            points = (homogeneous[:3] / scale).T
+        at_infinity = ~np.all(np.isfinite(points), axis=1) | (np.abs(scale) < 1e-12)
+        points[at_infinity] = np.nan
+
+        rect = nan3.copy()
+        rect[finite] = points
+        depth_left = np.full(n, np.nan)
+        depth_right = np.full(n, np.nan)
+        depth_left[finite] = _depths(p_left, points)
+        depth_right[finite] = _depths(p_right, points)
+        reproj = np.full(n, np.nan)
+        reproj[finite] = np.maximum(np.linalg.norm(_project(p_left, points) - lf, axis=1),
+                                    np.linalg.norm(_project(p_right, points) - rf, axis=1))
+        sigma = self.depth_sigma(depth_left)
+        infinite = np.zeros(n, dtype=bool)
+        infinite[finite] = at_infinity
+
+        def mark(mask: np.ndarray, name: str) -> None:
+            reason[(reason == '') & mask] = name
+
+        with np.errstate(invalid='ignore'):
+            mark(~(epipolar <= cfg.max_epipolar_px), 'epipolar')
+            mark(~infinite & ((depth_left <= 0.0) | (depth_right <= 0.0)), 'behind_camera')
+            mark(~infinite & ~(reproj <= cfg.max_reprojection_error_px), 'reprojection_error')
+            mark(infinite | ~(sigma <= cfg.max_depth_sigma_m), 'depth_uncertainty')
+        optical = rect @ self.calibration.left.R  # row-wise R_left.T @ X_rect
+        return TriangulationResult(points_optical=optical, points_rectified=rect,
+                                   depth_m=depth_left, reprojection_error_px=reproj,
+                                   depth_sigma_m=sigma, epipolar_px=epipolar,
+                                   valid=reason == '', reason=reason)
+
+
+# --------------------------------------------------------------------------------------------
+# Association over time
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AssociationConfig:
+    """
+    Parameters of ``StereoAssociator``; validated in ``__post_init__``.
+
+    Attributes
+    ----------
+    max_epipolar_px:
+        Gate on the mean epipolar cost (row difference or Sampson distance, pixels) over the
+        common frames, for new pairs.
+    keep_factor:
+        An existing pair is kept while its mean cost stays <= ``keep_factor *
+        max_epipolar_px`` (hysteresis, so that ids do not flicker).
+    min_common_frames:
+        Frames in which both tracks were matched, needed to form a pair.
+    cost_window:
+        Only the most recent ``cost_window`` common frames enter the mean (so that a pair
+        that becomes inconsistent is noticed).
+    min_disparity_px:
+        Row-aligned rig: the mean disparity ``x_l - x_r`` must exceed it (a left/right swap
+        has a negative disparity). Other rigs: most common frames must triangulate in front
+        of both cameras.
+    stamp_tolerance_ns:
+        Left and right observations within this many nanoseconds count as the same frame
+        (0: stamps must be equal, as with hardware-synchronised stereo drivers).
+    points_are_rectified:
+        Track boxes are in rectified images already (skip ``rectify_points``).
+
+    """
+
+    max_epipolar_px: float = 3.0
+    keep_factor: float = 1.5
+    min_common_frames: int = 3
+    cost_window: int = 30
+    min_disparity_px: float = 0.0
+    stamp_tolerance_ns: int = 0
+    points_are_rectified: bool = False
+
+    def __post_init__(self):
+        """Validate the fields; raise ValueError saying what to fix."""
+        _check_positive(self, ('max_epipolar_px',))
+        if not (isinstance(self.keep_factor, (int, float)) and self.keep_factor >= 1.0):
+            raise ValueError(f'keep_factor must be a number >= 1, got {self.keep_factor!r}')
+        for name in ('min_common_frames', 'cost_window'):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
+        if not (isinstance(self.stamp_tolerance_ns, (int, np.integer))
+                and self.stamp_tolerance_ns >= 0):
+            raise ValueError(
+                f'stamp_tolerance_ns must be an integer >= 0, got {self.stamp_tolerance_ns!r}')
+        if not (isinstance(self.min_disparity_px, (int, float))
+                and math.isfinite(self.min_disparity_px)):
+            raise ValueError(
+                f'min_disparity_px must be a finite number, got {self.min_disparity_px!r}')
+
+
+@dataclass
+class StereoPair:
+    """
+    A left/right pair of 2D tracks of one object.
+
+    ``id`` is the stereo-track id (integers from 1, never reused); ``cost_px`` the mean
+    epipolar cost and ``common_frames`` the number of common frames it was computed on;
+    ``disparity_px`` the mean disparity (NaN for a rig that is not row-aligned); ``updates``
+    how many associator updates the pair has lived through (1 when new).
+    """
+
+    id: int
+    left: Track2D
+    right: Track2D
+    cost_px: float
+    common_frames: int
+    disparity_px: float
+    updates: int = 1
+
+    @property
+    def left_id(self) -> int:
+        """Return the left 2D track id."""
+        return self.left.id
+
+    @property
+    def right_id(self) -> int:
+        """Return the right 2D track id."""
+        return self.right.id
+
+    @property
+    def matched_now(self) -> bool:
+        """Return True if both tracks were matched to a detection in their latest update."""
+        return bool(self.left.matched and self.right.matched)
+
+    def current_points(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Return the (1, 2) left and right box centres of the latest 2D updates (raw pixels)."""
+        left, right = self.left.history[-1].box, self.right.history[-1].box
+        return np.array([left[:2]], dtype=np.float64), np.array([right[:2]], dtype=np.float64)
+
+
+def _matched_centres(track: Track2D) -> Tuple[np.ndarray, np.ndarray]:
+    """Return the stamps (int64) and raw box centres (M, 2) of the matched observations."""
+    obs = [o for o in track.history if o.matched]
+    stamps = np.array([o.stamp_ns for o in obs], dtype=np.int64)
+    centres = np.array([o.box[:2] for o in obs], dtype=np.float64).reshape(-1, 2)
+    return stamps, centres
+
+
+class StereoAssociator:
+    """
+    Pair left and right 2D tracks over time.
+
+    ``update(left_tracks, right_tracks)`` returns the current pairs; one 2D track belongs to
+    at most one pair. ``ended`` holds the pairs that ended at the latest update (a track died
+    or the pairing became inconsistent); their ids are never given out again.
+    """
+
+    def __init__(self, calibration: StereoCalibration,
+                 config: Optional[AssociationConfig] = None):
+        self.config = config if config is not None else AssociationConfig()
+        self.calibration = calibration
+        # Works on points rectified once per update (see _rectified).
+        self._triangulator = Triangulator(calibration,
+                                          TriangulationConfig(points_are_rectified=True))
+        self._ids = itertools.count(1)
+        self._pairs: Dict[Tuple[int, int], StereoPair] = {}
+        self.ended: List[StereoPair] = []
+
+    @property
+    def pairs(self) -> List[StereoPair]:
+        """Return the current pairs."""
+        return list(self._pairs.values())
+
+    def _rectified(self, tracks: Sequence[Track2D], left: bool):
+        camera = self.calibration.left if left else self.calibration.right
+        out = []
+        for track in tracks:
+            stamps, centres = _matched_centres(track)
+            if not self.config.points_are_rectified and len(stamps):
+                centres = camera.rectify_points(centres)
+            out.append((stamps, centres))
+        return out
+
+    def _grid(self, left_data, right_data):
+        """Return left/right point grids (n, S, 2), NaN where a track has no observation."""
+        stamps = np.unique(np.concatenate([s for s, _ in left_data] + [np.zeros(0, np.int64)]))
+        shape = (len(stamps), 2)
+        grid_l = np.full((len(left_data),) + shape, np.nan)
+        grid_r = np.full((len(right_data),) + shape, np.nan)
+        if len(stamps) == 0:
+            return grid_l, grid_r
+        for i, (s, c) in enumerate(left_data):
+            grid_l[i, np.searchsorted(stamps, s)] = c
+        tol = self.config.stamp_tolerance_ns
+        for j, (s, c) in enumerate(right_data):
+            if len(s) == 0:
+                continue
+            k = np.clip(np.searchsorted(stamps, s), 0, len(stamps) - 1)
+            k_prev = np.clip(k - 1, 0, len(stamps) - 1)
+            nearer_prev = np.abs(stamps[k_prev] - s) < np.abs(stamps[k] - s)
+            k = np.where(nearer_prev, k_prev, k)
+            ok = np.abs(stamps[k] - s) <= tol
+            grid_r[j, k[ok]] = c[ok]
+        return grid_l, grid_r
+
+    def _costs(self, left_tracks, right_tracks):
+        """Return (mean cost, common frame count, mean disparity, in-front fraction)."""
+        grid_l, grid_r = self._grid(self._rectified(left_tracks, True),
+                                    self._rectified(right_tracks, False))
+        gl = grid_l[:, None]           # (nl, 1, S, 2)
+        gr = grid_r[None, :]           # (1, nr, S, 2)
+        common = np.isfinite(gl[..., 0]) & np.isfinite(gr[..., 0])
+        # Keep only the most recent cost_window common frames of each pair.
+        recent = np.cumsum(common[..., ::-1], axis=-1)[..., ::-1] <= self.config.cost_window
+        use = common & recent
+        count = use.sum(axis=-1)
+        gl_b, gr_b = np.broadcast_arrays(gl, gr)
+        with np.errstate(invalid='ignore'):
+            cost = self._triangulator.epipolar_cost(gl_b, gr_b)
+        cost = np.where(use, cost, 0.0).sum(axis=-1) / np.maximum(count, 1)
+        if self.calibration.is_rectified:
+            disparity = _disparity_sign(self.calibration) * (gl_b[..., 0] - gr_b[..., 0])
+            disparity = np.where(use, disparity, 0.0).sum(axis=-1) / np.maximum(count, 1)
+            front = np.ones_like(cost)
+        else:
+            disparity = np.full_like(cost, np.nan)
+            front = np.zeros_like(cost)
+            candidates = (count >= self.config.min_common_frames) & (
+                cost <= self.config.keep_factor * self.config.max_epipolar_px)
+            if np.any(candidates):
+                # One vectorised triangulation over the common frames of all candidates.
+                mask = use & candidates[..., None]
+                in_front = np.zeros(mask.shape)
+                in_front[mask] = self._triangulator.in_front(gl_b[mask], gr_b[mask])
+                front = in_front.sum(axis=-1) / np.maximum(count, 1)
+        return cost, count, disparity, front
+
+    def _acceptable(self, cost, count, disparity, front, gate):
+        ok = (count >= self.config.min_common_frames) & (cost <= gate)
+        if self.calibration.is_rectified:
+            return ok & (disparity > self.config.min_disparity_px)
+        return ok & (front > 0.5)
+
+    def update(self, left_tracks: Sequence[Track2D],
+               right_tracks: Sequence[Track2D]) -> List[StereoPair]:
+        """Update the pairing with the current live tracks of both cameras; return the pairs."""
+        left_tracks, right_tracks = list(left_tracks), list(right_tracks)
+        self.ended = []
+        if not left_tracks or not right_tracks:
+            self.ended = list(self._pairs.values())
+            self._pairs = {}
+            return []
+        cost, count, disparity, front = self._costs(left_tracks, right_tracks)
+        strict = self._acceptable(cost, count, disparity, front, self.config.max_epipolar_px)
+        loose = self._acceptable(cost, count, disparity, front,
+                                 self.config.keep_factor * self.config.max_epipolar_px)
+        left_index = {t.id: i for i, t in enumerate(left_tracks)}
+        right_index = {t.id: j for j, t in enumerate(right_tracks)}
+
+        def make(pair_id: int, i: int, j: int, updates: int) -> StereoPair:
+            return StereoPair(pair_id, left_tracks[i], right_tracks[j], float(cost[i, j]),
+                              int(count[i, j]), float(disparity[i, j]), updates)
+
+        kept: Dict[Tuple[int, int], StereoPair] = {}
+        used_l, used_r = set(), set()
+        for key, pair in self._pairs.items():
+            i, j = left_index.get(key[0]), right_index.get(key[1])
+            if i is None or j is None or not loose[i, j]:
+                self.ended.append(pair)
+                continue
+            kept[key] = make(pair.id, i, j, pair.updates + 1)
+            used_l.add(i)
+            used_r.add(j)
+
+        free_l = [i for i in range(len(left_tracks)) if i not in used_l]
+        free_r = [j for j in range(len(right_tracks)) if j not in used_r]
+        if free_l and free_r:
+            sub_ok = strict[np.ix_(free_l, free_r)]
+            if np.any(sub_ok):
+                sub_cost = np.where(sub_ok, cost[np.ix_(free_l, free_r)], _FORBIDDEN)
+                rows, cols = linear_sum_assignment(sub_cost)
+                for r, c in zip(rows, cols):
+                    if sub_ok[r, c]:
+                        i, j = free_l[r], free_r[c]
+                        key = (left_tracks[i].id, right_tracks[j].id)
+                        kept[key] = make(next(self._ids), i, j, 1)
+        self._pairs = kept
+        return list(kept.values())

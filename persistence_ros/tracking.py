@@ -1,0 +1,415 @@
+"""
+Online multi-object 2D tracker for one camera (SORT / ByteTrack style).
+
+Every frame the constant-velocity Kalman filter of each track predicts its box, then detections
+are assigned to tracks in two stages (ByteTrack): high-score detections against all tracks,
+then low-score detections against the tracks left over. Only unmatched high-score detections
+start new tracks. The assignment is Hungarian (``scipy.optimize.linear_sum_assignment``) on a
+cost built from IoU, with a centre-distance fallback for small or non-overlapping boxes.
+
+Memory is bounded: each track keeps its last ``window`` observations in a
+``collections.deque(maxlen=window)``; ended tracks are handed out once (``TrackerUpdate.ended``)
+and then forgotten.
+
+Semantics of the counters (all in frames, i.e. calls of ``Tracker2D.update``):
+
+* ``hits``: frames in which the track was matched to a detection (its birth counts as one);
+  a track is ``confirmed`` once ``hits >= min_hits`` and stays confirmed.
+* ``age``: frames since birth (0 in the frame that created it).
+* ``time_since_update``: frames since the last match (0 when matched in this frame).
+* A track survives ``max_age`` consecutive missed frames; it ends at the update that makes
+  ``time_since_update`` exceed ``max_age`` (``max_age=0``: it ends at its first miss).
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+import itertools
+import math
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from persistence_ros.detections import Detection, DetectionFrame
+
+Box = Tuple[float, float, float, float]
+
+# Cost given to pairs that must never be assigned (finite: linear_sum_assignment rejects inf
+# rows when no feasible assignment exists).
+_FORBIDDEN = 1e6
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """
+    Parameters of ``Tracker2D``; every field is validated in ``__post_init__``.
+
+    Attributes
+    ----------
+    high_score:
+        Detections with ``score >= high_score`` take part in the first matching stage and may
+        start new tracks.
+    low_score:
+        Detections with ``low_score <= score < high_score`` only extend existing tracks
+        (second stage); detections below ``low_score`` are ignored.
+    iou_threshold:
+        Minimum IoU for an IoU match in the first stage.
+    low_iou_threshold:
+        Minimum IoU for an IoU match in the second (low-score) stage.
+    small_box_px:
+        When both boxes have ``max(w, h) < small_box_px`` (or their IoU is below the stage's
+        threshold), the centre distance is used instead of IoU.
+    center_radius_px:
+        Gate of the centre-distance fallback: centres further apart never match.
+    max_age:
+        Consecutive missed frames a track survives.
+    min_hits:
+        Matches (birth included) before a track is confirmed.
+    window:
+        Length of each track's observation ring buffer.
+    position_noise, velocity_noise:
+        Kalman process noise (standard deviations per frame) as fractions of the box size.
+    measurement_noise:
+        Kalman measurement noise (standard deviation) as a fraction of the box size.
+    min_noise_px:
+        Floor of the box size used to scale the noises (keeps tiny boxes from a degenerate
+        filter).
+
+    """
+
+    high_score: float = 0.5
+    low_score: float = 0.1
+    iou_threshold: float = 0.2
+    low_iou_threshold: float = 0.5
+    small_box_px: float = 16.0
+    center_radius_px: float = 24.0
+    max_age: int = 30
+    min_hits: int = 3
+    window: int = 64
+    position_noise: float = 1.0 / 20.0
+    velocity_noise: float = 1.0 / 160.0
+    measurement_noise: float = 1.0 / 20.0
+    min_noise_px: float = 4.0
+
+    def __post_init__(self):
+        """Validate the fields; raise ValueError saying what to fix."""
+        for name in ('max_age',):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f'{name} must be an integer >= 0, got {value!r}')
+        for name in ('min_hits', 'window'):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
+        for name in ('high_score', 'low_score', 'iou_threshold', 'low_iou_threshold'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ValueError(f'{name} must be a number in [0, 1], got {value!r}')
+        if self.low_score > self.high_score:
+            raise ValueError(f'low_score must be <= high_score, got low_score={self.low_score}'
+                             f' > high_score={self.high_score}')
+        for name in ('small_box_px', 'position_noise', 'velocity_noise'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0.0):
+                raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
+        for name in ('center_radius_px', 'measurement_noise', 'min_noise_px'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0.0):
+                raise ValueError(f'{name} must be a finite number > 0, got {value!r}')
+
+
+@dataclass
+class TrackObservation:
+    """
+    One frame of a track's history.
+
+    ``box`` is the matched detection's box (centre x, centre y, width, height in pixels) when
+    ``matched``, else the Kalman prediction. ``score`` is the detection score (0.0 when not
+    matched), ``detection_id`` the detection's id ('' when not matched). ``crop`` is a free slot
+    (None until the node or the data-set builder stores an image crop there).
+    """
+
+    box: Box
+    score: float
+    stamp_ns: int
+    detection_id: str
+    matched: bool
+    crop: Any = None
+
+
+class _BoxKalman:
+    """
+    Constant-velocity Kalman filter on (cx, cy, w, h) and their velocities.
+
+    Written with numpy: an 8-state linear filter is a few lines, and no maintained Kalman
+    library is in the environment (filterpy is unmaintained, cv2.KalmanFilter cannot scale the
+    noise with the box size per step).
+    """
+
+    _F = np.eye(8)
+    _F[:4, 4:] = np.eye(4)
+    _H = np.eye(4, 8)
+
+    def __init__(self, box: Box, config: TrackerConfig):
+        self.config = config
+        self.x = np.zeros(8)
+        self.x[:4] = box
+        scale = self._scale(self.x)
+        std = np.concatenate([2.0 * config.position_noise * scale,
+                              10.0 * config.velocity_noise * scale])
+        self.P = np.diag(np.square(std))
+
+    def _scale(self, x: np.ndarray) -> np.ndarray:
+        size = np.maximum(x[2:4], self.config.min_noise_px)
+        return np.array([size[0], size[1], size[0], size[1]])
+
+    def predict(self) -> None:
+        scale = self._scale(self.x)
+        q = np.concatenate([self.config.position_noise * scale,
+                            self.config.velocity_noise * scale])
+        self.x = self._F @ self.x
+        self.P = self._F @ self.P @ self._F.T + np.diag(np.square(q))
+        # A box cannot shrink below a pixel: stop the size velocity instead.
+        for i in (2, 3):
+            if self.x[i] < 1.0:
+                self.x[i] = 1.0
+                self.x[i + 4] = 0.0
+
+    def update(self, box: Box) -> None:
+        r = np.diag(np.square(self.config.measurement_noise * self._scale(self.x)))
+        s = self._H @ self.P @ self._H.T + r
+        gain = np.linalg.solve(s, self._H @ self.P).T
+        self.x = self.x + gain @ (np.asarray(box, dtype=np.float64) - self._H @ self.x)
+        self.P = (np.eye(8) - gain @ self._H) @ self.P
+        self.x[2:4] = np.maximum(self.x[2:4], 1.0)
+
+    @property
+    def box(self) -> Box:
+        return tuple(float(v) for v in self.x[:4])
+
+
+@dataclass(eq=False)
+class Track2D:
+    """
+    One 2D track of one camera.
+
+    ``matched`` and ``detection`` describe the latest update (``detection`` is the Detection
+    matched in that frame, None when missed); ``last_detection`` is the most recent matched
+    Detection ever. ``box`` is the current Kalman estimate (centre x, centre y, w, h).
+    """
+
+    id: int
+    min_hits: int
+    history: Deque[TrackObservation]
+    hits: int = 1
+    age: int = 0
+    time_since_update: int = 0
+    matched: bool = True
+    detection: Optional[Detection] = None
+    last_detection: Optional[Detection] = None
+    start_stamp_ns: int = 0
+    last_stamp_ns: int = 0
+    _kf: Optional[_BoxKalman] = field(default=None, repr=False)
+
+    @property
+    def confirmed(self) -> bool:
+        """Return True once the track has been matched at least ``min_hits`` times."""
+        return self.hits >= self.min_hits
+
+    @property
+    def box(self) -> Box:
+        """Return the current box estimate (centre x, centre y, width, height)."""
+        return self._kf.box
+
+    @property
+    def velocity(self) -> Tuple[float, float]:
+        """Return the estimated centre velocity in pixels per frame."""
+        return float(self._kf.x[4]), float(self._kf.x[5])
+
+
+@dataclass
+class TrackerUpdate:
+    """
+    Result of one ``Tracker2D.update``.
+
+    ``tracks``: live tracks after the update (each knows ``matched`` / ``detection`` for this
+    frame). ``ended``: tracks that ended at this update (publish DELETE markers for them).
+    ``accepted`` is False when the whole frame was rejected (stamp not increasing); then
+    ``tracks`` are the unchanged live tracks and ``ended`` is empty.
+    """
+
+    stamp_ns: int
+    frame_id: str
+    tracks: List[Track2D]
+    ended: List[Track2D]
+    accepted: bool = True
+
+    @property
+    def confirmed(self) -> List[Track2D]:
+        """Return the confirmed live tracks."""
+        return [t for t in self.tracks if t.confirmed]
+
+
+def _xyxy(boxes: np.ndarray) -> np.ndarray:
+    half = 0.5 * boxes[:, 2:4]
+    return np.concatenate([boxes[:, :2] - half, boxes[:, :2] + half], axis=1)
+
+
+def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """Return the (len(a), len(b)) IoU matrix of boxes given as rows (cx, cy, w, h)."""
+    a = _xyxy(np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4))
+    b = _xyxy(np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4))
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0.0, inter / np.where(union > 0.0, union, 1.0), 0.0)
+
+
+def association_cost(track_boxes: np.ndarray, det_boxes: np.ndarray, iou_threshold: float,
+                     small_box_px: float, center_radius_px: float) -> np.ndarray:
+    """
+    Return the track x detection cost matrix; pairs with ``cost > 2`` never match.
+
+    IoU matches cost ``1 - IoU`` (in ``[0, 1)``). When both boxes are small
+    (``max(w, h) < small_box_px``) or their IoU is below ``iou_threshold`` (0 included), the
+    normalised centre distance ``d / center_radius_px`` is used instead, as ``1 + d / radius``
+    (in ``[1, 2]`` inside the radius), so that any IoU match is preferred to a centre-distance
+    one.
+    """
+    tb = np.asarray(track_boxes, dtype=np.float64).reshape(-1, 4)
+    db = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
+    iou = iou_matrix(tb, db)
+    small = ((tb[:, None, 2:4].max(axis=2) < small_box_px)
+             & (db[None, :, 2:4].max(axis=2) < small_box_px))
+    dist = np.linalg.norm(tb[:, None, :2] - db[None, :, :2], axis=2) / center_radius_px
+    use_iou = (~small) & (iou >= iou_threshold) & (iou > 0.0)
+    centre_cost = np.where(dist <= 1.0, 1.0 + dist, _FORBIDDEN)
+    return np.where(use_iou, 1.0 - iou, centre_cost)
+
+
+def _invalid_reason(det: Detection) -> str:
+    values = (det.center_x, det.center_y, det.width, det.height, det.score)
+    if not all(np.isfinite(v) for v in values):
+        return 'non_finite'
+    if not (det.width > 0.0 and det.height > 0.0):
+        return 'non_positive_size'
+    return 'score_out_of_range'
+
+
+class Tracker2D:
+    """
+    Online multi-object tracker of one camera stream.
+
+    ``rejected`` counts what was refused (reason -> count): invalid detections
+    ('non_finite', 'non_positive_size', 'score_out_of_range') and whole frames whose stamp
+    does not increase ('stamp_not_increasing'). ``ignored_low_score`` counts valid detections
+    below ``low_score``.
+    """
+
+    def __init__(self, config: Optional[TrackerConfig] = None):
+        self.config = config if config is not None else TrackerConfig()
+        self._tracks: List[Track2D] = []
+        self._ids = itertools.count(1)
+        self._last_stamp_ns: Optional[int] = None
+        self.rejected: Dict[str, int] = {}
+        self.ignored_low_score = 0
+        self.frames = 0
+
+    @property
+    def tracks(self) -> List[Track2D]:
+        """Return a copy of the list of live tracks."""
+        return list(self._tracks)
+
+    def _reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def _match(self, tracks: Sequence[Track2D], dets: Sequence[Detection],
+               iou_threshold: float) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
+        """Return (matches as (track index, det index), unmatched tracks, unmatched dets)."""
+        if not tracks or not dets:
+            return [], list(range(len(tracks))), list(range(len(dets)))
+        cost = association_cost(np.array([t.box for t in tracks]),
+                                np.array([[d.center_x, d.center_y, d.width, d.height]
+                                          for d in dets]),
+                                iou_threshold, self.config.small_box_px,
+                                self.config.center_radius_px)
+        rows, cols = linear_sum_assignment(cost)
+        matches = [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] <= 2.0]
+        matched_t = {m[0] for m in matches}
+        matched_d = {m[1] for m in matches}
+        return (matches, [i for i in range(len(tracks)) if i not in matched_t],
+                [j for j in range(len(dets)) if j not in matched_d])
+
+    def update(self, frame: DetectionFrame) -> TrackerUpdate:
+        """Process one frame of detections and return the live and the ended tracks."""
+        stamp = int(frame.stamp_ns)
+        if self._last_stamp_ns is not None and stamp <= self._last_stamp_ns:
+            self._reject('stamp_not_increasing')
+            return TrackerUpdate(stamp, frame.frame_id, self.tracks, [], accepted=False)
+        self._last_stamp_ns = stamp
+        self.frames += 1
+        cfg = self.config
+
+        high: List[Detection] = []
+        low: List[Detection] = []
+        for det in frame.detections:
+            if not det.is_valid():
+                self._reject(_invalid_reason(det))
+            elif det.score >= cfg.high_score:
+                high.append(det)
+            elif det.score >= cfg.low_score:
+                low.append(det)
+            else:
+                self.ignored_low_score += 1
+
+        for track in self._tracks:
+            track._kf.predict()
+            track.age += 1
+            track.time_since_update += 1
+            track.matched = False
+            track.detection = None
+
+        # Stage 1: high-score detections against all tracks.
+        matches, free_tracks, free_high = self._match(self._tracks, high, cfg.iou_threshold)
+        assigned = [(self._tracks[t], high[d]) for t, d in matches]
+        # Stage 2: low-score detections against the tracks left over.
+        remaining = [self._tracks[i] for i in free_tracks]
+        matches2, _, _ = self._match(remaining, low, cfg.low_iou_threshold)
+        assigned += [(remaining[t], low[d]) for t, d in matches2]
+
+        for track, det in assigned:
+            box = (float(det.center_x), float(det.center_y), float(det.width), float(det.height))
+            track._kf.update(box)
+            track.hits += 1
+            track.time_since_update = 0
+            track.matched = True
+            track.detection = det
+            track.last_detection = det
+            track.last_stamp_ns = stamp
+            track.history.append(TrackObservation(box, float(det.score), stamp, det.id, True))
+
+        live: List[Track2D] = []
+        ended: List[Track2D] = []
+        for track in self._tracks:
+            if track.time_since_update > cfg.max_age:
+                ended.append(track)
+                continue
+            if not track.matched:
+                track.history.append(TrackObservation(track.box, 0.0, stamp, '', False))
+            live.append(track)
+
+        for j in free_high:
+            det = high[j]
+            box = (float(det.center_x), float(det.center_y), float(det.width), float(det.height))
+            track = Track2D(id=next(self._ids), min_hits=cfg.min_hits,
+                            history=deque(maxlen=cfg.window), detection=det,
+                            last_detection=det, start_stamp_ns=stamp, last_stamp_ns=stamp,
+                            _kf=_BoxKalman(box, cfg))
+            track.history.append(TrackObservation(box, float(det.score), stamp, det.id, True))
+            live.append(track)
+
+        self._tracks = live
+        return TrackerUpdate(stamp, frame.frame_id, list(live), ended)

@@ -1,0 +1,398 @@
+"""
+Tests of stereo association and triangulation against independent truth.
+
+Truth comes from OpenCV: 3D points are projected with ``cv2.projectPoints`` through the RAW
+intrinsics, distortion and true extrinsics (never through P), and the rectification is
+computed by ``cv2.stereoRectify`` as a ROS CameraInfo would carry it.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from persistence_ros.calibration import CameraCalibration, StereoCalibration
+from persistence_ros.detections import Detection, DetectionFrame
+from persistence_ros.stereo import (AssociationConfig, sampson_distance, StereoAssociator,
+                                    TriangulationConfig, Triangulator)
+from persistence_ros.tracking import Tracker2D, TrackerConfig
+
+WIDTH, HEIGHT = 640, 480
+OPENCV_DATA = Path('/usr/share/doc/opencv-doc/examples/data')
+
+
+class Rig:
+    """A stereo rig with its true geometry and the calibration ROS would publish."""
+
+    def __init__(self, k_left, d_left, k_right, d_right, rvec, tvec, calibration):
+        self.k_left, self.d_left = k_left, d_left
+        self.k_right, self.d_right = k_right, d_right
+        self.rvec, self.tvec = rvec, tvec
+        self.calibration = calibration
+
+    def project(self, points):
+        """Return raw left and right pixels of (N, 3) left-optical points (cv2.projectPoints)."""
+        zero = np.zeros(3)
+        left = cv2.projectPoints(points, zero, zero, self.k_left, self.d_left)[0].reshape(-1, 2)
+        right = cv2.projectPoints(points, self.rvec, self.tvec, self.k_right,
+                                  self.d_right)[0].reshape(-1, 2)
+        return left, right
+
+
+def unrectified_rig() -> Rig:
+    """Return a realistic rig: distorted lenses, right camera rotated ~3 degrees, B = 0.12 m."""
+    k_left = np.array([[700.0, 0.0, 322.0], [0.0, 698.0, 238.0], [0.0, 0.0, 1.0]])
+    k_right = np.array([[705.0, 0.0, 316.0], [0.0, 703.0, 244.0], [0.0, 0.0, 1.0]])
+    d_left = np.array([-0.28, 0.09, 0.001, -0.0008, 0.0])
+    d_right = np.array([-0.26, 0.07, -0.0006, 0.001, 0.0])
+    rvec = np.array([0.01, -0.05, 0.02])          # X_right = R @ X_left + T
+    tvec = np.array([-0.12, 0.002, 0.003])
+    rotation = cv2.Rodrigues(rvec)[0]
+    r1, r2, p1, p2 = cv2.stereoRectify(k_left, d_left, k_right, d_right, (WIDTH, HEIGHT),
+                                       rotation, tvec, alpha=0)[:4]
+    calibration = StereoCalibration(
+        CameraCalibration(WIDTH, HEIGHT, k_left, d_left, r1, p1, frame_id='left'),
+        CameraCalibration(WIDTH, HEIGHT, k_right, d_right, r2, p2, frame_id='right'))
+    return Rig(k_left, d_left, k_right, d_right, rvec, tvec, calibration)
+
+
+def parallel_rig(f=600.0, baseline=0.2) -> Rig:
+    """Return an ideal rectified parallel rig (as a simulator publishes it)."""
+    k = np.array([[f, 0.0, 319.5], [0.0, f, 239.5], [0.0, 0.0, 1.0]])
+    p_left = np.hstack([k, np.zeros((3, 1))])
+    p_right = p_left.copy()
+    p_right[0, 3] = -f * baseline
+    calibration = StereoCalibration(
+        CameraCalibration(WIDTH, HEIGHT, k, np.zeros(5), np.eye(3), p_left),
+        CameraCalibration(WIDTH, HEIGHT, k, np.zeros(5), np.eye(3), p_right))
+    return Rig(k, np.zeros(5), k, np.zeros(5), np.zeros(3), np.array([-baseline, 0.0, 0.0]),
+               calibration)
+
+
+def general_rig() -> Rig:
+    """
+    Return a toed-in rig whose rectified views are parallel but not row-aligned.
+
+    The right camera is turned ~3.4 degrees and sits 2 cm forward; R_right turns it back
+    parallel to the left camera, and P_right = K [I | R_true.T @ T] then carries a forward
+    offset (P_right[2, 3] != 0): epipolar lines are not image rows, so the Sampson distance
+    and the cheirality checks are exercised.
+    """
+    k = np.array([[650.0, 0.0, 319.5], [0.0, 650.0, 239.5], [0.0, 0.0, 1.0]])
+    d = np.array([-0.2, 0.05, 0.0, 0.0, 0.0])
+    rvec = np.array([0.0, -0.06, 0.0])
+    tvec = np.array([-0.15, 0.0, 0.02])
+    rotation = cv2.Rodrigues(rvec)[0]
+    p_left = np.hstack([k, np.zeros((3, 1))])
+    p_right = k @ np.hstack([np.eye(3), (rotation.T @ tvec).reshape(3, 1)])
+    calibration = StereoCalibration(
+        CameraCalibration(WIDTH, HEIGHT, k, d, np.eye(3), p_left),
+        CameraCalibration(WIDTH, HEIGHT, k, d, rotation.T, p_right))
+    assert not calibration.is_rectified
+    return Rig(k, d, k, d, rvec, tvec, calibration)
+
+
+def visible_points(rig: Rig, rng, n: int, z_range=(1.0, 6.0)):
+    """Return n random points in front of the rig that both cameras see, and their pixels."""
+    chunks = []
+    while sum(len(c) for c in chunks) < n:
+        z = rng.uniform(*z_range, size=4 * n)
+        xy = rng.uniform(-0.45, 0.45, size=(4 * n, 2)) * z[:, None] * np.array([1.0, 0.75])
+        pts = np.column_stack([xy, z])
+        left, right = rig.project(pts)
+        inside = np.all((left > 20) & (left < [WIDTH - 20, HEIGHT - 20]), axis=1)
+        inside &= np.all((right > 20) & (right < [WIDTH - 20, HEIGHT - 20]), axis=1)
+        chunks.append(pts[inside])
+    pts = np.concatenate(chunks)[:n]
+    return (pts,) + rig.project(pts)
+
+
+@pytest.mark.parametrize('make_rig', [unrectified_rig, parallel_rig, general_rig])
+def test_noiseless_triangulation_recovers_truth(make_rig):
+    rig = make_rig()
+    rng = np.random.default_rng(1)
+    truth, left, right = visible_points(rig, rng, 300)
+    for refine in (True, False):
+        result = Triangulator(rig.calibration, TriangulationConfig(refine=refine)).triangulate(
+            left, right)
+        assert result.valid.all(), set(result.reason)
+        error = np.linalg.norm(result.points_optical - truth, axis=1)
+        assert np.max(error / truth[:, 2]) < 2e-4
+        assert np.max(result.reprojection_error_px) < 0.05
+        assert np.max(result.epipolar_px) < 0.05
+    # The rectified frame really is rotated by R_left (the optical conversion is not a no-op).
+    np.testing.assert_allclose(result.points_rectified, truth @ rig.calibration.left.R.T,
+                               atol=2e-3)
+
+
+@pytest.mark.parametrize('make_rig', [unrectified_rig, parallel_rig])
+def test_noisy_depth_error_follows_uncertainty_model(make_rig):
+    rig = make_rig()
+    rng = np.random.default_rng(2)
+    sigma_px = 0.5
+    truth, left, right = visible_points(rig, rng, 3000)
+    left = left + rng.normal(0.0, sigma_px, left.shape)
+    right = right + rng.normal(0.0, sigma_px, right.shape)
+    triangulator = Triangulator(rig.calibration, TriangulationConfig(sigma_px=sigma_px))
+    result = triangulator.triangulate(left, right)
+    assert result.valid.mean() > 0.99
+    ok = result.valid
+    truth_rect = truth @ rig.calibration.left.R.T
+    err_z = result.points_rectified[ok, 2] - truth_rect[ok, 2]
+    normalised = err_z / result.depth_sigma_m[ok]
+    assert np.mean(np.abs(normalised) < 3.0) >= 0.99
+    # The model is not loose either: the spread matches it within 25 %.
+    assert 0.75 < np.std(normalised) < 1.25
+    assert abs(np.mean(normalised)) < 0.1
+    # sigma_Z formula: Z^2 * sqrt(2) * sigma_px / (f * B).
+    f = rig.calibration.left.P[0, 0]
+    expected = 25.0 * np.sqrt(2.0) * sigma_px / (f * rig.calibration.baseline_m)
+    assert triangulator.depth_sigma(np.array([5.0]))[0] == pytest.approx(expected)
+
+
+def test_optimal_correction_is_not_worse_than_dlt():
+    rig = unrectified_rig()
+    rng = np.random.default_rng(3)
+    truth, left, right = visible_points(rig, rng, 1000)
+    left = left + rng.normal(0.0, 1.0, left.shape)
+    right = right + rng.normal(0.0, 1.0, right.shape)
+    errors = {}
+    for refine in (True, False):
+        result = Triangulator(rig.calibration, TriangulationConfig(
+            refine=refine, sigma_px=1.0, max_epipolar_px=10.0)).triangulate(left, right)
+        errors[refine] = np.median(np.linalg.norm(result.points_optical - truth, axis=1))
+    assert errors[True] <= errors[False] * 1.02
+
+
+@pytest.mark.parametrize('make_rig', [unrectified_rig, parallel_rig, general_rig])
+def test_left_right_swap_is_rejected(make_rig):
+    rig = make_rig()
+    truth, left, right = visible_points(rig, np.random.default_rng(4), 200)
+    result = Triangulator(rig.calibration).triangulate(right, left)
+    assert not result.valid.any()
+    assert set(result.reason) <= {'behind_camera', 'epipolar'}
+    if make_rig is parallel_rig:
+        # Same rows, so only cheirality can catch it.
+        assert set(result.reason) == {'behind_camera'}
+
+
+def test_rejection_reasons():
+    rig = parallel_rig()
+    points = np.array([[0.2, 0.1, -3.0],    # behind the camera
+                       [0.1, 0.0, 300.0],   # far: depth uncertainty
+                       [0.0, 0.1, 3.0],     # fine, but the right pixel is moved off its row
+                       [0.1, 0.1, 2.0],     # fine
+                       [0.1, 0.1, 2.0]])    # NaN input
+    left, right = rig.project(points)
+    right[2, 1] += 8.0
+    left[4, 0] = np.nan
+    result = Triangulator(rig.calibration, TriangulationConfig(max_depth_sigma_m=1.0)
+                          ).triangulate(left, right)
+    assert list(result.reason) == ['behind_camera', 'depth_uncertainty', 'epipolar', '',
+                                   'invalid_input']
+    assert list(result.valid) == [False, False, False, True, False]
+    np.testing.assert_allclose(result.points_optical[3], points[3], atol=1e-9)
+    # Reprojection gate: a right pixel moved along its row stays epipolar-consistent
+    # for DLT, but a left/right pair moved off their rows by 2.5 px each is caught.
+    left2, right2 = rig.project(points[3:4])
+    left2[0, 1] += 2.5
+    right2[0, 1] -= 2.5
+    gated = Triangulator(rig.calibration, TriangulationConfig(
+        max_epipolar_px=10.0, max_reprojection_error_px=1.0)).triangulate(left2, right2)
+    assert list(gated.reason) == ['reprojection_error']
+
+
+def test_sampson_distance_matches_opencv():
+    rig = unrectified_rig()
+    fundamental = rig.calibration.fundamental_matrix()
+    rng = np.random.default_rng(5)
+    left = rng.uniform(0, 640, (20, 2))
+    right = rng.uniform(0, 480, (20, 2))
+    ours = sampson_distance(fundamental, left, right)
+    for k in range(20):
+        theirs = cv2.sampsonDistance(np.append(left[k], 1.0).reshape(3, 1),
+                                     np.append(right[k], 1.0).reshape(3, 1), fundamental)
+        # OpenCV returns the squared distance with the roles of the points as F x1.
+        assert ours[k] == pytest.approx(np.sqrt(theirs), rel=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Association
+# --------------------------------------------------------------------------------------------
+
+def _run_scene(rig, rng, n_objects=5, n_clutter=6, frames=20, swap=False, extra_right=None):
+    """Track 3D objects plus per-camera clutter; return trackers' live tracks per frame."""
+    trackers = [Tracker2D(TrackerConfig(min_hits=1, max_age=3)) for _ in range(2)]
+    start = np.column_stack([rng.uniform(-0.8, 0.8, n_objects), rng.uniform(-0.5, 0.5, n_objects),
+                             rng.uniform(2.5, 5.0, n_objects)])
+    velocity = rng.normal(0.0, 0.03, (n_objects, 3))
+    clutter = [(rng.uniform(60, 580, (n_clutter, 2)), rng.normal(0.0, 4.0, (n_clutter, 2)))
+               for _ in range(2)]
+    history = []
+    for k in range(frames):
+        points = start + k * velocity
+        pixels = rig.project(points)
+        stamp = (k + 1) * 50_000_000
+        updates = []
+        for cam in range(2):
+            size = 0.25 * rig.k_left[0, 0] / points[:, 2]
+            dets = [Detection(float(x), float(y), float(s), float(s), 0.9, '', f'obj{i}')
+                    for i, ((x, y), s) in enumerate(zip(pixels[cam], size))]
+            base, vel = clutter[cam]
+            dets += [Detection(float(x), float(y), 14.0, 14.0, 0.8, '', f'clutter{cam}_{i}')
+                     for i, (x, y) in enumerate(base + k * vel)]
+            if cam == 1 and extra_right is not None:
+                dets += extra_right(pixels[1], k)
+            updates.append(trackers[cam].update(DetectionFrame(stamp, str(cam), dets)))
+        tracks = (updates[1].tracks, updates[0].tracks) if swap else (updates[0].tracks,
+                                                                      updates[1].tracks)
+        history.append(tracks)
+    return history
+
+
+def _label(track):
+    return track.last_detection.id
+
+
+@pytest.mark.parametrize('make_rig', [unrectified_rig, general_rig])
+def test_association_pairs_objects_and_ignores_clutter(make_rig):
+    rig = make_rig()
+    rng = np.random.default_rng(6)
+    associator = StereoAssociator(rig.calibration)
+    ids_by_object = {}
+    for k, (left, right) in enumerate(_run_scene(rig, rng)):
+        pairs = associator.update(left, right)
+        lefts = [p.left_id for p in pairs]
+        rights = [p.right_id for p in pairs]
+        assert len(set(lefts)) == len(lefts) and len(set(rights)) == len(rights)
+        for pair in pairs:
+            assert _label(pair.left) == _label(pair.right), f'wrong pair at frame {k}'
+            assert _label(pair.left).startswith('obj')
+            if k >= 10:
+                # Stable id once formed.
+                assert ids_by_object.setdefault(_label(pair.left), pair.id) == pair.id
+    assert sorted(_label(p.left) for p in pairs) == [f'obj{i}' for i in range(5)]
+    assert sorted(p.id for p in pairs) == sorted(set(p.id for p in pairs))
+    assert all(p.common_frames >= 3 and p.cost_px < 3.0 for p in pairs)
+
+
+@pytest.mark.parametrize('make_rig', [parallel_rig, general_rig])
+def test_association_rejects_swapped_cameras(make_rig):
+    rig = make_rig()
+    associator = StereoAssociator(rig.calibration)
+    for left, right in _run_scene(rig, np.random.default_rng(7), swap=True):
+        pairs = associator.update(left, right)
+    assert pairs == []
+
+
+def test_one_track_never_pairs_twice():
+    rig = parallel_rig()
+
+    def duplicate(right_pixels, k):
+        # A second right track on the same rows (e.g. a reflection), 30 px to the left.
+        x, y = right_pixels[0]
+        return [Detection(float(x) - 40.0, float(y), 20.0, 20.0, 0.9, '', 'dup')]
+
+    associator = StereoAssociator(rig.calibration)
+    for left, right in _run_scene(rig, np.random.default_rng(8), n_objects=1, n_clutter=0,
+                                  extra_right=duplicate):
+        pairs = associator.update(left, right)
+        assert len(pairs) <= 1
+    assert len(pairs) == 1 and _label(pairs[0].left) == 'obj0'
+
+
+def test_pair_ends_when_it_becomes_inconsistent_and_ids_are_not_reused():
+    rig = parallel_rig()
+    trackers = [Tracker2D(TrackerConfig(min_hits=1)) for _ in range(2)]
+    associator = StereoAssociator(rig.calibration, AssociationConfig(cost_window=5))
+    seen_ids = []
+    ended = []
+    for k in range(30):
+        drift = 0.0 if k < 15 else 3.0 * (k - 14)   # the right track leaves the row
+        frames = [[Detection(300.0 + k, 200.0, 30.0, 30.0, 0.9, '', 'a')],
+                  [Detection(270.0 + k, 200.0 + drift, 30.0, 30.0, 0.9, '', 'a')]]
+        ups = [trackers[c].update(DetectionFrame((k + 1) * 10, str(c), frames[c]))
+               for c in range(2)]
+        pairs = associator.update(ups[0].tracks, ups[1].tracks)
+        seen_ids += [p.id for p in pairs]
+        ended += [p.id for p in associator.ended]
+        if 5 <= k < 15:
+            assert [p.id for p in pairs] == [1]
+    assert pairs == []
+    assert ended == [1]
+    assert set(seen_ids) == {1}
+    assert [t.id for t in ups[0].tracks] == [1] and [t.id for t in ups[1].tracks] == [1]
+
+
+def test_association_config_validation():
+    with pytest.raises(ValueError, match='min_common_frames must be an integer >= 1, got 0'):
+        AssociationConfig(min_common_frames=0)
+    with pytest.raises(ValueError, match='max_epipolar_px must be a number > 0'):
+        AssociationConfig(max_epipolar_px=-1.0)
+    with pytest.raises(ValueError, match='sigma_px must be a number > 0'):
+        TriangulationConfig(sigma_px=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Real data: OpenCV's stereo chessboard pairs (Debian package opencv-doc)
+# --------------------------------------------------------------------------------------------
+
+def _chessboard_corners(path: Path, pattern=(9, 6)):
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        return None, None
+    found, corners = cv2.findChessboardCorners(image, pattern, flags=cv2.CALIB_CB_ADAPTIVE_THRESH
+                                               | cv2.CALIB_CB_NORMALIZE_IMAGE)
+    if not found:
+        return None, image.shape
+    corners = cv2.cornerSubPix(image, corners, (11, 11), (-1, -1),
+                               (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    return corners.reshape(-1, 2).astype(np.float64), image.shape
+
+
+def test_real_chessboard_pairs_reproduce_square_spacing():
+    lefts = sorted(OPENCV_DATA.glob('left[0-9][0-9].jpg'))
+    if not lefts:
+        pytest.skip(f'no stereo chessboards under {OPENCV_DATA}: '
+                    'apt-get install opencv-doc to run this test')
+    pattern = (9, 6)
+    board = np.zeros((pattern[0] * pattern[1], 3), np.float32)
+    board[:, :2] = np.mgrid[0:pattern[0], 0:pattern[1]].T.reshape(-1, 2)  # squareSize 1.0
+    pairs = []
+    for left_path in lefts:
+        right_path = left_path.with_name(left_path.name.replace('left', 'right'))
+        cl, shape = _chessboard_corners(left_path, pattern)
+        cr, _ = _chessboard_corners(right_path, pattern)
+        if cl is not None and cr is not None:
+            pairs.append((cl, cr))
+    assert len(pairs) >= 10
+    height, width = shape
+    # Calibrate on all but three pairs, test on the held-out three.
+    train, held_out = pairs[:-3], pairs[-3:]
+    obj = [board] * len(train)
+    img_l = [p[0].astype(np.float32) for p in train]
+    img_r = [p[1].astype(np.float32) for p in train]
+    _, k1, d1, _, _ = cv2.calibrateCamera(obj, img_l, (width, height), None, None)
+    _, k2, d2, _, _ = cv2.calibrateCamera(obj, img_r, (width, height), None, None)
+    rms, k1, d1, k2, d2, rotation, translation = cv2.stereoCalibrate(
+        obj, img_l, img_r, k1, d1, k2, d2, (width, height), flags=cv2.CALIB_FIX_INTRINSIC)[:7]
+    assert rms < 1.0
+    r1, r2, p1, p2 = cv2.stereoRectify(k1, d1, k2, d2, (width, height), rotation, translation,
+                                       alpha=0)[:4]
+    calibration = StereoCalibration(
+        CameraCalibration(width, height, k1, d1.ravel(), r1, p1),
+        CameraCalibration(width, height, k2, d2.ravel(), r2, p2))
+    assert calibration.is_rectified
+    triangulator = Triangulator(calibration, TriangulationConfig(max_depth_sigma_m=np.inf))
+    spacings = []
+    for cl, cr in held_out:
+        result = triangulator.triangulate(cl, cr)
+        assert result.valid.all(), set(result.reason)
+        grid = result.points_optical.reshape(pattern[1], pattern[0], 3)
+        spacings.append(np.linalg.norm(np.diff(grid, axis=1), axis=2).ravel())
+        spacings.append(np.linalg.norm(np.diff(grid, axis=0), axis=2).ravel())
+    spacings = np.concatenate(spacings)
+    # The board squares are 1.0 unit (the OpenCV sample's squareSize).
+    assert np.median(spacings) == pytest.approx(1.0, rel=0.02)
+    assert np.percentile(np.abs(spacings - 1.0), 95) < 0.05
