@@ -1,0 +1,1 @@
+"""Scoring runs against truth.json; MOT metrics through trackeval."""

@@ -1,0 +1,161 @@
+"""``persistence-ros evaluate``: score a run against ``truth.json``; ``--compare`` filters."""
+
+import argparse
+import json
+from pathlib import Path
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from persistence_ros import __version__
+from persistence_ros.evaluation.runner import (
+    build_filter, collect_gbdt_training, evaluate_bag, needs_images, read_stereo_bag,
+    run_pipeline)
+from persistence_ros.evaluation.scoring import score_run, Truth
+from persistence_ros.filters import FILTER_NAMES, GbdtFilter
+
+BASELINES = ('none', 'min_hits', 'score', 'stereo', 'ground_plane')
+
+# (column title, section, key) of the comparison table.
+COLUMNS = (
+    ('track P', 'tracks', 'precision'), ('track R', 'tracks', 'recall'),
+    ('track F1', 'tracks', 'f1'), ('spurious', 'points', 'spurious_fraction'),
+    ('real kept', 'points', 'real_kept_fraction'), ('RMSE m', 'points', 'rmse_m'),
+    ('decision med', 'decision', 'median_frames'), ('HOTA', 'mot', 'hota'),
+    ('MOTA', 'mot', 'mota'), ('IDF1', 'mot', 'idf1'),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``evaluate`` options to a parser."""
+    parser.add_argument('--bag', action='append', required=True, metavar='DIR',
+                        help='input rosbag2 directory (truth.json beside it); with --compare '
+                             'repeatable, or a directory of scene directories')
+    parser.add_argument('--truth', help='truth.json (default: BAG/truth.json)')
+    parser.add_argument('--tracks', metavar='OUTPUT_BAG',
+                        help='score the TrackArray messages a node recorded in this bag '
+                             'instead of running the core pipeline')
+    parser.add_argument('--tracks-topic', help='TrackArray topic in --tracks (default: the '
+                                               'only TrackArray topic)')
+    parser.add_argument('--json', metavar='PATH', help='write the metrics to this JSON file')
+    parser.add_argument('--filter', default='learned', choices=FILTER_NAMES,
+                        help='persistence filter for the core pipeline (default: learned)')
+    parser.add_argument('--model', metavar='PATH', help='checkpoint of the learned filter')
+    parser.add_argument('--gbdt', metavar='NPZ',
+                        help='gbdt training set written by a previous --save-gbdt')
+    parser.add_argument('--train-bag', action='append', default=[], metavar='DIR',
+                        help='training-split scene (repeatable, or a directory of scenes) to '
+                             'fit the gbdt filter on now')
+    parser.add_argument('--save-gbdt', metavar='NPZ', help='save the fitted gbdt training set')
+    parser.add_argument('--compare', action='store_true',
+                        help='run every filter on every --bag and print a table of '
+                             'per-scenario means')
+    parser.add_argument('--filters', help='comma-separated filters for --compare (default: '
+                                          'the baselines, gbdt with --gbdt/--train-bag, '
+                                          'learned with --model)')
+
+
+def scene_dirs(paths: List[str]) -> List[Path]:
+    """Expand each path into scene directories (those holding a truth.json)."""
+    out: List[Path] = []
+    for p in map(Path, paths):
+        if (p / 'truth.json').is_file():
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(d for d in p.iterdir() if (d / 'truth.json').is_file())
+            if not found:
+                raise FileNotFoundError(f'{p}: no truth.json in it or in its subdirectories')
+            out.extend(found)
+        else:
+            raise FileNotFoundError(f'{p}: not a directory')
+    return out
+
+
+def _gbdt_path(args) -> Optional[str]:
+    """Return the gbdt training-set file, fitting one on --train-bag first if asked."""
+    if not args.train_bag:
+        return args.gbdt
+    x, y = collect_gbdt_training(scene_dirs(args.train_bag))
+    path = args.save_gbdt or str(Path(args.json or 'metrics.json').with_suffix('.gbdt.npz'))
+    GbdtFilter(decide_after=5).fit(x, y).save(path)
+    print(f'gbdt: fitted on {len(y)} tracks ({int(y.sum())} real), saved to {path}',
+          file=sys.stderr)
+    return path
+
+
+def _filter_kwargs(name: str, args) -> Dict:
+    return {'model_path': args.model} if name == 'learned' else {}
+
+
+def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = None,
+            model_path: Optional[str] = None) -> List[dict]:
+    """Return the metrics of every filter on every scene (bags are read once)."""
+    results = []
+    for scene in scenes:
+        truth = Truth.load(scene / 'truth.json')
+        built = {name: build_filter(name, truth, gbdt_path,
+                                    **({'model_path': model_path} if name == 'learned' else {}))
+                 for name in filters}
+        with_images = any(needs_images(f) for f in built.values())
+        calibration, frames = read_stereo_bag(scene, with_images=with_images)
+        for name, filt in built.items():
+            run = run_pipeline(calibration, frames, filt)
+            result = score_run(run, truth, name, __version__)
+            result['run']['bag'] = str(scene)
+            results.append(result)
+    return results
+
+
+def _value(result: dict, section: str, key: str) -> Optional[float]:
+    value = result.get(section, {}).get(key)
+    return None if value is None else float(value)
+
+
+def summary_table(results: List[dict]) -> str:
+    """Return a markdown table of per-(scenario, filter) means over scenes."""
+    groups: Dict[tuple, List[dict]] = {}
+    for r in results:
+        groups.setdefault((r['run']['scenario'], r['run']['filter']), []).append(r)
+    head = ['scenario', 'filter', 'scenes'] + [c[0] for c in COLUMNS]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for (scenario, name), group in groups.items():
+        cells = [scenario, name, str(len(group))]
+        for _, section, key in COLUMNS:
+            values = [v for v in (_value(r, section, key) for r in group) if v is not None]
+            cells.append(f'{np.mean(values):.3f}' if values else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``evaluate``; return the exit status."""
+    try:
+        gbdt_path = _gbdt_path(args)
+        if args.compare:
+            filters = (args.filters.split(',') if args.filters else
+                       list(BASELINES) + (['gbdt'] if gbdt_path else [])
+                       + (['learned'] if args.model else []))
+            unknown = [f for f in filters if f not in FILTER_NAMES]
+            if unknown:
+                raise ValueError(f'unknown filters {unknown}; choose from {FILTER_NAMES}')
+            results = compare(scene_dirs(args.bag), filters, gbdt_path, args.model)
+            print(summary_table(results))
+            output = {'results': results}
+        else:
+            if len(args.bag) != 1:
+                raise ValueError('give one --bag (or use --compare)')
+            filt = None
+            if args.tracks is None:
+                truth = Truth.load(args.truth or Path(args.bag[0]) / 'truth.json')
+                filt = build_filter(args.filter, truth, gbdt_path,
+                                    **_filter_kwargs(args.filter, args))
+            output = evaluate_bag(args.bag[0], args.truth, args.filter, tracks_bag=args.tracks,
+                                  tracks_topic=args.tracks_topic, persistence_filter=filt)
+            print(json.dumps(output, indent=1))
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f'persistence-ros evaluate: error: {error}', file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(output, indent=1) + '\n')
+    return 0

@@ -1,0 +1,230 @@
+"""Run the core pipeline over a bag, or read a node's recorded tracks, and score the run."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from persistence_ros import __version__, bag_io
+from persistence_ros.calibration import CameraCalibration, StereoCalibration
+from persistence_ros.detections import Detection, DetectionFrame
+from persistence_ros.evaluation.scoring import score_run, track_labels, Truth
+from persistence_ros.filters import (
+    GbdtFilter, make_filter, NoFilter, PersistenceFilter, StereoTrackState)
+from persistence_ros.pipeline import PipelineConfig, PipelineTrack, StereoPipeline
+
+CAMERAS = ('left', 'right')
+TOPICS = {cam: {'image': f'/stereo/{cam}/image_raw', 'info': f'/stereo/{cam}/camera_info',
+                'detections': f'/stereo/{cam}/detections'} for cam in CAMERAS}
+TRACK_ARRAY = 'persistence_ros/msg/TrackArray'
+STATE_NAMES = ('tentative', 'persistent', 'transient')
+
+Run = List[Tuple[int, List[PipelineTrack]]]
+
+
+def calibration_from_camera_info(msg, frame_id: str = '') -> CameraCalibration:
+    """Return a ``CameraCalibration`` of a (rosbags or ROS) ``sensor_msgs/CameraInfo``."""
+    return CameraCalibration(
+        width=int(msg.width), height=int(msg.height),
+        K=np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
+        D=np.asarray(msg.d, dtype=np.float64).reshape(-1),
+        R=np.asarray(msg.r, dtype=np.float64).reshape(3, 3),
+        P=np.asarray(msg.p, dtype=np.float64).reshape(3, 4),
+        distortion_model=str(msg.distortion_model) or 'plumb_bob',
+        frame_id=frame_id or str(msg.header.frame_id))
+
+
+def detection_frame_from_msg(msg) -> DetectionFrame:
+    """Return the core ``DetectionFrame`` of a ``persistence_ros/msg/Detection2DArray``."""
+    return DetectionFrame(
+        stamp_ns=bag_io.stamp_to_ns(msg.header.stamp), frame_id=str(msg.header.frame_id),
+        detections=[Detection(float(d.center_x), float(d.center_y), float(d.width),
+                              float(d.height), float(d.score), str(d.class_id), str(d.id))
+                    for d in msg.detections])
+
+
+@dataclass
+class StereoFrame:
+    """One synchronized frame of a stereo bag."""
+
+    stamp_ns: int
+    left: DetectionFrame
+    right: DetectionFrame
+    left_image: Optional[np.ndarray] = None
+    right_image: Optional[np.ndarray] = None
+
+
+def read_stereo_bag(bag_dir, with_images: bool = False
+                    ) -> Tuple[StereoCalibration, List[StereoFrame]]:
+    """
+    Return the calibration (first CameraInfo of each camera) and the synchronized frames.
+
+    Frames are joined on equal header stamps; a stamp without detections in both cameras
+    is skipped.
+    """
+    topics = [TOPICS[c][k] for c in CAMERAS for k in ('info', 'detections')]
+    if with_images:
+        topics += [TOPICS[c]['image'] for c in CAMERAS]
+    info: Dict[str, CameraCalibration] = {}
+    by_stamp: Dict[int, Dict[str, object]] = defaultdict(dict)
+    for topic, _, msg in bag_io.read_messages(bag_dir, topics):
+        cam = 'left' if topic.startswith('/stereo/left/') else 'right'
+        if topic.endswith('camera_info'):
+            if cam not in info:
+                info[cam] = calibration_from_camera_info(msg)
+        elif topic.endswith('detections'):
+            frame = detection_frame_from_msg(msg)
+            by_stamp[frame.stamp_ns][cam] = frame
+        else:
+            by_stamp[bag_io.stamp_to_ns(msg.header.stamp)][cam + '_image'] = \
+                bag_io.image_to_rgb(msg)
+    if set(info) != set(CAMERAS):
+        raise ValueError(f'{bag_dir}: no CameraInfo for {sorted(set(CAMERAS) - set(info))}')
+    frames = [StereoFrame(s, d['left'], d['right'], d.get('left_image'), d.get('right_image'))
+              for s, d in sorted(by_stamp.items()) if 'left' in d and 'right' in d]
+    return StereoCalibration(info['left'], info['right']), frames
+
+
+def run_pipeline(calibration: StereoCalibration, frames: Sequence[StereoFrame],
+                 persistence_filter: PersistenceFilter,
+                 config: Optional[PipelineConfig] = None,
+                 on_states=None) -> Run:
+    """
+    Run ``StereoPipeline`` over frames; return ``[(stamp_ns, tracks)]``.
+
+    ``on_states(states)`` (optional) sees the filter inputs of every frame (used to collect
+    gbdt training features).
+    """
+    filt = persistence_filter
+    if on_states is not None:
+        filt = _Spy(persistence_filter, on_states)
+    pipeline = StereoPipeline(calibration, config, filt)
+    run: Run = []
+    for f in frames:
+        result = pipeline.process(f.left, f.right, f.left_image, f.right_image)
+        run.append((f.stamp_ns, result.tracks))
+    return run
+
+
+class _Spy(PersistenceFilter):
+    """Pass-through filter wrapper that shows every frame's inputs to a callback."""
+
+    def __init__(self, inner: PersistenceFilter, callback):
+        self.inner, self.callback, self.name = inner, callback, inner.name
+
+    def update(self, tracks):
+        self.callback(tracks)
+        return self.inner.update(tracks)
+
+    def reset(self):
+        self.inner.reset()
+
+
+def read_track_bag(bag_dir, topic: Optional[str] = None) -> Run:
+    """Return ``[(stamp_ns, tracks)]`` from the ``TrackArray`` messages a node published."""
+    topics = bag_io.bag_topics(bag_dir)
+    if topic is None:
+        candidates = [t for t, ty in topics.items() if ty == TRACK_ARRAY]
+        if len(candidates) != 1:
+            raise ValueError(f'{bag_dir}: expected one {TRACK_ARRAY} topic, found '
+                             f'{candidates or "none"}; name it with --tracks-topic')
+        topic = candidates[0]
+    run: Run = []
+    for _, _, msg in bag_io.read_messages(bag_dir, [topic]):
+        tracks = []
+        for t in msg.tracks:
+            tracks.append(PipelineTrack(
+                id=int(t.id), left_track_id=int(t.left_track_id),
+                right_track_id=int(t.right_track_id), state=STATE_NAMES[int(t.state)],
+                probability=float(t.probability), frames_observed=int(t.frames_observed),
+                decision_frame=int(t.decision_frame),
+                frame_stamps_ns=[bag_io.stamp_to_ns(s) for s in t.frame_stamps],
+                attention=[float(a) for a in t.attention],
+                position=(np.array([t.position.x, t.position.y, t.position.z])
+                          if t.has_position else None),
+                left_detection_id=str(t.left_detection_id),
+                right_detection_id=str(t.right_detection_id)))
+        run.append((bag_io.stamp_to_ns(msg.header.stamp), tracks))
+    return run
+
+
+def needs_images(persistence_filter: PersistenceFilter) -> bool:
+    """Return True if a filter uses image crops (reading images is slow)."""
+    return bool(getattr(persistence_filter, 'uses_images', True))
+
+
+def build_filter(filter_name: str, truth: Optional[Truth] = None,
+                 gbdt_path: Optional[str] = None, **kwargs) -> PersistenceFilter:
+    """Build a filter; the ground plane comes from the truth rig when known."""
+    plane = truth.ground_plane if truth is not None else None
+    return make_filter(filter_name, plane=plane, gbdt_path=gbdt_path, **kwargs)
+
+
+def evaluate_bag(bag_dir, truth_path=None, filter_name: str = 'none',
+                 tracks_bag=None, gbdt_path: Optional[str] = None,
+                 config: Optional[PipelineConfig] = None,
+                 persistence_filter: Optional[PersistenceFilter] = None,
+                 tracks_topic: Optional[str] = None) -> dict:
+    """
+    Return the metrics of one scene (the JSON of ``persistence-ros evaluate``).
+
+    With ``tracks_bag`` the recorded ``TrackArray`` messages are scored (``run.filter`` is
+    ``'node'``); otherwise the core pipeline runs over ``bag_dir`` with the filter.
+    """
+    truth_path = Path(truth_path) if truth_path else Path(bag_dir) / 'truth.json'
+    truth = Truth.load(truth_path)
+    if tracks_bag is not None:
+        run = read_track_bag(tracks_bag, tracks_topic)
+        name = 'node'
+    else:
+        filt = persistence_filter or build_filter(filter_name, truth, gbdt_path)
+        calibration, frames = read_stereo_bag(bag_dir, with_images=needs_images(filt))
+        run = run_pipeline(calibration, frames, filt, config)
+        name = filt.name
+    return score_run(run, truth, name, __version__)
+
+
+def collect_gbdt_training(bag_dirs: Iterable, decide_after: int = 5,
+                          config: Optional[PipelineConfig] = None
+                          ) -> Tuple[np.ndarray, np.ndarray]:
+    """
+    Return (features, labels) of the stereo tracks of training bags.
+
+    Each stereo track contributes one sample: its features at the frame where
+    ``frames_observed`` first reaches ``decide_after`` (the frame the gbdt filter decides
+    at).  Labels (1 = real object) are the majority kind of the detections the track used
+    over the whole run, from each bag's ``truth.json``.  Use training-split bags only.
+    """
+    xs: List[np.ndarray] = []
+    ys: List[int] = []
+    for bag_dir in bag_dirs:
+        truth = Truth.load(Path(bag_dir) / 'truth.json')
+        featurizer = GbdtFilter(plane=truth.ground_plane, decide_after=decide_after)
+        snapshots: Dict[int, np.ndarray] = {}
+
+        def on_states(states: Sequence[StereoTrackState]) -> None:
+            for st in states:
+                if st.id not in snapshots and st.frames_observed >= decide_after:
+                    snapshots[st.id] = featurizer.features(st)
+
+        calibration, frames = read_stereo_bag(bag_dir, with_images=True)
+        run = run_pipeline(calibration, frames, NoFilter(), config, on_states=on_states)
+        labels = track_labels(run, truth)
+        for tid, feats in snapshots.items():
+            if labels.get(tid) is not None:
+                xs.append(feats)
+                ys.append(int(labels[tid]))
+    if not xs:
+        raise ValueError('no labelled stereo tracks in the training bags')
+    return np.stack(xs), np.array(ys, dtype=np.int64)
+
+
+def train_gbdt(bag_dirs: Iterable, out_path: str, decide_after: int = 5,
+               plane: Optional[Sequence[float]] = None) -> GbdtFilter:
+    """Fit the gbdt filter on training bags and save its training set to ``out_path``."""
+    x, y = collect_gbdt_training(bag_dirs, decide_after)
+    filt = GbdtFilter(plane=plane, decide_after=decide_after).fit(x, y)
+    filt.save(out_path)
+    return filt

@@ -1,0 +1,206 @@
+"""Scoring against truth.json: hand-built cases with known answers, and one end-to-end run."""
+
+import argparse
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from persistence_ros.evaluation import command
+from persistence_ros.evaluation.runner import calibration_from_camera_info
+from persistence_ros.evaluation.scoring import score_run, Truth
+from persistence_ros.pipeline import PipelineTrack
+
+STAMPS = [100, 200, 300]
+
+
+def _truth():
+    dets, gt = {}, {'left': {}, 'right': {}}
+    for f in range(3):
+        for cam, c in (('left', 'L'), ('right', 'R')):
+            dx = 0 if cam == 'left' else -10
+            rows = [('00', 'object', 'obj1', [100 + dx, 100, 20, 20]),
+                    ('01', 'reflection', 'obj1', [100 + dx, 300, 20, 20]),
+                    ('02', 'object', 'obj2', [200 + dx, 100, 20, 20])]
+            if cam == 'left':
+                rows.append(('03', 'glare', None, [50, 50, 4, 4]))
+            for k, kind, obj, box in rows:
+                dets[f'{c}{f:06d}-{k}'] = {'camera': cam, 'frame': f, 'stamp_ns': STAMPS[f],
+                                           'kind': kind, 'object_id': obj, 'box': box}
+            gt[cam][str(f)] = [{'object_id': 'obj1', 'box': [100 + dx, 100, 20, 20]},
+                               {'object_id': 'obj2', 'box': [200 + dx, 100, 20, 20]}]
+    objects = {oid: {'states': [{'frame': f, 'stamp_ns': STAMPS[f],
+                                 'left_optical': [x + 0.1 * f, 0.0, 2.0]} for f in range(3)]}
+               for oid, x in (('obj1', 0.0), ('obj2', 1.0))}
+    return Truth({'scenario': 'hand', 'seed': 3,
+                  'frames': [{'index': f, 'stamp_ns': s} for f, s in enumerate(STAMPS)],
+                  'objects': objects, 'detections': dets, 'gt_boxes': gt})
+
+
+def _track(tid, f, k_left, k_right, state, decision_frame, position=None):
+    return PipelineTrack(
+        id=tid, left_track_id=tid, right_track_id=tid + 10, state=state, probability=0.5,
+        frames_observed=f + 1, decision_frame=decision_frame,
+        position=None if position is None else np.asarray(position, dtype=np.float64),
+        left_detection_id=f'L{f:06d}-{k_left}' if k_left else '',
+        right_detection_id=f'R{f:06d}-{k_right}' if k_right else '')
+
+
+def _run():
+    run = []
+    for f, stamp in enumerate(STAMPS):
+        tracks = [
+            # Real obj1, persistent from frame 1, 0.1 m off in depth.
+            _track(1, f, '00', '00', 'persistent', 1, [0.1 * f, 0.0, 2.1]),
+            # Floor reflection: tentative in frame 0, then (wrongly) persistent.
+            _track(2, f, '01', '01', 'tentative' if f == 0 else 'persistent',
+                   0 if f == 0 else 2, None if f == 0 else [0.1 * f, 1.0, 2.0]),
+            # Glare (left only): correctly transient.
+            _track(3, f, '03', '', 'transient', 3),
+            # Real obj2 never decided: a missed real track.
+            _track(4, f, '02', '02', 'tentative', 0),
+        ]
+        run.append((stamp, tracks))
+    return run
+
+
+def test_track_point_decision_scores_on_hand_built_truth():
+    result = score_run(_run(), _truth(), 'hand', '0.0')
+    tracks = result['tracks']
+    assert (tracks['tp'], tracks['fp'], tracks['fn'], tracks['tn']) == (1, 1, 1, 1)
+    assert tracks['precision'] == pytest.approx(0.5)
+    assert tracks['recall'] == pytest.approx(0.5)
+    assert tracks['f1'] == pytest.approx(0.5)
+    points = result['points']
+    assert points['published'] == 5
+    assert points['spurious_fraction'] == pytest.approx(2 / 5)
+    assert points['real_kept_fraction'] == pytest.approx(3 / 6)
+    assert points['rmse_m'] == pytest.approx(0.1)
+    decision = result['decision']
+    assert decision['median_frames'] == pytest.approx(2.0)
+    assert decision['p90_frames'] == pytest.approx(2.8)
+    assert result['run'] == {'scenario': 'hand', 'seed': 3, 'filter': 'hand',
+                             'package_version': '0.0', 'frames': 3}
+
+
+def test_mot_counts_published_reflections_as_false_positives():
+    mot = score_run(_run(), _truth(), 'hand')['mot']
+    left = mot['per_camera']['left']
+    # obj1 tracked in 3 frames, reflection published in 2 frames, obj2 never published.
+    assert (left['tp'], left['fp'], left['fn']) == (3, 2, 3)
+    assert mot['mota'] == pytest.approx(1.0 - (3 + 2) / 6)
+    assert mot['per_camera']['right']['fp'] == 2
+    assert 0.0 < mot['hota'] < 1.0 and 0.0 < mot['idf1'] < 1.0
+
+
+def test_calibration_from_camera_info_fields():
+    class Info:
+        width, height, distortion_model = 320, 240, 'plumb_bob'
+        k = [200.0, 0, 159.5, 0, 200.0, 119.5, 0, 0, 1]
+        d = [0.0] * 5
+        r = [1.0, 0, 0, 0, 1, 0, 0, 0, 1]
+        p = [200.0, 0, 159.5, -24.0, 0, 200.0, 119.5, 0, 0, 0, 1, 0]
+
+        class header:
+            frame_id = 'stereo_right_optical'
+    cal = calibration_from_camera_info(Info())
+    assert cal.P[0, 3] == pytest.approx(-24.0) and cal.K[0, 2] == pytest.approx(159.5)
+    assert cal.frame_id == 'stereo_right_optical' and cal.is_rectified
+
+
+def _simulator_available():
+    return importlib.util.find_spec('persistence_ros.simulation.generate') is not None
+
+
+@pytest.mark.skipif(not _simulator_available(), reason='simulator not available')
+def test_end_to_end_reflective_floor(tmp_path):
+    os.environ.setdefault('MUJOCO_GL', 'egl')
+    from persistence_ros.simulation.generate import generate_scene
+    from persistence_ros.simulation.scenario import load_scenario
+    scene = tmp_path / 'scene'
+    generate_scene(load_scenario('reflective_floor', seed=1, overrides={'duration_s': 2.0}),
+                   scene)
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    metrics = {}
+    for name in ('none', 'ground_plane'):
+        out = tmp_path / f'{name}.json'
+        args = parser.parse_args(['--bag', str(scene), '--filter', name, '--json', str(out)])
+        assert command.main(args) == 0
+        metrics[name] = json.loads(out.read_text())
+    for m in metrics.values():
+        for section, keys in (('tracks', ('precision', 'recall', 'f1', 'count')),
+                              ('points', ('published', 'spurious_fraction',
+                                          'real_kept_fraction', 'rmse_m')),
+                              ('decision', ('median_frames', 'p90_frames')),
+                              ('mot', ('hota', 'mota', 'idf1', 'per_camera')),
+                              ('run', ('scenario', 'seed', 'filter', 'package_version'))):
+            assert all(k in m[section] for k in keys), (section, m[section])
+        assert set(m['mot']['per_camera']) == {'left', 'right'}
+    assert metrics['none']['run']['filter'] == 'none'
+    assert metrics['none']['tracks']['count'] > 0
+    assert metrics['none']['tracks']['precision'] < metrics['ground_plane']['tracks']['precision']
+    assert (metrics['ground_plane']['points']['spurious_fraction']
+            < metrics['none']['points']['spurious_fraction'])
+    # The learned filter fails with a clear message while no model is shipped.
+    args = parser.parse_args(['--bag', str(scene), '--filter', 'learned'])
+    if importlib.util.find_spec('persistence_ros.model') is not None:
+        from persistence_ros import model
+        if not hasattr(model, 'load_persistence_filter'):
+            assert command.main(args) == 2
+
+
+def _rig():
+    from persistence_ros.calibration import CameraCalibration, StereoCalibration
+    f, base = 400.0, 0.2
+    k = np.array([[f, 0.0, 319.5], [0.0, f, 239.5], [0.0, 0.0, 1.0]])
+    p_right = np.hstack([k, [[-f * base], [0.0], [0.0]]])
+    left = CameraCalibration(640, 480, k, np.zeros(5), P=np.hstack([k, np.zeros((3, 1))]))
+    right = CameraCalibration(640, 480, k, np.zeros(5), P=p_right)
+    return StereoCalibration(left, right), k, base
+
+
+def test_pipeline_publishes_only_persistent_points_at_true_position():
+    import cv2
+    from persistence_ros.detections import Detection, DetectionFrame
+    from persistence_ros.filters import GroundPlaneFilter
+    from persistence_ros.pipeline import StereoPipeline
+    calibration, k, base = _rig()
+    # Camera 1 m above the floor looking horizontally: floor is y = 1 (y down), normal -y.
+    pipeline = StereoPipeline(calibration, None, GroundPlaneFilter([0.0, -1.0, 0.0, 1.0]))
+    image = np.full((480, 640, 3), 90, dtype=np.uint8)
+    results, truth_points = [], []
+    for i in range(8):
+        real = np.array([0.1 + 0.05 * i, 0.3, 4.0])
+        mirror = real * [1.0, -1.0, 1.0] + [0.0, 2.0, 0.0]  # reflected in y = 1
+        truth_points.append(real)
+        frames = []
+        for cam, tvec in (('L', np.zeros(3)), ('R', np.array([-base, 0.0, 0.0]))):
+            px, _ = cv2.projectPoints(np.stack([real, mirror]), np.zeros(3), tvec, k, None)
+            dets = [Detection(float(x), float(y), 20.0, 20.0, 0.9, '', f'{cam}{i:06d}-{j:02d}')
+                    for j, (x, y) in enumerate(px.reshape(-1, 2))]
+            frames.append(DetectionFrame(1_000_000 + i * 66_666_667, cam, dets))
+        results.append(pipeline.process(frames[0], frames[1], image, image))
+    last = results[-1]
+    by_det = {t.left_detection_id[-2:]: t for t in last.tracks}
+    assert set(by_det) == {'00', '01'}
+    real_track, mirror_track = by_det['00'], by_det['01']
+    assert real_track.state == 'persistent' and mirror_track.state == 'transient'
+    assert mirror_track.position is None and real_track.position is not None
+    np.testing.assert_allclose(real_track.position, truth_points[-1], atol=1e-3)
+    assert real_track.decision_frame >= 3 and real_track.frames_observed == 8
+    assert real_track.state_code == 1 and mirror_track.state_code == 2
+    # Crops were stored in the 2D histories for the filters that use them.
+    assert pipeline.left_tracker.tracks[0].history[-1].crop.shape == (64, 64, 3)
+    # A frame without detections ends nothing yet (tracks coast), later ones end the pairs.
+    for i in range(8, 40):
+        empty = DetectionFrame(1_000_000 + i * 66_666_667, 'L', [])
+        res = pipeline.process(empty, DetectionFrame(empty.stamp_ns, 'R', []))
+        if res.ended:
+            assert set(res.ended) == {real_track.id, mirror_track.id}
+            break
+    else:
+        pytest.fail('stereo tracks never ended')
+    assert not pipeline._records
