@@ -1,0 +1,207 @@
+"""Generate one scene: render, detect, label, write the rosbag2 and ``truth.json``."""
+
+import json
+from pathlib import Path
+import shutil
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from persistence_ros import __version__, bag_io
+from persistence_ros.calibration import CameraCalibration
+from persistence_ros.simulation.detector import BlobDetector, mask_box
+from persistence_ros.simulation.noise import NoiseModel
+from persistence_ros.simulation.scene import build_scene, SceneRenderer
+
+FRAME_IDS = {'left': 'stereo_left_optical', 'right': 'stereo_right_optical'}
+TOPICS = {cam: {'image': f'/stereo/{cam}/image_raw', 'info': f'/stereo/{cam}/camera_info',
+                'detections': f'/stereo/{cam}/detections'} for cam in ('left', 'right')}
+TRUTH_FILE = 'truth.json'
+SOURCES_FILE = 'sources.json'
+SCHEMA_VERSION = 1
+OBJECT_FRACTION = 0.3  # share of a blob's pixels on an object / glare geom to label it so
+
+
+def _r(values, digits: int = 3) -> List[float]:
+    return [round(float(v), digits) for v in values]
+
+
+def _label_blob(blob, labels, geom_ids, renderer, mirror_pixels, glare_mirror_pixels) -> tuple:
+    """Return (kind, object_id, source) of a detector blob from the segmentation render."""
+    ids = geom_ids[labels == blob.label]
+    counts: Dict[str, int] = {}
+    for name, gid in renderer.geom_ids.items():
+        counts[name] = int(np.count_nonzero(ids == gid))
+    objects = [(counts[o.id], o.id) for o in renderer.spec.objects if counts[o.id] > 0]
+    if objects and max(objects)[0] >= OBJECT_FRACTION * blob.area:
+        oid = max(objects)[1]
+        return 'object', oid, oid
+    glares = [(counts[g.id], g.id) for g in renderer.spec.glares if counts[g.id] > 0]
+    if glares and max(glares)[0] >= OBJECT_FRACTION * blob.area:
+        return 'glare', None, max(glares)[1]
+    cx, cy, w, h = blob.box
+    margin_x, margin_y = max(4.0, 0.5 * w), max(4.0, 0.5 * h)
+
+    def nearest(pixels: Dict[str, np.ndarray]) -> Optional[str]:
+        best, best_d = None, np.inf
+        for source, (u, v) in pixels.items():
+            if abs(u - cx) <= 0.5 * w + margin_x and abs(v - cy) <= 0.5 * h + margin_y:
+                d = np.hypot(u - cx, v - cy)
+                if d < best_d:
+                    best, best_d = source, d
+        return best
+    oid = nearest(mirror_pixels)
+    if oid is not None:
+        return 'reflection', oid, f'refl:{oid}'
+    gid = nearest(glare_mirror_pixels)
+    if gid is not None:
+        return 'glare', None, f'refl:{gid}'
+    if objects:  # a sliver of an object (below OBJECT_FRACTION) and nothing else
+        oid = max(objects)[1]
+        return 'object', oid, oid
+    if glares:
+        return 'glare', None, max(glares)[1]
+    return 'false_positive', None, None
+
+
+def _mirror_pixels(renderer, positions: Dict[str, np.ndarray], camera: str,
+                   geom_ids: np.ndarray) -> Dict[str, np.ndarray]:
+    """Return pixels of mirror images that are seen through the mirror geom in ``camera``."""
+    mirror = renderer.spec.mirror
+    if mirror is None or not positions:
+        return {}
+    names = list(positions)
+    images = mirror.reflect(np.array([positions[n] for n in names]))
+    pixels, depth = renderer.project(images, camera)
+    mirror_gid = renderer.geom_ids.get(mirror.geom, -2)
+    out = {}
+    for name, (u, v), z in zip(names, pixels, depth):
+        if z <= 0 or not (0 <= u < renderer.width and 0 <= v < renderer.height):
+            continue
+        if geom_ids[int(round(v)), int(round(u))] == mirror_gid:
+            out[name] = np.array([u, v])
+    return out
+
+
+def calibrations(renderer) -> Dict[str, CameraCalibration]:
+    """Return the rectified CameraCalibration of both simulated cameras."""
+    return {cam: CameraCalibration(
+        width=renderer.width, height=renderer.height, K=renderer.K, D=np.zeros(5), R=np.eye(3),
+        P=renderer.P[cam], distortion_model='plumb_bob', camera_name=f'stereo_{cam}',
+        frame_id=FRAME_IDS[cam]) for cam in ('left', 'right')}
+
+
+def generate_scene(scenario: dict, out_dir, overwrite: bool = False,
+                   progress: Optional[Callable[[int, int], None]] = None) -> dict:
+    """
+    Render ``scenario`` into the rosbag2 directory ``out_dir`` with ``truth.json`` inside.
+
+    Returns the truth dict. ``progress(done, total)`` is called after each frame.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not overwrite and any(out_dir.iterdir()):
+            raise FileExistsError(f'{out_dir} exists and is not empty (use overwrite)')
+        shutil.rmtree(out_dir)
+    spec = build_scene(scenario)
+    renderer = SceneRenderer(spec)
+    try:
+        return _generate(spec, renderer, out_dir, progress)
+    finally:
+        renderer.close()
+
+
+def _generate(spec, renderer, out_dir: Path, progress) -> dict:
+    scenario = spec.scenario
+    seed = int(scenario['seed'])
+    det_cfg = scenario['detector']
+    cams = ('left', 'right')
+    calib = calibrations(renderer)
+    detectors = {cam: BlobDetector(renderer.backgrounds[cam], det_cfg['threshold'],
+                                   det_cfg['min_area_px']) for cam in cams}
+    noise = {cam: NoiseModel(det_cfg, np.random.default_rng([seed, 2, i]), renderer.width,
+                             renderer.height, spec.n_frames, cam) for i, cam in enumerate(cams)}
+    world_T_left = renderer.world_T_optical['left']
+    left_T_world = np.linalg.inv(world_T_left)
+    left_T_right = left_T_world @ renderer.world_T_optical['right']
+    normal = world_T_left[:3, :3].T @ np.array([0.0, 0.0, 1.0])
+    plane = list(normal) + [float(world_T_left[2, 3])]
+    truth = {
+        'schema_version': SCHEMA_VERSION, 'scenario': scenario['name'], 'seed': seed,
+        'fps': float(scenario['fps']), 'package_version': __version__,
+        'frames': [{'index': i, 'stamp_ns': int(s)} for i, s in enumerate(spec.stamps_ns)],
+        'rig': {'baseline_m': round(renderer.baseline, 9),
+                'world_T_left_optical': [_r(row, 9) for row in world_T_left],
+                'left_optical_T_right_optical': [_r(row, 9) for row in left_T_right],
+                'ground_plane_left_optical': _r(plane, 9),
+                'left': calib['left'].to_dict(), 'right': calib['right'].to_dict()},
+        'objects': {o.id: {'shape': o.shape, 'size_m': _r(o.size, 6), 'rgba': _r(o.rgba, 6),
+                           'trajectory': o.trajectory, 'states': []} for o in spec.objects},
+        'detections': {},
+        'gt_boxes': {cam: {} for cam in cams},
+    }
+    sources: Dict[str, str] = {}
+    with bag_io.BagWriter(out_dir) as bag:
+        for cam in cams:
+            bag.add_topic(TOPICS[cam]['image'], bag_io.IMAGE)
+            bag.add_topic(TOPICS[cam]['info'], bag_io.CAMERA_INFO)
+            bag.add_topic(TOPICS[cam]['detections'], bag_io.DETECTION_2D_ARRAY)
+        for frame in range(spec.n_frames):
+            stamp_ns = int(spec.stamps_ns[frame])
+            rendered = renderer.render(frame)
+            visible = {}
+            for cam in cams:
+                ids = rendered.geom_ids[cam]
+                boxes = []
+                for obj in spec.objects:
+                    mask = ids == renderer.geom_ids[obj.id]
+                    visible[(obj.id, cam)] = bool(mask.any())
+                    if mask.any():
+                        boxes.append({'object_id': obj.id, 'box': _r(mask_box(mask))})
+                truth['gt_boxes'][cam][str(frame)] = boxes
+                positions = {o.id: o.positions[frame] for o in spec.objects}
+                glare_on = {g.id: g.position for g in spec.glares if g.on[frame]}
+                mirror_px = _mirror_pixels(renderer, positions, cam, ids)
+                glare_px = _mirror_pixels(renderer, glare_on, cam, ids)
+                blobs, labels = detectors[cam].detect(rendered.rgb[cam])
+                raw = []
+                for blob in blobs:
+                    kind, oid, source = _label_blob(blob, labels, ids, renderer, mirror_px,
+                                                    glare_px)
+                    raw.append({'box': blob.box, 'score': blob.score, 'kind': kind,
+                                'object_id': oid, 'source': source})
+                dets = noise[cam].apply(frame, raw)
+                dets.sort(key=lambda d: (round(d['box'][0], 3), round(d['box'][1], 3)))
+                prefix = cam[0].upper()
+                for k, det in enumerate(dets):
+                    det_id = f'{prefix}{frame:06d}-{k:02d}'
+                    det['id'] = det_id
+                    det['box'] = _r(det['box'])
+                    det['score'] = round(float(det['score']), 4)
+                    truth['detections'][det_id] = {
+                        'camera': cam, 'frame': frame, 'stamp_ns': stamp_ns, 'kind': det['kind'],
+                        'object_id': det['object_id'], 'box': det['box']}
+                    sources[det_id] = det['source'] or f'blob:{det_id}'
+                bag.write(TOPICS[cam]['image'], stamp_ns,
+                          bag_io.image_msg(rendered.rgb[cam], stamp_ns, FRAME_IDS[cam]))
+                bag.write(TOPICS[cam]['info'], stamp_ns,
+                          bag_io.camera_info_msg(calib[cam], stamp_ns, FRAME_IDS[cam]))
+                bag.write(TOPICS[cam]['detections'], stamp_ns,
+                          bag_io.detection_array_msg(dets, stamp_ns, FRAME_IDS[cam]))
+            for obj in spec.objects:
+                world = obj.positions[frame]
+                truth['objects'][obj.id]['states'].append({
+                    'frame': frame, 'stamp_ns': stamp_ns, 'world': _r(world, 6),
+                    'left_optical': _r(renderer.world_to_optical(world, 'left')[0], 6),
+                    'visible_left': visible[(obj.id, 'left')],
+                    'visible_right': visible[(obj.id, 'right')]})
+            if progress is not None:
+                progress(frame + 1, spec.n_frames)
+    (out_dir / TRUTH_FILE).write_text(json.dumps(truth, indent=1, sort_keys=False) + '\n')
+    (out_dir / SOURCES_FILE).write_text(json.dumps(sources, indent=0, sort_keys=True) + '\n')
+    return truth
+
+
+def load_truth(scene_dir) -> dict:
+    """Return the parsed ``truth.json`` of a generated scene directory."""
+    return json.loads((Path(scene_dir) / TRUTH_FILE).read_text())

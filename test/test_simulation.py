@@ -1,0 +1,242 @@
+"""Scene simulator: projection, reflections, determinism, bags and the data set (tiny renders)."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from persistence_ros.simulation import dataset as ds
+from persistence_ros.simulation.generate import generate_scene, SOURCES_FILE, TRUTH_FILE
+from persistence_ros.simulation.scenario import (list_presets, load_scenario, ScenarioError,
+                                                 validate_scenario)
+from persistence_ros.simulation.scene import build_scene, SceneRenderer
+
+TINY = {'rig': {'width': 160, 'height': 120}, 'fps': 10.0}
+
+
+def _tiny(name: str, seed: int, frames: int, **extra) -> dict:
+    overrides = dict(TINY, duration_s=frames / TINY['fps'])
+    overrides.update(extra)
+    return load_scenario(name, seed=seed, overrides=overrides)
+
+
+@pytest.fixture(scope='module')
+def floor_scene(tmp_path_factory):
+    """Return (scene_dir, truth) of a small reflective_floor scene."""
+    out = tmp_path_factory.mktemp('sim') / 'reflective_floor-s0005'
+    truth = generate_scene(_tiny('reflective_floor', 5, 12), out)
+    return out, truth
+
+
+@pytest.fixture(scope='module')
+def noisy_scene(tmp_path_factory):
+    """Return (scene_dir, truth) of a small noisy scene with glare."""
+    out = tmp_path_factory.mktemp('sim') / 'noisy-s0011'
+    truth = generate_scene(_tiny('noisy', 11, 10, glare={'count': 2}), out)
+    return out, truth
+
+
+def test_presets_load_and_bad_keys_are_named():
+    names = list_presets()
+    for required in ('clean', 'cluttered', 'noisy', 'reflective_floor', 'window', 'glare',
+                     'mixed_hard'):
+        assert required in names
+        scenario = load_scenario(required)
+        assert scenario['name'] == required
+    assert load_scenario('clean')['objects']['count'] == 2
+    assert load_scenario('cluttered')['objects']['count'] == 5
+    assert load_scenario('noisy')['detector']['false_positives'] == 20
+    with pytest.raises(ScenarioError, match='detector.mis_prob'):
+        validate_scenario({'detector': {'mis_prob': 0.1}})
+    with pytest.raises(ScenarioError, match='objects.count'):
+        validate_scenario({'objects': {'count': 'many'}})
+    with pytest.raises(ScenarioError, match='objects.shapes'):
+        validate_scenario({'objects': {'shapes': ['torus']}})
+
+
+def test_projection_matches_rendered_sphere_centroids():
+    scenario = validate_scenario({
+        'seed': 3, 'duration_s': 1.0, 'fps': 5.0, 'rig': {'width': 160, 'height': 120},
+        'objects': {'count': 3, 'shapes': ['sphere'], 'trajectories': ['circular'],
+                    'size_range_m': [0.06, 0.1]}})
+    spec = build_scene(scenario)
+    renderer = SceneRenderer(spec)
+    checked = 0
+    try:
+        for frame in range(spec.n_frames):
+            rendered = renderer.render(frame)
+            for cam in ('left', 'right'):
+                for obj in spec.objects:
+                    mask = rendered.geom_ids[cam] == renderer.geom_ids[obj.id]
+                    ys, xs = np.nonzero(mask)
+                    if len(xs) < 20 or xs.min() == 0 or ys.min() == 0 \
+                            or xs.max() == 159 or ys.max() == 119:
+                        continue  # not fully in view
+                    pixel, depth = renderer.project(obj.positions[frame][None], cam)
+                    assert depth[0] > 0
+                    assert np.hypot(xs.mean() - pixel[0, 0], ys.mean() - pixel[0, 1]) < 1.0
+                    checked += 1
+    finally:
+        renderer.close()
+    assert checked >= 8
+
+
+def test_floor_reflections_detected_and_below_floor(floor_scene):
+    scene_dir, truth = floor_scene
+    dets = truth['detections']
+    reflections = [d for d in dets.values() if d['kind'] == 'reflection']
+    assert len(reflections) >= 10
+    assert all(d['object_id'] in truth['objects'] for d in reflections)
+    p_left = np.array(truth['rig']['left']['projection_matrix']['data']).reshape(3, 4)
+    p_right = np.array(truth['rig']['right']['projection_matrix']['data']).reshape(3, 4)
+    world_T_left = np.array(truth['rig']['world_T_left_optical'])
+
+    def heights(kind):
+        by_key = {}
+        for d in dets.values():
+            if d['kind'] == kind:
+                by_key.setdefault((d['frame'], d['object_id']), {})[d['camera']] = d['box']
+        pairs = [v for v in by_key.values() if len(v) == 2]
+        left = np.array([p['left'][:2] for p in pairs], float).T
+        right = np.array([p['right'][:2] for p in pairs], float).T
+        homog = cv2.triangulatePoints(p_left, p_right, left, right)
+        points = (homog[:3] / homog[3]).T
+        return (points @ world_T_left[:3, :3].T + world_T_left[:3, 3])[:, 2]
+
+    below = heights('reflection')
+    above = heights('object')
+    assert len(below) >= 5 and len(above) >= 5
+    assert np.all(below < 0.0)
+    assert np.all(above > 0.0)
+    # the ground plane in the left optical frame agrees with world z = 0
+    a, b, c, d = truth['rig']['ground_plane_left_optical']
+    origin_left = np.linalg.inv(world_T_left) @ np.array([0.3, 1.0, 0.0, 1.0])
+    assert abs(np.dot([a, b, c], origin_left[:3]) + d) < 1e-6
+
+
+def test_truth_schema(noisy_scene):
+    _, truth = noisy_scene
+    assert truth['schema_version'] == 1 and truth['scenario'] == 'noisy' and truth['seed'] == 11
+    assert [f['index'] for f in truth['frames']] == list(range(10))
+    assert truth['frames'][0]['stamp_ns'] == 1_000_000_000
+    assert abs(truth['rig']['baseline_m'] - 0.12) < 1e-6
+    kinds = {d['kind'] for d in truth['detections'].values()}
+    assert {'object', 'false_positive'} <= kinds
+    for det_id, det in truth['detections'].items():
+        prefix = 'L' if det['camera'] == 'left' else 'R'
+        assert det_id.startswith(f'{prefix}{det["frame"]:06d}-')
+        assert (det['object_id'] is None) == (det['kind'] in ('glare', 'false_positive'))
+    for obj in truth['objects'].values():
+        assert len(obj['states']) == 10
+    for cam in ('left', 'right'):
+        assert set(truth['gt_boxes'][cam]) == {str(i) for i in range(10)}
+
+
+def test_same_seed_same_bytes(tmp_path, noisy_scene):
+    scene_dir, _ = noisy_scene
+    again = tmp_path / 'again'
+    generate_scene(_tiny('noisy', 11, 10, glare={'count': 2}), again)
+    assert (again / TRUTH_FILE).read_bytes() == (scene_dir / TRUTH_FILE).read_bytes()
+    assert (again / SOURCES_FILE).read_bytes() == (scene_dir / SOURCES_FILE).read_bytes()
+    other = tmp_path / 'other'
+    generate_scene(_tiny('noisy', 12, 10, glare={'count': 2}), other)
+    assert (other / TRUTH_FILE).read_bytes() != (scene_dir / TRUTH_FILE).read_bytes()
+
+
+def test_bag_readable_with_rosbags_and_mcap(floor_scene):
+    from mcap_ros2.reader import read_ros2_messages
+
+    from persistence_ros import bag_io
+    scene_dir, truth = floor_scene
+    topics = bag_io.bag_topics(scene_dir)
+    assert topics['/stereo/left/detections'] == 'persistence_ros/msg/Detection2DArray'
+    assert topics['/stereo/right/image_raw'] == 'sensor_msgs/msg/Image'
+    assert topics['/stereo/left/camera_info'] == 'sensor_msgs/msg/CameraInfo'
+    ids = set()
+    for topic, stamp_ns, msg in bag_io.read_messages(scene_dir, ['/stereo/left/detections',
+                                                                 '/stereo/right/camera_info']):
+        assert bag_io.stamp_to_ns(msg.header.stamp) == stamp_ns
+        if topic.endswith('detections'):
+            assert msg.header.frame_id == 'stereo_left_optical'
+            ids.update(d.id for d in msg.detections)
+        else:
+            p = np.asarray(msg.p).reshape(3, 4)
+            assert p[0, 3] == pytest.approx(-p[0, 0] * 0.12)
+    assert ids == {k for k, d in truth['detections'].items() if d['camera'] == 'left'}
+    mcap_files = list(Path(scene_dir).glob('*.mcap'))
+    assert len(mcap_files) == 1
+    counted = {}
+    for item in read_ros2_messages(str(mcap_files[0])):
+        counted[item.channel.topic] = counted.get(item.channel.topic, 0) + 1
+        if item.channel.topic == '/stereo/right/detections':
+            for det in item.ros_msg.detections:
+                assert truth['detections'][det.id]['camera'] == 'right'
+                assert truth['detections'][det.id]['box'][0] == pytest.approx(det.center_x,
+                                                                              abs=1e-3)
+    assert len(counted) == 6 and set(counted.values()) == {12}
+
+
+def test_dataset_builder(tmp_path, floor_scene, noisy_scene):
+    manifest = ds.build_dataset([floor_scene[0], noisy_scene[0]], tmp_path / 'data')
+    assert manifest['geometry_features'] == list(ds.GEOMETRY_FEATURES)
+    on_disk = json.loads((tmp_path / 'data' / 'manifest.json').read_text())
+    assert on_disk == manifest
+    splits = ds.dataset_splits(manifest)
+    names = [n for split in splits.values() for n in split]
+    assert len(names) == len(set(names)) == 2
+    for entry, (scene_dir, truth) in zip(manifest['scenes'], [noisy_scene, floor_scene]):
+        assert entry['name'] == ds.scene_name(truth['scenario'], truth['seed'])
+        assert entry['split'] == ds.split_of(entry['name'])
+        arrays = ds.load_scene_arrays(tmp_path / 'data', entry)
+        n, f = entry['tracks'], entry['frames']
+        assert arrays['crops'].shape == (f, 64, 64, 3) and arrays['crops'].dtype == np.uint8
+        assert arrays['geometry'].shape == (f, 11) and arrays['geometry'].dtype == np.float32
+        assert arrays['track_offsets'][0] == 0 and arrays['track_offsets'][-1] == f
+        assert arrays['track_label'].shape == (n,) and arrays['track_kind'].dtype.kind == 'U'
+        assert f == len(truth['detections'])
+        # labels agree with truth kinds: frame labels count object detections
+        n_objects = sum(d['kind'] == 'object' for d in truth['detections'].values())
+        assert int(arrays['frame_label'].sum()) == n_objects
+        assert set(arrays['track_kind']) <= {'object', 'reflection', 'glare', 'false_positive'}
+        assert np.array_equal(arrays['track_label'], (arrays['track_kind'] == 'object'))
+        partner = arrays['geometry'][:, 10] > 0
+        assert partner.any()
+        assert np.all(arrays['geometry'][partner, 7] < 6.0)  # rectified: rows agree
+    floor_entry = [e for e in manifest['scenes'] if e['scenario'] == 'reflective_floor'][0]
+    arrays = ds.load_scene_arrays(tmp_path / 'data', floor_entry)
+    for i, kind in enumerate(arrays['track_kind']):
+        rows = slice(arrays['track_offsets'][i], arrays['track_offsets'][i + 1])
+        geo = arrays['geometry'][rows]
+        heights = geo[geo[:, 10] > 0, 9]
+        if kind == 'reflection' and len(heights):
+            assert np.all(heights < 0)
+        if kind == 'object' and len(heights):
+            assert np.all(heights > 0)
+    # a crop is the image around the box
+    crop = ds.crop(np.full((50, 60, 3), 7, np.uint8), [59.0, 0.0, 4.0, 4.0], 32, 1.5)
+    assert crop.shape == (32, 32, 3) and np.all(crop == 7)
+
+
+def test_dataset_refuses_evaluation_seeds(tmp_path):
+    scene = tmp_path / 'clean-s1003'
+    generate_scene(_tiny('clean', 1003, 2), scene)
+    with pytest.raises(ValueError, match='evaluation seed'):
+        ds.build_dataset([scene], tmp_path / 'data')
+
+
+def test_command_single_scene(tmp_path):
+    import argparse
+
+    from persistence_ros.simulation import command
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    out = tmp_path / 'bag'
+    args = parser.parse_args(['--scenario', 'glare', '--seed', '4', '--out', str(out),
+                              '--duration', '0.4', '--size', '96x72', '--quiet'])
+    assert command.main(args) == 0
+    truth = json.loads((out / TRUTH_FILE).read_text())
+    assert truth['rig']['left']['image_width'] == 96 and len(truth['frames']) == 6
+    assert (out / 'metadata.yaml').is_file()
+    assert command.main(args) == 2  # refuses to overwrite without --overwrite
