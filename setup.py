@@ -1,4 +1,5 @@
-"""Plain ``pip install -e .`` of the pure-Python core (training, simulation, evaluation).
+"""
+Plain ``pip install -e .`` of the pure-Python core (training, simulation, evaluation).
 
 The ROS 2 build is the ament_cmake one (CMakeLists.txt): it generates the messages and installs
 this same package beside them. This file installs only the Python modules and the

@@ -8,6 +8,7 @@ fast and the core commands work without ROS installed.
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from typing import List, Optional
 

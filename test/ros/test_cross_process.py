@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from cross_process_publisher import (expected_detections, expected_image, IMAGE_STEP,
+                                     STAMP_NS)
 import numpy as np
 import pytest
 import rclpy
@@ -13,8 +15,6 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from cross_process_publisher import (expected_detections, expected_image, IMAGE_STEP,
-                                     STAMP_NS)
 from persistence_ros.msg import Detection2DArray
 from persistence_ros.ros.conversions import (detections_from_msg, image_to_numpy,
                                              stamp_to_ns)
