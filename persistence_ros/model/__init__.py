@@ -1,0 +1,1 @@
+"""Learned persistence model: causal video tokenizer + causal transformer classifier."""

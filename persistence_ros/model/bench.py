@@ -1,0 +1,104 @@
+"""Streaming latency benchmark of the persistence model (random weights: cost only)."""
+
+import os
+import statistics
+import time
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from persistence_ros.model.config import load_config
+from persistence_ros.model.model import EarlyDecision, PersistenceModel, TrackStreamer
+
+
+def _stats(samples):
+    ms = sorted(1000.0 * s for s in samples)
+    return {'median_ms': statistics.median(ms), 'p90_ms': ms[int(0.9 * (len(ms) - 1))],
+            'min_ms': ms[0]}
+
+
+@torch.no_grad()
+def bench_streaming(config_name: str = 'cpu', tracks: Sequence[int] = (1, 8, 32, 64),
+                    frames: int = 40, window: Optional[int] = None, threads: int = 2,
+                    full_reps: int = 5, device: str = 'cpu', seed: int = 0) -> Dict:
+    """
+    Measure per-frame latency for N concurrent tracks: streaming vs re-encoding the window.
+
+    For each N: ``step_ms`` is one batched ``PersistenceModel.step`` (state kept batched),
+    ``streamer_ms`` one ``TrackStreamer.update`` (per-track states split and concatenated, as
+    a node would run it), ``full_window_ms`` one full forward over the last ``window`` frames
+    of all N tracks (what a non-streaming model must do per frame). Streaming steps are timed
+    after ``window`` warm-up frames so the caches are full.
+    """
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    config = load_config(config_name)
+    if window is not None:
+        config.classifier.window = window
+    window = config.classifier.window
+    model = PersistenceModel(config).eval().to(device)
+    size = config.crop_size
+    g_dim = len(config.classifier.geometry_features)
+    result = {'config': config.name, 'threads': threads, 'window': window, 'frames': frames,
+              'device': device, 'torch': torch.__version__, 'cpu_count': os.cpu_count(),
+              'encoder_params': sum(p.numel() for p in model.tokenizer.encoder.parameters()),
+              'classifier_params': sum(p.numel() for p in model.classifier.parameters()),
+              'tracks': {}}
+    rng = np.random.default_rng(seed)
+    for n in tracks:
+        crops = torch.as_tensor(rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8),
+                                device=device)
+        geom = torch.as_tensor(rng.normal(size=(n, g_dim)).astype(np.float32), device=device)
+        state = model.init_state(n, device)
+        for _ in range(window):
+            _, _, state = model.step(crops, geom, state)
+        times = []
+        for _ in range(frames):
+            start = time.perf_counter()
+            _, _, state = model.step(crops, geom, state)
+            if device != 'cpu':
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        row = {'step': _stats(times), 'state_bytes_per_track': state.nbytes() // n}
+        streamer = TrackStreamer(model, EarlyDecision(0.9, 0.1, 10 ** 9, False))
+        ids = list(range(n))
+        hwc = crops.permute(0, 2, 3, 1).cpu().numpy()
+        geom_np = geom.cpu().numpy()
+        for _ in range(min(window, 8)):
+            streamer.update(ids, hwc, geom_np)
+        times = []
+        for _ in range(max(5, frames // 2)):
+            start = time.perf_counter()
+            streamer.update(ids, hwc, geom_np)
+            times.append(time.perf_counter() - start)
+        row['streamer'] = _stats(times)
+        clip = crops.unsqueeze(1).expand(n, window, 3, size, size).contiguous()
+        gclip = geom.unsqueeze(1).expand(n, window, g_dim).contiguous()
+        model(clip, gclip)
+        times = []
+        for _ in range(full_reps):
+            start = time.perf_counter()
+            model(clip, gclip)
+            if device != 'cpu':
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        row['full_window'] = _stats(times)
+        row['speedup'] = row['full_window']['median_ms'] / row['step']['median_ms']
+        result['tracks'][n] = row
+    return result
+
+
+def format_bench(result: Dict) -> str:
+    """Return a plain-text table of a ``bench_streaming`` result."""
+    lines = [f"config {result['config']}: {result['threads']} threads, window "
+             f"{result['window']}, device {result['device']}, torch {result['torch']}, "
+             f"encoder {result['encoder_params']} params, classifier "
+             f"{result['classifier_params']} params",
+             'tracks  step ms (median/p90)  streamer ms (median)  full-window ms (median)  '
+             'speedup']
+    for n, row in result['tracks'].items():
+        lines.append(f"{n:6d}  {row['step']['median_ms']:8.2f} / {row['step']['p90_ms']:7.2f}"
+                     f"  {row['streamer']['median_ms']:20.2f}  "
+                     f"{row['full_window']['median_ms']:23.2f}  {row['speedup']:7.1f}")
+    return '\n'.join(lines)

@@ -1,0 +1,145 @@
+"""Model configuration: nested dataclasses read from and written to YAML/JSON dictionaries."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
+
+GEOMETRY_FEATURES = [
+    'cx_norm', 'cy_norm', 'w_norm', 'h_norm', 'score', 'vx_norm', 'vy_norm',
+    'epipolar_px', 'disparity_norm', 'height_m', 'has_partner',
+]
+
+
+@dataclass
+class TokenizerConfig:
+    """Causal 3D-conv encoder, FSQ/LFQ quantizer and a per-frame decoder."""
+
+    channels: List[int] = field(default_factory=lambda: [8, 16, 32])
+    res_blocks: int = 0
+    kernel_t: int = 3
+    quantizer: str = 'fsq'
+    fsq_levels: List[int] = field(default_factory=lambda: [8, 5, 5, 5])
+    lfq_dim: int = 8
+    lfq_entropy_weight: float = 0.1
+    lfq_commitment_weight: float = 0.25
+    decoder_channels: List[int] = field(default_factory=lambda: [32, 16, 8])
+
+
+@dataclass
+class ClassifierConfig:
+    """Causal transformer over per-frame tokens (visual features + geometry)."""
+
+    width: int = 64
+    layers: int = 2
+    heads: int = 4
+    mlp_ratio: int = 2
+    window: int = 32
+    features: str = 'latent'
+    pool: str = 'flatten'
+    use_visual: bool = True
+    use_geometry: bool = True
+    geometry_features: List[str] = field(default_factory=lambda: list(GEOMETRY_FEATURES))
+    age_max: int = 64
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by the tokenizer and classifier stages."""
+
+    window: int = 32
+    batch_size: int = 32
+    lr: float = 1.0e-3
+    weight_decay: float = 0.01
+    epochs: int = 10
+    steps_per_epoch: int = 0
+    recon_weight: float = 1.0
+    finetune_tokenizer: bool = True
+    tokenizer_checkpoint: str = ''
+    grad_clip: float = 1.0
+    start_at_track_start: float = 0.5
+    checkpoint_every: int = 1
+    num_workers: int = 0
+    collapse_min_usage: float = 0.02
+    collapse_min_perplexity: float = 4.0
+
+
+@dataclass
+class DecisionConfig:
+    """Early decision thresholds."""
+
+    hi: float = 0.9
+    lo: float = 0.1
+    min_frames: int = 5
+    recheck: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model (stored in the checkpoint JSON)."""
+
+    name: str = 'cpu'
+    crop_size: int = 64
+    input_size: int = 32
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Return the configuration as plain dictionaries."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> 'ModelConfig':
+        """Build a configuration, rejecting unknown keys with a clear error."""
+        return _from_dict(cls, data, 'config')
+
+
+def _from_dict(cls, data, where):
+    if not isinstance(data, dict):
+        raise ValueError(f'{where}: expected a mapping, got {type(data).__name__}')
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f'{where}: unknown keys {unknown}; known: {sorted(fields)}')
+    kwargs = {}
+    for name, value in data.items():
+        ftype = fields[name].type
+        if dataclasses.is_dataclass(ftype):
+            kwargs[name] = _from_dict(ftype, value, f'{where}.{name}')
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(name_or_path: Union[str, Path], overrides: Optional[Dict] = None) -> ModelConfig:
+    """Return the configuration named ``cpu``/``gpu`` (built in) or read from a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f'{name_or_path}.yaml'
+    if not path.exists():
+        raise FileNotFoundError(f'no model config {name_or_path!r} (looked at {path})')
+    with open(path, 'r', encoding='utf-8') as stream:
+        data = yaml.safe_load(stream) or {}
+    config = ModelConfig.from_dict(data)
+    if overrides:
+        merged = config.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(merged, key, value)
+        config = ModelConfig.from_dict(merged)
+    return config
+
+
+def _set_dotted(data, key, value):
+    parts = key.split('.')
+    for part in parts[:-1]:
+        data = data[part]
+    if parts[-1] not in data:
+        raise ValueError(f'unknown config key {key!r}')
+    data[parts[-1]] = value

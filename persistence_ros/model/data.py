@@ -1,0 +1,125 @@
+"""Training data: tracks of the simulator's data set (manifest.json + scenes/*.npz)."""
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class TrackDataset(Dataset):
+    """
+    One item per track: a window of up to ``window`` frames (random in training).
+
+    Training windows start at the track start with probability ``start_at_track_start``,
+    elsewhere at a random frame; then the first ``burn_in`` frames get no loss (their causal
+    context, i.e. the frames before the window, is missing). ``random_windows=False`` gives the
+    first ``window`` frames of every track (evaluation: the last valid frame decides).
+    Tracks of length 1 are valid.
+    """
+
+    def __init__(self, root, split: Optional[str], geometry_features: Sequence[str],
+                 window: int = 32, random_windows: bool = True,
+                 start_at_track_start: float = 0.5, burn_in: int = 0, seed: int = 0):
+        self.root = Path(root)
+        self.manifest_path = self.root / 'manifest.json'
+        with open(self.manifest_path, 'r', encoding='utf-8') as stream:
+            self.manifest = json.load(stream)
+        names = list(self.manifest['geometry_features'])
+        missing = [f for f in geometry_features if f not in names]
+        if missing:
+            raise ValueError(f'{self.manifest_path}: geometry features {missing} not in the '
+                             f'data set ({names})')
+        self.columns = [names.index(f) for f in geometry_features]
+        self.window = int(window)
+        self.random_windows = random_windows
+        self.start_at_track_start = start_at_track_start
+        self.burn_in = burn_in
+        self.seed = seed
+        self.epoch = 0
+        self.scenes: List[Dict[str, np.ndarray]] = []
+        self.tracks: List[tuple] = []
+        for scene in self.manifest['scenes']:
+            if split is not None and scene['split'] != split:
+                continue
+            with np.load(self.root / scene['file'], allow_pickle=False) as npz:
+                data = {k: npz[k] for k in ('crops', 'geometry', 'frame_label',
+                                            'track_offsets', 'track_label', 'track_kind',
+                                            'track_camera', 'track_id')}
+            data['geometry'] = data['geometry'][:, self.columns].astype(np.float32)
+            s = len(self.scenes)
+            self.scenes.append(data)
+            off = data['track_offsets']
+            for i in range(len(off) - 1):
+                if off[i + 1] > off[i]:
+                    self.tracks.append((s, int(off[i]), int(off[i + 1]),
+                                        int(data['track_label'][i]), str(data['track_kind'][i]),
+                                        scene['name'], str(data['track_camera'][i]),
+                                        int(data['track_id'][i])))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random windows (deterministically) for a new epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Return the number of tracks."""
+        return len(self.tracks)
+
+    def labels(self) -> np.ndarray:
+        """Return the label of every track (1 = persistent)."""
+        return np.array([t[3] for t in self.tracks], dtype=np.int64)
+
+    def geometry_stats(self):
+        """Return per-column mean and std of the geometry over all frames."""
+        geo = np.concatenate([s['geometry'] for s in self.scenes]) if self.scenes else None
+        if geo is None or len(geo) == 0:
+            n = len(self.columns)
+            return np.zeros(n, np.float32), np.ones(n, np.float32)
+        return geo.mean(0).astype(np.float32), np.maximum(geo.std(0), 1e-6).astype(np.float32)
+
+    def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
+        """Return crops uint8 [T, 3, H, W], geometry [T, G], labels [T], loss mask [T], t0."""
+        s, a, b, label, _, _, _, _ = self.tracks[i]
+        scene = self.scenes[s]
+        n = b - a
+        start, skip = 0, 0
+        if self.random_windows and n > self.window:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            if rng.random() >= self.start_at_track_start:
+                start = int(rng.integers(0, n - self.window + 1))
+                skip = min(self.burn_in, self.window - 1) if start > 0 else 0
+        length = min(n, self.window)
+        rows = slice(a + start, a + start + length)
+        mask = torch.ones(length, dtype=torch.bool)
+        mask[:skip] = False
+        return {'crops': torch.from_numpy(np.ascontiguousarray(
+                    scene['crops'][rows].transpose(0, 3, 1, 2))),
+                'geometry': torch.from_numpy(scene['geometry'][rows]),
+                'labels': torch.full((length,), float(label)),
+                'frame_label': torch.from_numpy(scene['frame_label'][rows].astype(np.float32)),
+                'mask': mask, 't0': torch.tensor(start, dtype=torch.long),
+                'track_label': torch.tensor(label, dtype=torch.long),
+                'index': torch.tensor(i, dtype=torch.long)}
+
+
+def collate(items: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Pad windows at the end to the longest one; ``valid`` marks real frames."""
+    t = max(item['crops'].shape[0] for item in items)
+    out = {}
+    for key in ('crops', 'geometry', 'labels', 'frame_label', 'mask'):
+        first = items[0][key]
+        buf = first.new_zeros((len(items), t) + tuple(first.shape[1:]))
+        for j, item in enumerate(items):
+            buf[j, :item[key].shape[0]] = item[key]
+        out[key] = buf
+    valid = torch.zeros(len(items), t, dtype=torch.bool)
+    for j, item in enumerate(items):
+        valid[j, :item['crops'].shape[0]] = True
+    out['valid'] = valid
+    out['mask'] = out['mask'] & valid
+    out['length'] = valid.sum(1)
+    for key in ('t0', 'track_label', 'index'):
+        out[key] = torch.stack([item[key] for item in items])
+    return out

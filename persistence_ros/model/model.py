@@ -1,0 +1,308 @@
+"""The combined streaming persistence model, its stream state and the early decision rule."""
+
+from dataclasses import dataclass
+import enum
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from persistence_ros.model.classifier import PersistenceClassifier
+from persistence_ros.model.config import ModelConfig
+from persistence_ros.model.tokenizer import Tokenizer
+
+
+@dataclass
+class StreamState:
+    """
+    Batched streaming state of B tracks; every tensor has a fixed size (no growth with time).
+
+    conv: per causal encoder layer, the last k_t - 1 input frames (nested tuples for residual
+    blocks); kv: per transformer layer, (keys, values, valid) of the last W - 1 frames;
+    t: frames seen per track.
+    """
+
+    conv: list
+    kv: list
+    t: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        """Return the number of tracks in this state."""
+        return int(self.t.shape[0])
+
+    def select(self, index: Sequence[int]) -> 'StreamState':
+        """Return the state of the tracks at ``index`` (in that order)."""
+        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.t.device)
+        return StreamState(_map(self.conv, lambda x: x.index_select(0, idx)),
+                           _map(self.kv, lambda x: x.index_select(0, idx)),
+                           self.t.index_select(0, idx))
+
+    @staticmethod
+    def cat(states: Sequence['StreamState']) -> 'StreamState':
+        """Concatenate states along the track axis."""
+        return StreamState(_zip_cat([s.conv for s in states]), _zip_cat([s.kv for s in states]),
+                           torch.cat([s.t for s in states]))
+
+    def nbytes(self) -> int:
+        """Return the memory held by the state in bytes."""
+        total = [self.t.numel() * self.t.element_size()]
+        _map(self.conv, lambda x: total.append(x.numel() * x.element_size()) or x)
+        _map(self.kv, lambda x: total.append(x.numel() * x.element_size()) or x)
+        return int(sum(total))
+
+
+def _map(tree, fn):
+    if tree is None:
+        return None
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_map(x, fn) for x in tree)
+    return fn(tree)
+
+
+def _zip_cat(trees):
+    first = trees[0]
+    if first is None:
+        return None
+    if isinstance(first, (list, tuple)):
+        return type(first)(_zip_cat([t[i] for t in trees]) for i in range(len(first)))
+    return torch.cat(trees, dim=0)
+
+
+class PersistenceModel(nn.Module):
+    """Tokenizer + classifier; full-clip ``forward`` for training, ``step`` for streaming."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.tokenizer = Tokenizer(config)
+        cc = config.classifier
+        if cc.features not in ('latent', 'codes'):
+            raise ValueError(f'classifier.features must be latent or codes, got {cc.features!r}')
+        if cc.pool == 'flatten':
+            visual_dim = self.tokenizer.latent_dim * self.tokenizer.grid ** 2
+        elif cc.pool == 'mean':
+            visual_dim = self.tokenizer.latent_dim
+        else:
+            raise ValueError(f'classifier.pool must be flatten or mean, got {cc.pool!r}')
+        self.classifier = PersistenceClassifier(config, visual_dim)
+
+    def _pool(self, z: torch.Tensor) -> torch.Tensor:
+        if self.config.classifier.pool == 'mean':
+            return z.mean(dim=(-2, -1))
+        return z.flatten(-3)
+
+    def _visual(self, z: torch.Tensor) -> torch.Tensor:
+        if self.config.classifier.features == 'codes':
+            z = self.tokenizer.quantize(z)[0]
+        return self._pool(z)
+
+    def set_geometry_normalization(self, mean, std) -> None:
+        """Set the per-column geometry mean/std (from the training set)."""
+        mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
+        std = torch.as_tensor(np.asarray(std), dtype=torch.float32).clamp_min(1e-6)
+        self.classifier.geometry_mean.copy_(mean)
+        self.classifier.geometry_std.copy_(std)
+
+    def forward(self, crops: torch.Tensor, geometry: torch.Tensor,
+                t0: Optional[torch.Tensor] = None, reconstruct: bool = False,
+                tokenizer_grad: bool = True) -> Dict[str, torch.Tensor]:
+        """
+        Run a clip: crops ``[B, T, 3, H, W]`` (uint8 or [0, 1]), geometry ``[B, T, G]``.
+
+        Returns logits ``[B, T]``, prob, attention ``[B, T, T]``, latents ``z`` and, with
+        ``reconstruct``, the tokenizer outputs (recon, target, indices, aux_loss).
+        """
+        out = {}
+        with torch.set_grad_enabled(tokenizer_grad and torch.is_grad_enabled()):
+            if reconstruct:
+                tok = self.tokenizer(crops)
+                out.update(tok)
+                z = tok['z']
+                visual = self._pool(tok['zq'] if self.config.classifier.features == 'codes'
+                                    else z)
+            else:
+                z = self.tokenizer.encode(crops)
+                out['z'] = z
+                visual = self._visual(z)
+        cls = self.classifier(visual, geometry, t0)
+        out.update(cls)
+        out['prob'] = torch.sigmoid(cls['logits'].float())
+        return out
+
+    def init_state(self, batch: int, device=None) -> StreamState:
+        """Return the state of ``batch`` new tracks (zero causal padding, empty KV cache)."""
+        device = device or next(self.parameters()).device
+        size = self.config.input_size
+        conv = []
+        for layer in self.tokenizer.encoder.layers:
+            if hasattr(layer, 'init_cache'):
+                c_in = layer.conv.in_channels
+                conv.append(torch.zeros(batch, c_in, layer.kernel_t - 1, size, size,
+                                        device=device))
+                stride = layer.conv.stride[-1]
+                pad = layer.conv.padding[-1]
+                size = (size + 2 * pad - layer.conv.kernel_size[-1]) // stride + 1
+            else:
+                c = layer.conv1.conv.in_channels
+                shape = (batch, c, layer.conv1.kernel_t - 1, size, size)
+                conv.append((torch.zeros(shape, device=device),
+                             torch.zeros(shape, device=device)))
+        return StreamState(conv, self.classifier.init_cache(batch, device),
+                           torch.zeros(batch, dtype=torch.long, device=device))
+
+    @torch.no_grad()
+    def step(self, crops: torch.Tensor, geometry: torch.Tensor,
+             state: Optional[StreamState] = None
+             ) -> Tuple[torch.Tensor, torch.Tensor, StreamState]:
+        """
+        Process one new frame of B tracks.
+
+        crops ``[B, 3, H, W]``, geometry ``[B, G]``; returns p(persistent) ``[B]``, attention
+        ``[B, W]`` over the window (oldest first, this frame last; empty slots are 0) and the
+        new state. Cost per call is constant in the track length.
+        """
+        if state is None:
+            state = self.init_state(crops.shape[0], crops.device)
+        z, conv = self.tokenizer.step(crops, state.conv)
+        visual = self._visual(z)
+        logits, attention, kv = self.classifier.step(visual, geometry, state.t, state.kv)
+        return torch.sigmoid(logits.float()), attention, StreamState(conv, kv, state.t + 1)
+
+
+class Decision(enum.IntEnum):
+    """Early decision of one track."""
+
+    UNDECIDED = 0
+    PERSISTENT = 1
+    TRANSIENT = 2
+
+
+@dataclass
+class EarlyDecision:
+    """PERSISTENT when p >= hi, TRANSIENT when p <= lo, only after ``min_frames`` frames."""
+
+    hi: float = 0.9
+    lo: float = 0.1
+    min_frames: int = 5
+    recheck: bool = False
+
+    def __post_init__(self):
+        if not 0.0 <= self.lo < self.hi <= 1.0:
+            raise ValueError(f'need 0 <= lo < hi <= 1, got lo={self.lo} hi={self.hi}')
+
+    def decide(self, p: float, frames: int, previous: Decision = Decision.UNDECIDED
+               ) -> Decision:
+        """
+        Return the decision after ``frames`` frames with probability ``p``.
+
+        A decided track keeps its decision unless ``recheck`` is set.
+        """
+        if previous != Decision.UNDECIDED and not self.recheck:
+            return previous
+        if frames < self.min_frames:
+            return previous if self.recheck else Decision.UNDECIDED
+        if p >= self.hi:
+            return Decision.PERSISTENT
+        if p <= self.lo:
+            return Decision.TRANSIENT
+        return previous if self.recheck else Decision.UNDECIDED
+
+    def needs_encoding(self, decision: Decision) -> bool:
+        """Return True if a track with this decision must still be run through the model."""
+        return decision == Decision.UNDECIDED or self.recheck
+
+
+@dataclass
+class TrackResult:
+    """Output for one track at one frame."""
+
+    probability: float
+    decision: Decision
+    frames: int
+    attention: np.ndarray
+    updated: bool
+
+
+class TrackStreamer:
+    """
+    Stream many concurrent tracks through one model, one batched step per camera frame.
+
+    States are kept per track (batch 1) and concatenated per call; decided tracks are skipped
+    unless the decision rule has ``recheck``.
+    """
+
+    def __init__(self, model: PersistenceModel, decision: Optional[EarlyDecision] = None):
+        self.model = model.eval()
+        self.decision = decision or EarlyDecision(**vars(model.config.decision))
+        self.device = next(model.parameters()).device
+        self._state: Dict[Hashable, StreamState] = {}
+        self._last: Dict[Hashable, TrackResult] = {}
+
+    def update(self, track_ids: Sequence[Hashable], crops, geometry
+               ) -> Dict[Hashable, TrackResult]:
+        """
+        Feed one frame of each listed track: crops ``[N, H, W, 3]`` uint8 or ``[N, 3, H, W]``.
+
+        Returns the result for every listed track (``updated`` False for skipped tracks).
+        """
+        crops = torch.as_tensor(np.asarray(crops) if not torch.is_tensor(crops) else crops)
+        if crops.ndim == 4 and crops.shape[-1] == 3 and crops.shape[1] != 3:
+            crops = crops.permute(0, 3, 1, 2)
+        geometry = torch.as_tensor(np.asarray(geometry, dtype=np.float32)
+                                   if not torch.is_tensor(geometry) else geometry)
+        results = {}
+        run = [i for i, tid in enumerate(track_ids) if tid not in self._last
+               or self.decision.needs_encoding(self._last[tid].decision)]
+        for i, tid in enumerate(track_ids):
+            if i not in run:
+                old = self._last[tid]
+                results[tid] = TrackResult(old.probability, old.decision, old.frames,
+                                           old.attention, False)
+        if not run:
+            return results
+        new = [track_ids[i] for i in run if track_ids[i] not in self._state]
+        fresh = self.model.init_state(len(new), self.device) if new else None
+        states, k = [], 0
+        for i in run:
+            tid = track_ids[i]
+            if tid in self._state:
+                states.append(self._state[tid])
+            else:
+                states.append(fresh.select([k]))
+                k += 1
+        state = StreamState.cat(states) if len(states) > 1 else states[0]
+        idx = torch.as_tensor(run, dtype=torch.long)
+        prob, attn, state = self.model.step(crops.index_select(0, idx).to(self.device),
+                                            geometry.index_select(0, idx).to(self.device),
+                                            state)
+        prob = prob.cpu().numpy()
+        attn = attn.cpu().numpy()
+        frames = state.t.cpu().numpy()
+        window = attn.shape[1]
+        for j, i in enumerate(run):
+            tid = track_ids[i]
+            self._state[tid] = state.select([j]) if len(run) > 1 else state
+            previous = self._last[tid].decision if tid in self._last else Decision.UNDECIDED
+            n = int(frames[j])
+            dec = self.decision.decide(float(prob[j]), n, previous)
+            res = TrackResult(float(prob[j]), dec, n, attn[j, window - min(n, window):], True)
+            self._last[tid] = res
+            results[tid] = res
+        return results
+
+    def drop(self, track_ids: Sequence[Hashable]) -> None:
+        """Forget ended tracks."""
+        for tid in track_ids:
+            self._state.pop(tid, None)
+            self._last.pop(tid, None)
+
+    def result(self, track_id: Hashable) -> Optional[TrackResult]:
+        """Return the last result of a track, or None."""
+        return self._last.get(track_id)
+
+    @property
+    def tracks(self) -> List[Hashable]:
+        """Return the ids of tracks with state."""
+        return list(self._last)

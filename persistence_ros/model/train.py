@@ -1,0 +1,282 @@
+"""Training loops of the tokenizer and the classifier (seeded, resumable, AMP, DDP)."""
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+import random
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from persistence_ros.model.checkpoint import (
+    CheckpointError, load_tensors, save_model, save_tensors)
+from persistence_ros.model.classifier import frame_bce
+from persistence_ros.model.config import ModelConfig
+from persistence_ros.model.data import collate, TrackDataset
+from persistence_ros.model.model import PersistenceModel
+from persistence_ros.model.tokenizer import codebook_diagnostics, recon_loss, warn_if_collapsed
+
+LOG = logging.getLogger(__name__)
+STAGES = ('tokenizer', 'classifier')
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer):
+    """Flatten an optimizer state into (tensors, JSON-able param_groups) for safetensors."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for pid, entry in state['state'].items():
+        for key, value in entry.items():
+            value = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f'optim.{pid}.{key}'] = value
+    return tensors, state['param_groups']
+
+
+def load_optimizer_tensors(optimizer, tensors: Dict[str, torch.Tensor], param_groups) -> None:
+    """Restore an optimizer from ``optimizer_tensors`` output."""
+    state: Dict[int, Dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if not name.startswith('optim.'):
+            continue
+        _, pid, key = name.split('.', 2)
+        state.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({'state': state, 'param_groups': param_groups})
+
+
+def _binary_metrics(prob: np.ndarray, label: np.ndarray) -> Dict[str, float]:
+    pred = prob >= 0.5
+    tp = float(np.sum(pred & (label == 1)))
+    fp = float(np.sum(pred & (label == 0)))
+    fn = float(np.sum(~pred & (label == 1)))
+    metrics = {'track_accuracy': float(np.mean(pred == (label == 1))) if len(label) else 0.0,
+               'track_f1': 2 * tp / max(2 * tp + fp + fn, 1.0),
+               'track_precision': tp / max(tp + fp, 1.0), 'track_recall': tp / max(tp + fn, 1.0)}
+    if len(np.unique(label)) == 2:
+        from sklearn.metrics import roc_auc_score
+        metrics['track_auc'] = float(roc_auc_score(label, prob))
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(model: PersistenceModel, loader: DataLoader, stage: str, device: str,
+             amp: bool = False) -> Dict[str, float]:
+    """Return validation metrics: losses, per-track accuracy/F1 (last-frame decision), codes."""
+    model.eval()
+    totals = {'loss': 0.0, 'recon': 0.0, 'bce': 0.0, 'frames': 0.0}
+    probs, labels, codes, code_mask = [], [], [], []
+    for batch in loader:
+        crops = batch['crops'].to(device)
+        geom = batch['geometry'].to(device)
+        valid = batch['valid'].to(device)
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp):
+            out = model(crops, geom, batch['t0'].to(device), reconstruct=True)
+        n = float(valid.sum())
+        rec = recon_loss(out, valid)
+        totals['recon'] += float(rec) * n
+        if stage == 'classifier':
+            bce = frame_bce(out['logits'], batch['labels'].to(device), valid)
+            totals['bce'] += float(bce) * n
+            last = (batch['length'] - 1).to(device)
+            p = out['prob'].gather(1, last[:, None]).squeeze(1)
+            probs.append(p.float().cpu().numpy())
+            labels.append(batch['track_label'].numpy())
+        totals['frames'] += n
+        codes.append(out['indices'].cpu())
+        code_mask.append(batch['valid'])
+    n = max(totals['frames'], 1.0)
+    metrics = {'recon_mse': totals['recon'] / n}
+    metrics['psnr_db'] = 10 * math.log10(4.0 / max(metrics['recon_mse'], 1e-12))
+    if stage == 'classifier':
+        metrics['bce'] = totals['bce'] / n
+        metrics['loss'] = metrics['bce']
+        metrics.update(_binary_metrics(np.concatenate(probs), np.concatenate(labels)))
+    else:
+        metrics['loss'] = metrics['recon_mse']
+    if codes:
+        t = max(c.shape[1] for c in codes)
+        idx = torch.cat([torch.nn.functional.pad(c, (0, 0, 0, 0, 0, t - c.shape[1]))
+                         for c in codes])
+        msk = torch.cat([torch.nn.functional.pad(m, (0, t - m.shape[1])) for m in code_mask])
+        diag = codebook_diagnostics(idx, model.tokenizer.codebook_size, msk)
+        metrics.update({f'code_{k}': v for k, v in diag.items()})
+    return metrics
+
+
+def _diag(metrics):
+    return {k[5:]: v for k, v in metrics.items() if k.startswith('code_')}
+
+
+def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[int] = None,
+          device: str = 'cpu', seed: int = 0, resume: bool = False,
+          max_steps: Optional[int] = None, progress: bool = True,
+          tokenizer_checkpoint: Optional[str] = None) -> Dict[str, float]:
+    """
+    Train ``stage`` ('tokenizer' or 'classifier'); return the last validation metrics.
+
+    Writes OUT/last.safetensors (+ .json) every ``checkpoint_every`` epochs, OUT/model.safetensors
+    for the best validation score, OUT/train_state.safetensors (+ .json: optimizer, RNG, epoch)
+    and OUT/metrics.jsonl. Runs DistributedDataParallel when WORLD_SIZE > 1 (torchrun).
+    """
+    if stage not in STAGES:
+        raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
+    tc = config.train
+    epochs = tc.epochs if epochs is None else epochs
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    rank = int(os.environ.get('RANK', '0'))
+    distributed = world > 1
+    if distributed:
+        import torch.distributed as dist
+        local = int(os.environ.get('LOCAL_RANK', '0'))
+        if device.startswith('cuda'):
+            device = f'cuda:{local}'
+            torch.cuda.set_device(local)
+        dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+    amp = device.startswith('cuda')
+    seed_everything(seed + rank)
+    out_dir = Path(out_dir)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    model = PersistenceModel(config)
+    burn_in = model.tokenizer.temporal_receptive_field - 1
+    feats = config.classifier.geometry_features
+    train_set = TrackDataset(data_dir, 'train', feats, tc.window, True,
+                             tc.start_at_track_start, burn_in, seed)
+    val_set = TrackDataset(data_dir, 'val', feats, max(tc.window, 4 * tc.window), False)
+    if len(train_set) == 0:
+        raise ValueError(f'{data_dir}: no training tracks (split "train")')
+    model.set_geometry_normalization(*train_set.geometry_stats())
+    tok_ckpt = tokenizer_checkpoint or tc.tokenizer_checkpoint
+    if stage == 'classifier' and tok_ckpt:
+        tensors, _ = load_tensors(tok_ckpt)
+        tok = {k[len('tokenizer.'):]: v for k, v in tensors.items()
+               if k.startswith('tokenizer.')}
+        try:
+            model.tokenizer.load_state_dict(tok, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f'{tok_ckpt}: tokenizer does not match: {exc}') from exc
+        LOG.info('tokenizer initialised from %s', tok_ckpt)
+    model.to(device)
+    if stage == 'tokenizer':
+        params = list(model.tokenizer.parameters())
+    elif tc.finetune_tokenizer:
+        params = list(model.parameters())
+    else:
+        for p in model.tokenizer.parameters():
+            p.requires_grad_(False)
+        params = list(model.classifier.parameters())
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+
+    start_epoch, step, best = 0, 0, None
+    state_path = out_dir / 'train_state.safetensors'
+    if resume and (out_dir / 'last.safetensors').exists():
+        weights, _ = load_tensors(out_dir / 'last.safetensors', device)
+        model.load_state_dict(weights, strict=True)
+        tensors, meta = load_tensors(state_path)
+        load_optimizer_tensors(optimizer, tensors, meta['param_groups'])
+        torch.set_rng_state(tensors['rng.torch'])
+        start_epoch, step, best = meta['epoch'] + 1, meta['step'], meta.get('best')
+        LOG.info('resumed from %s at epoch %d', out_dir, start_epoch)
+
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, find_unused_parameters=True)
+        sampler = DistributedSampler(train_set, seed=seed)
+    elif tc.steps_per_epoch > 0:
+        sampler = RandomSampler(train_set, replacement=True,
+                                num_samples=tc.steps_per_epoch * tc.batch_size)
+    else:
+        sampler = RandomSampler(train_set)
+    loader = DataLoader(train_set, batch_size=tc.batch_size, sampler=sampler,
+                        collate_fn=collate, num_workers=tc.num_workers, drop_last=False)
+    val_loader = DataLoader(val_set, batch_size=tc.batch_size, collate_fn=collate,
+                            num_workers=tc.num_workers)
+    manifest = Path(data_dir) / 'manifest.json'
+    metrics: Dict[str, float] = {}
+    history = []
+    for epoch in range(start_epoch, epochs):
+        train_set.set_epoch(epoch)
+        if distributed:
+            sampler.set_epoch(epoch)
+        net.train()
+        if stage == 'classifier' and not tc.finetune_tokenizer:
+            model.tokenizer.eval()
+        sums = {'loss': 0.0, 'n': 0}
+        bar = tqdm(loader, desc=f'{stage} epoch {epoch + 1}/{epochs}',
+                   disable=not progress or rank != 0, leave=False)
+        for batch in bar:
+            crops = batch['crops'].to(device, non_blocking=True)
+            geom = batch['geometry'].to(device)
+            valid = batch['valid'].to(device)
+            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp):
+                if stage == 'tokenizer':
+                    tok_net = net.module.tokenizer if distributed else model.tokenizer
+                    out = tok_net(crops)
+                    loss = recon_loss(out, valid) + out['aux_loss']
+                else:
+                    want_recon = tc.finetune_tokenizer and tc.recon_weight > 0
+                    out = net(crops, geom, batch['t0'].to(device), reconstruct=want_recon,
+                              tokenizer_grad=tc.finetune_tokenizer)
+                    loss = frame_bce(out['logits'], batch['labels'].to(device),
+                                     batch['mask'].to(device))
+                    if want_recon:
+                        loss = loss + tc.recon_weight * (recon_loss(out, valid)
+                                                         + out['aux_loss'])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            optimizer.step()
+            step += 1
+            sums['loss'] += float(loss.detach())
+            sums['n'] += 1
+            bar.set_postfix(loss=f'{float(loss.detach()):.4f}')
+            if max_steps is not None and step >= max_steps:
+                break
+        metrics = {'epoch': epoch, 'step': step,
+                   'train_loss': sums['loss'] / max(sums['n'], 1)}
+        if len(val_set):
+            metrics.update({f'val_{k}': v for k, v in
+                            evaluate(model, val_loader, stage, device, amp).items()})
+            if 'val_code_usage_fraction' in metrics:
+                warn_if_collapsed({k[9:]: v for k, v in metrics.items()
+                                   if k.startswith('val_code_')},
+                                  tc.collapse_min_usage, tc.collapse_min_perplexity, LOG)
+        history.append(metrics)
+        if rank == 0:
+            LOG.info('%s epoch %d: %s', stage, epoch + 1, json.dumps(metrics))
+            with open(out_dir / 'metrics.jsonl', 'a', encoding='utf-8') as stream:
+                stream.write(json.dumps(metrics) + '\n')
+            score = (metrics.get('val_track_f1', -metrics.get('val_loss', 0.0))
+                     if stage == 'classifier' else -metrics.get('val_loss',
+                                                                metrics['train_loss']))
+            extra = {'stage': stage, 'epoch': epoch, 'step': step, 'seed': seed}
+            if best is None or score > best:
+                best = score
+                save_model(model, out_dir / 'model.safetensors', metrics, manifest, extra)
+            last = epoch + 1 == epochs or (max_steps is not None and step >= max_steps)
+            if (epoch + 1) % max(tc.checkpoint_every, 1) == 0 or last:
+                save_model(model, out_dir / 'last.safetensors', metrics, manifest, extra)
+                tensors, groups = optimizer_tensors(optimizer)
+                tensors['rng.torch'] = torch.get_rng_state()
+                save_tensors(tensors, state_path, {
+                    'param_groups': groups, 'epoch': epoch, 'step': step, 'best': best,
+                    'stage': stage, 'seed': seed})
+        if max_steps is not None and step >= max_steps:
+            break
+    if distributed:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    return metrics

@@ -1,0 +1,271 @@
+"""Tests of the persistence model: streaming exactness, causality, checkpoints, training."""
+
+import json
+import logging
+import pickle
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+import torch
+
+from persistence_ros.model.checkpoint import CheckpointError, load_model, save_model
+from persistence_ros.model.config import load_config, ModelConfig
+from persistence_ros.model.data import collate, TrackDataset
+from persistence_ros.model.model import (
+    Decision, EarlyDecision, PersistenceModel, StreamState, TrackStreamer)
+from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batch
+from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, warn_if_collapsed
+from persistence_ros.model.train import train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(name='cpu', window=6, seed=0, **tokenizer):
+    torch.manual_seed(seed)
+    config = load_config(name)
+    config.classifier.window = window
+    for key, value in tokenizer.items():
+        setattr(config.tokenizer, key, value)
+    model = PersistenceModel(config).eval()
+    # Non-trivial normalisation and distance biases so the tests exercise them.
+    model.set_geometry_normalization(np.linspace(-1, 1, 11), np.linspace(0.5, 2, 11))
+    with torch.no_grad():
+        for block in model.classifier.blocks:
+            block.attn.distance_bias.normal_(0, 0.5)
+    return model
+
+
+def _inputs(b=3, t=14, seed=0):
+    crops, geom, _ = synthetic_batch(b, t, seed=seed)
+    return torch.from_numpy(crops), torch.from_numpy(geom)
+
+
+@pytest.mark.parametrize('name,kw', [('cpu', {}), ('cpu', {'quantizer': 'lfq'}),
+                                     ('cpu', {'res_blocks': 1})])
+def test_streaming_equals_full_encode(name, kw):
+    model = _model(name, window=6, **kw)
+    crops, geom = _inputs(t=14)
+    with torch.no_grad():
+        full = model(crops, geom)
+        z_full = model.tokenizer.encode(crops)
+    state, probs, sizes = None, [], set()
+    cache = None
+    for t in range(crops.shape[1]):
+        z, cache = model.tokenizer.step(crops[:, t], cache)
+        assert (z - z_full[:, t]).abs().max() < 1e-5
+        p, attn, state = model.step(crops[:, t], geom[:, t], state)
+        probs.append(p)
+        # window is 6 < T: the streamed attention equals the full row over the window.
+        lo = max(0, t - 5)
+        ref = full['attention'][:, t, lo:t + 1]
+        assert torch.allclose(attn[:, attn.shape[1] - (t + 1 - lo):], ref, atol=1e-5)
+        assert attn[:, :attn.shape[1] - (t + 1 - lo)].abs().max() == 0 if t < 5 else True
+        sizes.add(state.nbytes())
+    assert (torch.stack(probs, 1) - full['prob']).abs().max() < 1e-5
+    assert len(sizes) == 1, 'the stream state must not grow with the track length'
+
+
+def test_causal_mask_and_attention_rows():
+    model = _model(window=32)
+    crops, geom = _inputs(t=10)
+    with torch.no_grad():
+        a = model(crops, geom)
+        crops2, geom2 = crops.clone(), geom.clone()
+        crops2[:, 6] = 255 - crops2[:, 6]
+        geom2[:, 6] += 3.0
+        b = model(crops2, geom2)
+    assert torch.equal(a['logits'][:, :6], b['logits'][:, :6])
+    assert (a['logits'][:, 6] - b['logits'][:, 6]).abs().max() > 1e-4
+    att = a['attention']
+    assert torch.allclose(att.sum(-1), torch.ones_like(att.sum(-1)), atol=1e-5)
+    future = torch.triu(torch.ones(10, 10, dtype=torch.bool), diagonal=1)
+    assert att[:, future].abs().max() == 0
+    assert (att[:, ~future] > 0).all()
+
+
+def test_window_bounds_attention():
+    model = _model(window=4)
+    crops, geom = _inputs(t=9)
+    with torch.no_grad():
+        att = model(crops, geom)['attention']
+    t, s = torch.meshgrid(torch.arange(9), torch.arange(9), indexing='ij')
+    outside = (t - s >= 4) | (s > t)
+    assert att[:, outside].abs().max() == 0
+
+
+def test_track_streamer_matches_batched_and_skips_decided():
+    model = _model(window=6)
+    crops, geom = _inputs(b=4, t=8)
+    with torch.no_grad():
+        full = model(crops, geom)['prob']
+    streamer = TrackStreamer(model, EarlyDecision(hi=1.0, lo=0.0, min_frames=100))
+    ids = ['a', 'b', 'c', 'd']
+    for t in range(8):
+        # track 'd' starts 3 frames late: its state starts fresh then.
+        use = ids if t >= 3 else ids[:3]
+        res = streamer.update(use, crops[:len(use), t].permute(0, 2, 3, 1).numpy(),
+                              geom[:len(use), t].numpy())
+        for j, tid in enumerate(use[:3]):
+            assert abs(res[tid].probability - float(full[j, t])) < 1e-5
+            assert res[tid].attention.shape == (min(t + 1, 6),)
+            assert abs(res[tid].attention.sum() - 1.0) < 1e-5
+    assert streamer.result('d').frames == 5
+    # Early decision: decided tracks are not run again unless recheck is set.
+    streamer.decision = EarlyDecision(hi=0.0 + 1e-9, lo=0.0, min_frames=1)
+    first = streamer.update(['a'], crops[:1, 0].permute(0, 2, 3, 1).numpy(), geom[:1, 0].numpy())
+    assert first['a'].decision == Decision.PERSISTENT and first['a'].updated
+    again = streamer.update(['a'], crops[:1, 1].permute(0, 2, 3, 1).numpy(), geom[:1, 1].numpy())
+    assert not again['a'].updated and again['a'].frames == first['a'].frames
+    streamer.drop(['a'])
+    assert streamer.result('a') is None
+
+
+def test_early_decision_rule():
+    rule = EarlyDecision(hi=0.8, lo=0.2, min_frames=3)
+    assert rule.decide(0.99, 2) == Decision.UNDECIDED
+    assert rule.decide(0.99, 3) == Decision.PERSISTENT
+    assert rule.decide(0.05, 4) == Decision.TRANSIENT
+    assert rule.decide(0.5, 10) == Decision.UNDECIDED
+    assert rule.decide(0.01, 10, Decision.PERSISTENT) == Decision.PERSISTENT
+    assert not rule.needs_encoding(Decision.TRANSIENT)
+    recheck = EarlyDecision(hi=0.8, lo=0.2, min_frames=3, recheck=True)
+    assert recheck.decide(0.01, 10, Decision.PERSISTENT) == Decision.TRANSIENT
+    assert recheck.decide(0.5, 10, Decision.PERSISTENT) == Decision.PERSISTENT
+    assert recheck.needs_encoding(Decision.TRANSIENT)
+    with pytest.raises(ValueError):
+        EarlyDecision(hi=0.2, lo=0.8)
+
+
+def test_codebook_diagnostics_detect_collapse(caplog):
+    rng = np.random.default_rng(0)
+    healthy = torch.from_numpy(rng.integers(0, 1000, (16, 8, 4, 4)))
+    diag = codebook_diagnostics(healthy, 1000)
+    assert diag['usage_fraction'] > 0.3 and diag['perplexity'] > 200
+    assert diag['equal_across_clips'] < 0.01
+    assert not is_collapsed(diag)
+    collapsed = torch.full((16, 8, 4, 4), 7)
+    collapsed[0, 0, 0, 0] = 3
+    diag = codebook_diagnostics(collapsed, 1000)
+    assert diag['used_codes'] == 2 and diag['perplexity'] < 1.1
+    assert diag['equal_across_clips'] > 0.99
+    with caplog.at_level(logging.WARNING):
+        assert warn_if_collapsed(diag)
+    assert 'CODEBOOK COLLAPSE' in caplog.text
+    # Input-independent codes that still use many codes are caught by equal_across_clips.
+    same = healthy[:1].expand(16, -1, -1, -1)
+    diag = codebook_diagnostics(same, 1000)
+    assert diag['equal_across_clips'] == 1.0 and is_collapsed(diag)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = _model(window=6)
+    crops, geom = _inputs(t=7)
+    path = save_model(model, tmp_path / 'ck', metrics={'val_track_f1': 0.5})
+    meta = json.loads(path.with_suffix('.json').read_text())
+    assert meta['config']['classifier']['window'] == 6
+    assert meta['versions']['torch'] == torch.__version__
+    loaded = load_model(tmp_path / 'ck')
+    with torch.no_grad():
+        a = model(crops, geom)
+        b = loaded(crops, geom)
+    assert torch.equal(a['logits'], b['logits'])
+    assert torch.equal(loaded.classifier.geometry_std, model.classifier.geometry_std)
+
+
+def test_checkpoint_rejects_pickle_and_mismatch(tmp_path):
+    model = _model(window=6)
+    path = save_model(model, tmp_path / 'ok.safetensors')
+    meta = path.with_suffix('.json')
+    # A pickle under a .safetensors name is refused without unpickling.
+    bad = tmp_path / 'bad.safetensors'
+    bad.write_bytes(pickle.dumps({'x': torch.zeros(2)}))
+    bad.with_suffix('.json').write_text(meta.read_text())
+    with pytest.raises(CheckpointError, match='not a valid safetensors'):
+        load_model(bad)
+    # An extra tensor and a missing one are named.
+    tensors = load_file(str(path))
+    tensors['evil.extra'] = torch.zeros(1)
+    del tensors['classifier.head.bias']
+    extra = tmp_path / 'extra.safetensors'
+    save_file(tensors, str(extra))
+    extra.with_suffix('.json').write_text(meta.read_text())
+    with pytest.raises(CheckpointError, match='evil.extra') as info:
+        load_model(extra)
+    assert 'classifier.head.bias' in str(info.value)
+    # A config that does not match the weights.
+    data = json.loads(meta.read_text())
+    data['config']['classifier']['width'] = 32
+    path.with_suffix('.json').write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match='shape mismatches'):
+        load_model(path)
+    with pytest.raises(CheckpointError, match='not found'):
+        load_model(tmp_path / 'missing.safetensors')
+
+
+def test_config_rejects_unknown_keys():
+    data = load_config('cpu').to_dict()
+    data['classifier']['widht'] = 3
+    with pytest.raises(ValueError, match='widht'):
+        ModelConfig.from_dict(data)
+    assert load_config('gpu').classifier.layers == 4
+
+
+def test_dataset_windows_and_short_tracks(tmp_path):
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',), tracks_per_scene=12,
+                                  max_frames=20, seed=3)
+    feats = load_config('cpu').classifier.geometry_features
+    ds = TrackDataset(root, 'train', feats, window=8, burn_in=2, start_at_track_start=0.0)
+    lengths = [b - a for _, a, b, *_ in ds.tracks]
+    assert min(lengths) >= 1 and len(ds) == 12
+    batch = collate([ds[i] for i in range(len(ds))])
+    assert batch['crops'].shape[1:] == (8, 3, 64, 64)
+    for j, n in enumerate(lengths):
+        assert int(batch['length'][j]) == min(n, 8)
+        if n > 8 and int(batch['t0'][j]) > 0:
+            assert not batch['mask'][j, :2].any() and batch['mask'][j, 2:].all()
+        if n <= 8:
+            assert batch['mask'][j, :n].all() and not batch['valid'][j, n:].any()
+
+
+def test_training_learns_synthetic_persistence(tmp_path):
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',) * 4 + ('val',) * 3,
+                                  tracks_per_scene=16, max_frames=16, seed=1)
+    config = load_config('cpu')
+    config.train.batch_size = 16
+    config.train.window = 16
+    config.train.lr = 3e-3
+    metrics = train('classifier', config, root, tmp_path / 'ck', epochs=9, progress=False,
+                    seed=0)
+    history = [json.loads(line) for line in
+               (tmp_path / 'ck' / 'metrics.jsonl').read_text().splitlines()]
+    assert history[-1]['train_loss'] < 0.8 * history[0]['train_loss']
+    # Held-out tracks (48): chance is AUC 0.5; geometry is noise, only the crops separate.
+    assert metrics['val_track_auc'] > 0.8
+    assert metrics['val_track_accuracy'] > 0.65
+    model = load_model(tmp_path / 'ck' / 'model.safetensors')
+    assert json.loads((tmp_path / 'ck' / 'model.json').read_text())['data_manifest_sha256']
+    # Resume continues from the saved epoch and optimizer state.
+    more = train('classifier', config, root, tmp_path / 'ck', epochs=10, progress=False,
+                 seed=0, resume=True)
+    assert more['epoch'] == 9
+    assert isinstance(model, PersistenceModel)
+
+
+def test_state_select_and_cat_round_trip():
+    model = _model(window=5)
+    crops, geom = _inputs(b=3, t=4)
+    state = None
+    for t in range(4):
+        _, _, state = model.step(crops[:, t], geom[:, t], state)
+    parts = [state.select([i]) for i in (2, 0, 1)]
+    joined = StreamState.cat(parts)
+    p1, _, _ = model.step(crops[[2, 0, 1], 0], geom[[2, 0, 1], 0], joined)
+    p2, _, _ = model.step(crops[:, 0], geom[:, 0], state)
+    assert torch.allclose(p1, p2[[2, 0, 1]], atol=1e-6)
