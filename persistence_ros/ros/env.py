@@ -20,7 +20,7 @@ def fastdds_profile_path() -> Optional[Path]:
         from ament_index_python.packages import get_package_share_directory
         candidates.insert(0, Path(get_package_share_directory('persistence_ros'))
                           / 'config' / 'fastdds.xml')
-    except (ImportError, LookupError, ValueError):
+    except (ImportError, LookupError, OSError, ValueError):
         pass
     for candidate in candidates:
         if candidate.is_file():
