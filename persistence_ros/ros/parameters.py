@@ -1,0 +1,295 @@
+"""
+The node's parameters: names, types, defaults, ranges and descriptions in ONE table.
+
+``PARAMETERS`` is plain Python (no rclpy), so ``config/persistence.yaml``, the README table and
+the launch files can be checked against it without ROS (test/test_parameters_doc.py).
+:func:`declare_parameters` turns it into typed, ranged ``ParameterDescriptor`` declarations;
+:func:`validate` checks a ``{name: value}`` dict and returns messages that say what to fix.
+"""
+
+from dataclasses import dataclass
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from persistence_ros.filters import FILTER_NAMES
+
+RELIABILITIES = ('best_effort', 'reliable')
+DEVICES = ('auto', 'cpu', 'cuda')
+# What works without shipped weights; 'learned' needs model.path (see README).
+DEFAULT_FILTER = 'stereo'
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One declared parameter (``range``: inclusive (min, max); ``choices``: allowed strings)."""
+
+    name: str
+    default: Any
+    description: str
+    range: Optional[Tuple[float, float]] = None
+    choices: Optional[Sequence[str]] = None
+
+    @property
+    def type_name(self) -> str:
+        """Return the ROS parameter type name (bool, integer, double, string, double[])."""
+        if isinstance(self.default, bool):
+            return 'bool'
+        if isinstance(self.default, int):
+            return 'integer'
+        if isinstance(self.default, float):
+            return 'double'
+        if isinstance(self.default, str):
+            return 'string'
+        return 'double[]'
+
+
+_P = Parameter
+PARAMETERS: List[Parameter] = [
+    _P('calibration.left_file', '',
+       'camera_calibration_parsers YAML of the left camera; empty: use left/camera_info'),
+    _P('calibration.right_file', '',
+       'camera_calibration_parsers YAML of the right camera; empty: use right/camera_info'),
+    _P('frame_id', '',
+       "frame of the outputs; empty: the left detections' header.frame_id"),
+    _P('use_images', True,
+       'subscribe to and synchronize the images (needed by the learned filter and the debug '
+       'image); false: detections only'),
+    _P('sync.queue_size', 10, 'messages kept per input by the approximate-time synchronizer',
+       range=(1, 1000)),
+    _P('sync.slop', 0.02,
+       'seconds: a synchronized set spreads less than this (left/right/images)',
+       range=(1e-6, 10.0)),
+    _P('processing.queue_size', 4,
+       'synchronized frames waiting for the worker; when full the oldest is dropped (counted)',
+       range=(1, 1000)),
+    _P('filter.name', DEFAULT_FILTER, 'persistence filter: ' + '|'.join(FILTER_NAMES),
+       choices=FILTER_NAMES),
+    _P('filter.decide_after', 3, 'observed frames before a baseline filter decides',
+       range=(1, 1000)),
+    _P('filter.threshold', 0.5, 'probability at or above which a track is persistent',
+       range=(0.0, 1.0)),
+    _P('filter.min_hits', 5, 'min_hits filter: observed frames to become persistent',
+       range=(1, 1000)),
+    _P('filter.max_residual_px', 2.0, 'stereo filter: mean epipolar residual gate (pixels)',
+       range=(0.0, 100.0)),
+    _P('filter.ground_plane', [0.0, 0.0, 0.0, 0.0],
+       'ground_plane/gbdt filters: plane [a, b, c, d] in the left optical frame (n.X + d = 0, '
+       'n up); all zero: unset'),
+    _P('filter.ground_margin_m', 0.05,
+       'ground_plane filter: tracks lower than this below the plane are transient',
+       range=(0.0, 10.0)),
+    _P('filter.gbdt_path', '', 'gbdt filter: training file written by GbdtFilter.save (.npz)'),
+    _P('model.path', '', 'learned filter: safetensors checkpoint of the persistence model'),
+    _P('model.device', 'auto', 'device of the learned model: auto|cpu|cuda', choices=DEVICES),
+    _P('tracker.high_score', 0.5, 'detections at or above it start and extend 2D tracks',
+       range=(0.0, 1.0)),
+    _P('tracker.low_score', 0.1, 'detections at or above it only extend 2D tracks',
+       range=(0.0, 1.0)),
+    _P('tracker.iou_threshold', 0.2, 'minimum IoU of a first-stage 2D match',
+       range=(0.0, 1.0)),
+    _P('tracker.max_age', 30, 'missed frames a 2D track survives', range=(0, 10000)),
+    _P('tracker.min_hits', 3, 'matches before a 2D track is confirmed', range=(1, 1000)),
+    _P('association.max_epipolar_px', 3.0,
+       'mean epipolar cost gate (pixels) for pairing left/right tracks', range=(0.01, 1000.0)),
+    _P('association.min_common_frames', 3, 'frames both tracks were seen before pairing',
+       range=(1, 1000)),
+    _P('triangulation.max_epipolar_px', 3.0, 'epipolar gate before triangulating (pixels)',
+       range=(0.01, 1000.0)),
+    _P('triangulation.max_reprojection_error_px', 3.0,
+       'reprojection error gate after triangulating (pixels)', range=(0.01, 1000.0)),
+    _P('triangulation.max_depth_sigma_m', 1.0,
+       'depth standard deviation gate (metres)', range=(0.001, 1000.0)),
+    _P('pipeline.window', 64, 'frames of history kept per stereo track', range=(1, 10000)),
+    _P('qos.images.reliability', 'best_effort', 'QoS reliability of the image subscriptions',
+       choices=RELIABILITIES),
+    _P('qos.images.depth', 5, 'QoS history depth of the image subscriptions', range=(1, 1000)),
+    _P('qos.detections.reliability', 'best_effort',
+       'QoS reliability of the detection subscriptions', choices=RELIABILITIES),
+    _P('qos.detections.depth', 10, 'QoS history depth of the detection subscriptions',
+       range=(1, 1000)),
+    _P('qos.camera_info.reliability', 'best_effort',
+       'QoS reliability of the camera_info subscriptions', choices=RELIABILITIES),
+    _P('qos.camera_info.depth', 5, 'QoS history depth of the camera_info subscriptions',
+       range=(1, 1000)),
+    _P('publish.debug_image', False, 'publish ~/debug_image (left image with state boxes)'),
+    _P('publish.marker_history', 30, 'trajectory points per track in ~/markers',
+       range=(2, 10000)),
+    _P('diagnostics.period', 1.0, 'seconds between /diagnostics messages',
+       range=(0.05, 3600.0)),
+    _P('log.throttle_s', 5.0, 'seconds between repeated warnings of one kind',
+       range=(0.0, 3600.0)),
+]
+
+DEFAULTS: Dict[str, Any] = {p.name: p.default for p in PARAMETERS}
+BY_NAME: Dict[str, Parameter] = {p.name: p for p in PARAMETERS}
+
+
+def _type_ok(parameter: Parameter, value: Any) -> bool:
+    kind = parameter.type_name
+    if kind == 'bool':
+        return isinstance(value, bool)
+    if kind == 'integer':
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == 'double':
+        return isinstance(value, float)
+    if kind == 'string':
+        return isinstance(value, str)
+    return (isinstance(value, (list, tuple))
+            and all(isinstance(v, float) for v in value))
+
+
+def validate(values: Dict[str, Any]) -> List[str]:
+    """Return messages (empty if valid) saying which value to fix and how."""
+    errors = []
+    for name, value in values.items():
+        parameter = BY_NAME.get(name)
+        if parameter is None:
+            errors.append(f'unknown parameter {name!r}')
+            continue
+        if not _type_ok(parameter, value):
+            errors.append(f'{name}: expected a {parameter.type_name} (e.g. {parameter.default!r}'
+                          f'), got {value!r}')
+            continue
+        if parameter.range is not None:
+            low, high = parameter.range
+            if not (math.isfinite(value) and low <= value <= high):
+                errors.append(f'{name}: must be in [{low}, {high}], got {value!r}')
+        if parameter.choices is not None and value not in parameter.choices:
+            errors.append(f'{name}: must be one of {"|".join(parameter.choices)}, got {value!r}')
+    merged = dict(DEFAULTS, **values)
+    if not errors:
+        errors.extend(_semantic_errors(merged))
+    return errors
+
+
+def _semantic_errors(v: Dict[str, Any]) -> List[str]:
+    errors = []
+    if v['tracker.low_score'] > v['tracker.high_score']:
+        errors.append(f"tracker.low_score ({v['tracker.low_score']}) must be <= "
+                      f"tracker.high_score ({v['tracker.high_score']})")
+    left, right = v['calibration.left_file'], v['calibration.right_file']
+    if bool(left) != bool(right):
+        errors.append('calibration.left_file and calibration.right_file: set both (files) or '
+                      'neither (camera_info topics)')
+    for name in ('calibration.left_file', 'calibration.right_file', 'filter.gbdt_path',
+                 'model.path'):
+        if v[name] and not Path(v[name]).is_file():
+            errors.append(f'{name}: file {v[name]!r} does not exist')
+    plane = list(v['filter.ground_plane'])
+    filter_name = v['filter.name']
+    if len(plane) != 4 or not all(math.isfinite(x) for x in plane):
+        errors.append(f'filter.ground_plane: must be 4 finite numbers [a, b, c, d], got {plane}')
+    elif filter_name == 'ground_plane' and not any(plane[:3]):
+        errors.append('filter.name is ground_plane: set filter.ground_plane to the floor plane '
+                      '[a, b, c, d] in the left optical frame (n.X + d = 0, n pointing up)')
+    if filter_name == 'gbdt' and not v['filter.gbdt_path']:
+        errors.append('filter.name is gbdt: set filter.gbdt_path to a file written by '
+                      'GbdtFilter.save (or choose another filter.name)')
+    if filter_name == 'learned' and not v['model.path']:
+        errors.append('filter.name is learned: set model.path to a trained checkpoint '
+                      '(no trained weights ship with the package yet; choose another '
+                      f'filter.name, e.g. {DEFAULT_FILTER})')
+    return errors
+
+
+def plane_of(values: Dict[str, Any]) -> Optional[List[float]]:
+    """Return filter.ground_plane, or None when unset (normal all zero)."""
+    plane = [float(x) for x in values['filter.ground_plane']]
+    return plane if any(plane[:3]) else None
+
+
+def nested(values: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Return ``{a: {b: value}}`` for dotted names (the YAML layout of ros__parameters)."""
+    out: Dict[str, Any] = {}
+    for name, value in (DEFAULTS if values is None else values).items():
+        node = out
+        parts = name.split('.')
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+    """Return dotted names of a nested ros__parameters dict."""
+    out: Dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            out.update(flatten(value, name + '.'))
+        else:
+            out[name] = value
+    return out
+
+
+# -- rclpy side (imported lazily so the table above needs no ROS) ---------------------------
+
+def descriptor(parameter: Parameter):
+    """Return the rcl_interfaces ParameterDescriptor of a parameter."""
+    from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                    ParameterType)
+    types = {'bool': ParameterType.PARAMETER_BOOL, 'integer': ParameterType.PARAMETER_INTEGER,
+             'double': ParameterType.PARAMETER_DOUBLE, 'string': ParameterType.PARAMETER_STRING,
+             'double[]': ParameterType.PARAMETER_DOUBLE_ARRAY}
+    description = parameter.description
+    if parameter.choices:
+        description += f' (one of: {", ".join(parameter.choices)})'
+    desc = ParameterDescriptor(name=parameter.name, type=types[parameter.type_name],
+                               description=description)
+    if parameter.range is not None:
+        low, high = parameter.range
+        if parameter.type_name == 'integer':
+            desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(low),
+                                                            to_value=float(high), step=0.0)]
+    return desc
+
+
+def declare_parameters(node) -> List[str]:
+    """
+    Declare every parameter on ``node``; return the errors of rejected overrides.
+
+    An override that rclpy refuses (wrong type, out of range) is not raised here: the
+    parameter is declared with its default and the message is returned, so that the node
+    fails at configure with it (fail fast, with a message saying what to fix).
+    """
+    from rclpy.exceptions import (InvalidParameterTypeException,
+                                  InvalidParameterValueException)
+    from rclpy.parameter import Parameter as RclpyParameter
+    errors = []
+    overrides = getattr(node, '_parameter_overrides', {})  # rclpy keeps them there
+    for parameter in PARAMETERS:
+        if node.has_parameter(parameter.name):
+            continue
+        desc = descriptor(parameter)
+        try:
+            node.declare_parameter(parameter.name, parameter.default, desc)
+        except (InvalidParameterTypeException, InvalidParameterValueException,
+                TypeError, ValueError) as error:
+            given = overrides.get(parameter.name)
+            shown = given.value if isinstance(given, RclpyParameter) else given
+            errors.append(f'{parameter.name}: invalid value {shown!r} ({error}); expected a '
+                          f'{parameter.type_name}'
+                          + (f' in [{parameter.range[0]}, {parameter.range[1]}]'
+                             if parameter.range else ''))
+            node.declare_parameter(parameter.name, parameter.default, desc,
+                                   ignore_override=True)
+    return errors
+
+
+def read_parameters(node) -> Dict[str, Any]:
+    """Return ``{name: value}`` of every declared parameter of the table."""
+    values = {}
+    for parameter in PARAMETERS:
+        value = node.get_parameter(parameter.name).value
+        if parameter.type_name == 'double[]':
+            value = [float(x) for x in value]
+        values[parameter.name] = value
+    return values
+
+
+def yaml_defaults(node_name: str = '/**') -> Dict[str, Any]:
+    """Return the defaults as a ROS 2 parameter file dict (``{node: {ros__parameters}}``)."""
+    return {node_name: {'ros__parameters': nested()}}

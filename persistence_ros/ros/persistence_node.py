@@ -1,0 +1,559 @@
+"""
+persistence_node: stereo detections (+ images) in, persistent 3D tracks out.
+
+A lifecycle node (``rclpy.lifecycle.LifecycleNode``):
+
+* configure: reads and validates the parameters (``persistence_ros.ros.parameters``), loads
+  the calibration files (or waits for ``left/camera_info`` + ``right/camera_info``), builds the
+  persistence filter (and the model on ``model.device``) and creates the publishers. A bad
+  configuration returns FAILURE and logs what to fix.
+* activate: subscribes (approximate-time synchronized) and starts the worker thread.
+* deactivate / cleanup: release the subscriptions, the worker, the pipeline and the model.
+
+Started plainly (``main()``, i.e. ``ros2 run`` / ``ros2 launch``) it configures and activates
+itself; ``--managed`` leaves the transitions to a lifecycle manager.
+
+Inputs: ``left/detections``, ``right/detections`` (persistence_ros/Detection2DArray),
+``left/image_raw``, ``right/image_raw`` (unless ``use_images`` is false), ``left/camera_info``,
+``right/camera_info`` (unless calibration files are given).  Outputs (stamped with the input
+stamp, frame: ``frame_id`` or the left optical frame): ``~/points``, ``~/markers``,
+``~/tracks``, ``~/debug_image`` (``publish.debug_image``) and ``/diagnostics``.
+"""
+
+import argparse
+from collections import Counter, deque
+import sys
+import threading
+import time
+from typing import Any, Deque, Dict, List, Optional
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from persistence_ros.calibration import (CalibrationError, load_calibration_yaml,
+                                         StereoCalibration)
+from persistence_ros.detections import DetectionFrame
+from persistence_ros.filters import make_filter
+from persistence_ros.image_codec import to_rgb8
+from persistence_ros.msg import Detection2DArray, TrackArray
+from persistence_ros.pipeline import PipelineConfig, StereoPipeline
+from persistence_ros.ros import messages, parameters
+from persistence_ros.ros.conversions import (camera_info_to_calibration, detections_from_msg,
+                                             image_to_numpy, numpy_to_image)
+from persistence_ros.ros.sync import SynchronizedSubscriptions
+from persistence_ros.stereo import AssociationConfig, TriangulationConfig
+from persistence_ros.tracking import TrackerConfig
+
+NODE_NAME = 'persistence_node'
+INPUTS = ('left/detections', 'right/detections', 'left/image_raw', 'right/image_raw')
+# A stamp more than this far behind the last one starts a new sequence (bag played in a loop).
+TIME_JUMP_RESET_NS = 1_000_000_000
+
+
+def _qos(reliability: str, depth: int) -> QoSProfile:
+    profile = QoSProfile(depth=int(depth), history=HistoryPolicy.KEEP_LAST,
+                         durability=qos_profile_sensor_data.durability)
+    profile.reliability = (ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                           else ReliabilityPolicy.BEST_EFFORT)
+    return profile
+
+
+def resolve_device(requested: str) -> str:
+    """Return 'cuda' or 'cpu' for ``model.device`` (raise RuntimeError if cuda is missing)."""
+    if requested == 'cpu':
+        return 'cpu'
+    try:
+        import torch
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if requested == 'cuda' and not cuda:
+        raise RuntimeError('model.device is cuda but torch sees no CUDA device: set '
+                           'model.device to auto or cpu')
+    return 'cuda' if cuda else 'cpu'
+
+
+def build_filter(values: Dict[str, Any], device: str):
+    """Return the persistence filter named by ``filter.name`` with its parameters."""
+    name = values['filter.name']
+    decide_after = values['filter.decide_after']
+    kwargs: Dict[str, Any] = {}
+    if name == 'min_hits':
+        kwargs = {'min_hits': values['filter.min_hits']}
+    elif name == 'score':
+        kwargs = {'decide_after': decide_after, 'threshold': values['filter.threshold']}
+    elif name == 'stereo':
+        kwargs = {'decide_after': decide_after,
+                  'max_residual_px': values['filter.max_residual_px']}
+    elif name == 'ground_plane':
+        kwargs = {'decide_after': decide_after, 'margin_m': values['filter.ground_margin_m']}
+    elif name == 'learned':
+        kwargs = {'model_path': values['model.path'], 'device': device}
+    return make_filter(name, plane=parameters.plane_of(values),
+                       gbdt_path=values['filter.gbdt_path'] or None, **kwargs)
+
+
+def pipeline_config(values: Dict[str, Any]) -> PipelineConfig:
+    """Return the PipelineConfig of the parameters (raises ValueError saying what to fix)."""
+    window = values['pipeline.window']
+    tracker = TrackerConfig(high_score=values['tracker.high_score'],
+                            low_score=values['tracker.low_score'],
+                            iou_threshold=values['tracker.iou_threshold'],
+                            max_age=values['tracker.max_age'],
+                            min_hits=values['tracker.min_hits'], window=window)
+    association = AssociationConfig(
+        max_epipolar_px=values['association.max_epipolar_px'],
+        min_common_frames=values['association.min_common_frames'],
+        # Left and right stamps of one synchronized set differ by less than the slop.
+        stamp_tolerance_ns=int(values['sync.slop'] * 1e9))
+    triangulation = TriangulationConfig(
+        max_epipolar_px=values['triangulation.max_epipolar_px'],
+        max_reprojection_error_px=values['triangulation.max_reprojection_error_px'],
+        max_depth_sigma_m=values['triangulation.max_depth_sigma_m'])
+    return PipelineConfig(tracker=tracker, association=association,
+                          triangulation=triangulation, window=window)
+
+
+class PersistenceNode(LifecycleNode):
+    """The lifecycle node; see the module docstring."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._declare_errors = parameters.declare_parameters(self)
+        self.values: Dict[str, Any] = {}
+        self.config: Optional[PipelineConfig] = None
+        self.calibration: Optional[StereoCalibration] = None
+        self.filter = None
+        self.pipeline: Optional[StereoPipeline] = None
+        self.device = 'cpu'
+        self.frame_id = ''
+        self._outputs: Dict[str, Any] = {}
+        self._sync: Optional[SynchronizedSubscriptions] = None
+        self._info_subs: List[Any] = []
+        self._infos: Dict[str, Any] = {}
+        self._timer = None
+        self._lock = threading.Lock()
+        self._frames: Deque = deque()
+        self._wake = threading.Condition(self._lock)
+        self._worker: Optional[threading.Thread] = None
+        self._running = False
+        self._markers = messages.MarkerBuilder()
+        self._reset_counters()
+
+    # -- counters --------------------------------------------------------------------------
+
+    def _reset_counters(self) -> None:
+        self.received = Counter()
+        self._rate_marks = (time.monotonic(), Counter())
+        self.rejected: Counter = Counter()
+        self.invalid_detections: Counter = Counter()
+        self.frames_synchronized = 0
+        self.frames_processed = 0
+        self.queue_drops = 0
+        self.publish_errors = 0
+        self.latencies_ms: Deque[float] = deque(maxlen=2000)
+        self._last_stamp_ns: Optional[int] = None
+        self._last_warn: Dict[str, float] = {}
+
+    def reject(self, reason: str, detail: str) -> None:
+        """Count a rejected input by reason and log it, rate-limited per reason."""
+        self.rejected[reason] += 1
+        now = time.monotonic()
+        throttle = float(self.values.get('log.throttle_s', 5.0))
+        if now - self._last_warn.get(reason, -1e18) >= throttle:
+            self._last_warn[reason] = now
+            self.get_logger().warning(
+                f'rejected input ({reason}, {self.rejected[reason]} so far): {detail}')
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Validate parameters, load calibration and filter, create publishers."""
+        logger = self.get_logger()
+        values = parameters.read_parameters(self)
+        errors = list(self._declare_errors) + parameters.validate(values)
+        config = None
+        if not errors:
+            try:
+                config = pipeline_config(values)
+            except ValueError as error:
+                errors.append(str(error))
+        calibration = None
+        if not errors and values['calibration.left_file']:
+            try:
+                calibration = StereoCalibration(
+                    load_calibration_yaml(values['calibration.left_file']),
+                    load_calibration_yaml(values['calibration.right_file']))
+            except (CalibrationError, OSError, ValueError, KeyError) as error:
+                errors.append(f'calibration.left_file/right_file: cannot load the stereo '
+                              f'calibration: {error}')
+        if not errors:
+            try:
+                self.device = (resolve_device(values['model.device'])
+                               if values['filter.name'] == 'learned' else 'cpu')
+                self.filter = build_filter(values, self.device)
+            except Exception as error:  # noqa: B902 - any loader error becomes a clear FAILURE
+                errors.append(f"filter.name={values['filter.name']}: cannot build the filter: "
+                              f'{error}')
+        if errors:
+            for error in errors:
+                logger.error(f'configuration error: {error}')
+            logger.error('configure FAILED: fix the parameters above (e.g. in the params file '
+                         'passed with --ros-args --params-file) and configure again')
+            self.filter = None
+            return TransitionCallbackReturn.FAILURE
+        self.values = values
+        self.config = config
+        self.frame_id = values['frame_id']
+        self.calibration = calibration
+        self.pipeline = None
+        if calibration is not None:
+            self._build_pipeline(calibration)
+        self._markers = messages.MarkerBuilder(history=values['publish.marker_history'])
+        self._reset_counters()
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._outputs = {
+            'points': self.create_publisher(PointCloud2, '~/points', reliable),
+            'markers': self.create_publisher(MarkerArray, '~/markers', reliable),
+            'tracks': self.create_publisher(TrackArray, '~/tracks', reliable),
+            'diagnostics': self.create_publisher(DiagnosticArray, '/diagnostics', reliable),
+        }
+        if values['publish.debug_image']:
+            self._outputs['debug_image'] = self.create_publisher(
+                Image, '~/debug_image', reliable)
+        logger.info(f"configured: filter {values['filter.name']}, device {self.device}, "
+                    'calibration ' + ('from files' if calibration is not None
+                                      else 'from camera_info topics'))
+        return TransitionCallbackReturn.SUCCESS
+
+    def _build_pipeline(self, calibration: StereoCalibration) -> None:
+        self.pipeline = StereoPipeline(calibration, self.config, self.filter)
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Subscribe and start the worker thread."""
+        v = self.values
+        det_qos = _qos(v['qos.detections.reliability'], v['qos.detections.depth'])
+        img_qos = _qos(v['qos.images.reliability'], v['qos.images.depth'])
+        inputs = [(Detection2DArray, 'left/detections', det_qos),
+                  (Detection2DArray, 'right/detections', det_qos)]
+        if v['use_images']:
+            inputs += [(Image, 'left/image_raw', img_qos), (Image, 'right/image_raw', img_qos)]
+        self._sync = SynchronizedSubscriptions(
+            self, inputs, v['sync.queue_size'], v['sync.slop'], self._on_synchronized,
+            on_receive=self._on_receive)
+        if self.calibration is None:
+            info_qos = _qos(v['qos.camera_info.reliability'], v['qos.camera_info.depth'])
+            self._info_subs = [
+                self.create_subscription(CameraInfo, f'{side}/camera_info',
+                                         lambda msg, side=side: self._on_camera_info(side, msg),
+                                         info_qos)
+                for side in ('left', 'right')]
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name='persistence_worker',
+                                        daemon=True)
+        self._worker.start()
+        self._timer = self.create_timer(v['diagnostics.period'], self._publish_diagnostics)
+        self.get_logger().info(f'active: synchronizer {self._sync.backend}, inputs '
+                               + ', '.join(topic for _, topic, _ in inputs))
+        return super().on_activate(state)
+
+    def _stop(self) -> None:
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        if self._sync is not None:
+            self._sync.destroy()
+            self._sync = None
+        for sub in self._info_subs:
+            self.destroy_subscription(sub)
+        self._info_subs = []
+        with self._wake:
+            self._running = False
+            self._frames.clear()
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Unsubscribe and stop the worker."""
+        self._stop()
+        return super().on_deactivate(state)
+
+    def _release(self) -> None:
+        for pub in self._outputs.values():
+            self.destroy_publisher(pub)
+        self._outputs = {}
+        self.pipeline = None
+        self.filter = None
+        self.calibration = None
+        self._infos = {}
+        self._markers.reset()
+        if self.device == 'cuda':
+            try:
+                import torch
+                torch.cuda.empty_cache()
+            except ImportError:
+                pass
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Release publishers, the pipeline and the model."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """Stop everything."""
+        self._stop()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def _on_receive(self, index: int) -> None:
+        self.received[INPUTS[index]] += 1
+
+    def _on_camera_info(self, side: str, msg) -> None:
+        self.received[f'{side}/camera_info'] += 1
+        try:
+            calibration = camera_info_to_calibration(msg)
+        except CalibrationError as error:
+            self.reject('uncalibrated_camera_info', str(error))
+            return
+        with self._lock:
+            self._infos[side] = calibration
+            if len(self._infos) < 2:
+                return
+            left, right = self._infos['left'], self._infos['right']
+            current = self.calibration
+            if current is not None and (np.array_equal(current.left.P, left.P)
+                                        and np.array_equal(current.right.P, right.P)
+                                        and np.array_equal(current.left.K, left.K)
+                                        and np.array_equal(current.right.K, right.K)):
+                return
+        try:
+            stereo = StereoCalibration(left, right)
+        except CalibrationError as error:
+            self.reject('bad_camera_info', str(error))
+            return
+        with self._lock:
+            if current is not None:
+                self.get_logger().warning('camera_info changed: restarting the pipeline')
+            self.calibration = stereo
+            self._build_pipeline(stereo)
+            self._markers.reset()
+        self.get_logger().info(f'calibration from camera_info: baseline '
+                               f'{stereo.baseline_m:.4f} m')
+
+    def _on_synchronized(self, *msgs) -> None:
+        # Only enqueue: the worker thread does the work (bounded queue, oldest dropped).
+        with self._wake:
+            self.frames_synchronized += 1
+            if len(self._frames) >= self.values['processing.queue_size']:
+                self._frames.popleft()
+                self.queue_drops += 1
+                dropped = True
+            else:
+                dropped = False
+            self._frames.append((time.perf_counter(), msgs))
+            self._wake.notify()
+        if dropped:
+            self.reject('processing_queue_full',
+                        'the worker is slower than the input: dropped the oldest frame '
+                        '(raise processing.queue_size or lower the input rate)')
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while self._running and not self._frames:
+                    self._wake.wait(0.5)
+                if not self._running:
+                    return
+                _, msgs = self._frames.popleft()
+            try:
+                self.process(*msgs)
+            except Exception as error:  # noqa: B902 - never let one frame kill the node
+                self.reject('processing_error', f'{type(error).__name__}: {error}')
+
+    # -- per frame -------------------------------------------------------------------------
+
+    def _image(self, msg, expected_frame: str, side: str) -> Optional[np.ndarray]:
+        if msg.header.frame_id != expected_frame:
+            self.reject('frame_id_mismatch',
+                        f'{side} image frame_id {msg.header.frame_id!r} != {side} detections '
+                        f'frame_id {expected_frame!r}')
+            return None
+        try:
+            return to_rgb8(image_to_numpy(msg), msg.encoding)
+        except ValueError as error:
+            self.reject('unsupported_image', f'{side} image: {error}')
+            return None
+
+    def _clean(self, frame: DetectionFrame, side: str) -> DetectionFrame:
+        valid = [d for d in frame.detections if d.is_valid()]
+        bad = len(frame.detections) - len(valid)
+        if bad:
+            self.invalid_detections[side] += bad
+            self.reject('invalid_detection',
+                        f'{bad} {side} detection(s) with a NaN/inf box, a size <= 0 or a score '
+                        f'outside [0, 1] at stamp {frame.stamp_ns} were dropped')
+            return DetectionFrame(frame.stamp_ns, frame.frame_id, valid)
+        return frame
+
+    def process(self, left_msg, right_msg, left_image_msg=None, right_image_msg=None):
+        """Process one synchronized set; return the PipelineFrameResult or None if rejected."""
+        start = time.perf_counter()
+        with self._lock:
+            pipeline = self.pipeline
+        if pipeline is None:
+            self.reject('no_calibration', 'no calibration yet: waiting for left/camera_info and '
+                        'right/camera_info (or set calibration.left_file/right_file)')
+            return None
+        left = detections_from_msg(left_msg)
+        right = detections_from_msg(right_msg)
+        if not left.frame_id or not right.frame_id or left.frame_id == right.frame_id:
+            self.reject('frame_id_mismatch',
+                        f'left/right detections need distinct, non-empty frame ids, got '
+                        f'{left.frame_id!r} and {right.frame_id!r}')
+            return None
+        stamp = left.stamp_ns
+        if self._last_stamp_ns is not None and stamp <= self._last_stamp_ns:
+            if self._last_stamp_ns - stamp > TIME_JUMP_RESET_NS:
+                self.get_logger().info('input time jumped back by '
+                                       f'{(self._last_stamp_ns - stamp) / 1e9:.2f} s: '
+                                       'starting a new sequence')
+                self._restart(pipeline, stamp)
+            else:
+                self.reject('stamp_not_increasing',
+                            f'stamp {stamp} is not after the last one {self._last_stamp_ns}')
+                return None
+        left_rgb = right_rgb = None
+        if left_image_msg is not None:
+            left_rgb = self._image(left_image_msg, left.frame_id, 'left')
+            right_rgb = self._image(right_image_msg, right.frame_id, 'right')
+            if left_rgb is None or right_rgb is None:
+                return None
+        left, right = self._clean(left, 'left'), self._clean(right, 'right')
+        result = pipeline.process(left, right, left_rgb, right_rgb)
+        if not result.accepted:
+            self.reject('stamp_not_increasing', f'the trackers refused stamp {stamp}')
+            return None
+        self._last_stamp_ns = stamp
+        self.publish(result, left_rgb, pipeline)
+        self.frames_processed += 1
+        self.latencies_ms.append(1e3 * (time.perf_counter() - start))
+        return result
+
+    def _restart(self, pipeline: StereoPipeline, stamp_ns: int) -> None:
+        pipeline.reset()
+        self._last_stamp_ns = None
+        frame_id = self.frame_id or (self.calibration.left.frame_id if self.calibration else '')
+        self._publish('markers', self._markers.delete_all(stamp_ns, frame_id))
+
+    def _publish(self, name: str, msg) -> None:
+        publisher = self._outputs.get(name)
+        if publisher is None:
+            return
+        try:
+            publisher.publish(msg)
+        except Exception as error:  # noqa: B902 - rclpy raises RCLError when readers lag
+            self.publish_errors += 1
+            self.reject('publish_error', f'{name}: {error}')
+
+    def publish(self, result, left_rgb=None, pipeline=None) -> None:
+        """Publish the outputs of one PipelineFrameResult."""
+        frame_id = self.frame_id or result.frame_id
+        self._publish('points', messages.points_cloud(result, frame_id))
+        self._publish('markers', self._markers.update(result, frame_id))
+        if 'debug_image' in self._outputs and left_rgb is not None and pipeline is not None:
+            boxes = {t.id: tuple(t.box) for t in pipeline.left_tracker.tracks}
+            image = messages.debug_image(left_rgb, result, boxes)
+            self._publish('debug_image', numpy_to_image(image, 'rgb8', result.stamp_ns,
+                                                        frame_id))
+        # Tracks last: a replay with back-pressure waits for them to send the next frame.
+        self._publish('tracks', messages.track_array(result, frame_id))
+
+    # -- diagnostics -----------------------------------------------------------------------
+
+    def diagnostic_values(self) -> Dict[str, Any]:
+        """Return the counters reported on /diagnostics."""
+        now = time.monotonic()
+        then, counts = self._rate_marks
+        dt = max(now - then, 1e-9)
+        values: Dict[str, Any] = {}
+        for topic in INPUTS + ('left/camera_info', 'right/camera_info'):
+            values[f'rate_hz.{topic}'] = (self.received[topic] - counts[topic]) / dt
+        self._rate_marks = (now, Counter(self.received))
+        received = sum(self.received[t] for t in INPUTS)
+        n_inputs = 4 if self.values.get('use_images', True) else 2
+        values['sync.sets'] = self.frames_synchronized
+        values['sync.unmatched_messages'] = max(0, received
+                                                - n_inputs * self.frames_synchronized)
+        values['sync.backend'] = self._sync.backend if self._sync is not None else ''
+        values['queue.drops'] = self.queue_drops
+        values['queue.length'] = len(self._frames)
+        values['frames.processed'] = self.frames_processed
+        for reason, count in sorted(self.rejected.items()):
+            values[f'rejected.{reason}'] = count
+        values['invalid_detections.left'] = self.invalid_detections['left']
+        values['invalid_detections.right'] = self.invalid_detections['right']
+        if self.latencies_ms:
+            lat = np.asarray(self.latencies_ms)
+            values['latency_ms.p50'] = float(np.percentile(lat, 50))
+            values['latency_ms.p99'] = float(np.percentile(lat, 99))
+        values['device'] = self.device
+        values['filter'] = self.values.get('filter.name', '')
+        values['calibrated'] = self.pipeline is not None
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        values = self.diagnostic_values()
+        level, message = DiagnosticStatus.OK, 'ok'
+        if self.pipeline is None:
+            level, message = DiagnosticStatus.WARN, 'waiting for calibration'
+        elif self.rejected or self.queue_drops:
+            level, message = DiagnosticStatus.WARN, 'inputs rejected or dropped (see values)'
+        self._publish('diagnostics', messages.diagnostics(
+            self.get_clock().now().to_msg(), f'{self.get_name()}: pipeline',
+            self.get_fully_qualified_name(), values, level, message))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the node (configure + activate unless --managed); return the exit status."""
+    argv = sys.argv if argv is None else list(argv)
+    rclpy.init(args=argv)
+    parser = argparse.ArgumentParser(prog=NODE_NAME, description=__doc__.splitlines()[1])
+    parser.add_argument('--managed', action='store_true',
+                        help='do not configure/activate: a lifecycle manager drives the node')
+    args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    node = PersistenceNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    status = 0
+    try:
+        if not args.managed:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal('configure failed (see the errors above)')
+                return 1
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal('activate failed')
+                return 1
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._stop()
+        node._release()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return status
+
+
+if __name__ == '__main__':
+    sys.exit(main())

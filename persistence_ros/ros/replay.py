@@ -1,0 +1,303 @@
+"""
+``persistence-ros replay``: play a bag over DDS into persistence_node and record its outputs.
+
+The node runs as its own process (``persistence_node --ros-args -r __ns:=NS --params-file
+FILE -p use_sim_time:=true``: the same executable and parameters file as the launch file) with
+the local DDS environment (``persistence_ros.ros.env``).  This process publishes the bag's
+messages as raw CDR bytes read with ``rosbags`` (``publisher.publish(bytes)``), publishes
+``/clock`` like ``ros2 bag play --clock``, and records the node's outputs (subscriptions with
+``raw=True``) into an MCAP rosbag2 written by rosbags (``ros2 bag play`` and Foxglove open it).
+
+Modes: ``timed`` sleeps to match the bag's stamps; ``fast`` publishes frame k+1 only once the
+node's ``~/tracks`` for frame k arrived (back-pressure, ``--frame-timeout`` seconds at most),
+so that nothing is dropped.  The ros2 CLI and rosbag2_py are not on PyPI, hence this command.
+"""
+
+import argparse
+from collections import defaultdict
+import importlib
+import os
+from pathlib import Path
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, List, Optional, Tuple
+
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+from persistence_ros.bag_io import get_typestore
+from persistence_ros.ros.env import local_dds_env
+
+NODE_EXECUTABLE = 'persistence_node'
+DEFAULT_NAMESPACE = '/stereo'
+OUTPUTS = {  # node-relative name -> message type
+    'persistence_node/tracks': 'persistence_ros/msg/TrackArray',
+    'persistence_node/points': 'sensor_msgs/msg/PointCloud2',
+    'persistence_node/markers': 'visualization_msgs/msg/MarkerArray',
+    'persistence_node/debug_image': 'sensor_msgs/msg/Image',
+}
+DIAGNOSTICS = ('/diagnostics', 'diagnostic_msgs/msg/DiagnosticArray')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the replay options to ``parser``."""
+    parser.add_argument('bag', type=Path, help='rosbag2 directory (MCAP or sqlite3)')
+    parser.add_argument('--out', type=Path, required=True,
+                        help="output rosbag2 directory (MCAP) with the node's outputs")
+    parser.add_argument('--mode', choices=('timed', 'fast'), default='fast',
+                        help='timed: bag timing; fast: as fast as the node keeps up '
+                             '(default)')
+    parser.add_argument('--params', type=Path, default=None,
+                        help='node parameters file (default: the installed '
+                             'config/persistence.yaml)')
+    parser.add_argument('--namespace', default=DEFAULT_NAMESPACE,
+                        help=f'namespace of the node; its inputs are NS/left/... '
+                             f"(default {DEFAULT_NAMESPACE}, the simulator's topics)")
+    parser.add_argument('--frame-timeout', type=float, default=5.0,
+                        help='fast mode: seconds to wait for the tracks of a frame')
+    parser.add_argument('--startup-timeout', type=float, default=60.0,
+                        help='seconds to wait for the node to come up')
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help='ROS_DOMAIN_ID for this run (default: inherited)')
+    parser.add_argument('--max-frames', type=int, default=0, help='stop after N frames (0: all)')
+
+
+def default_params_file() -> Optional[Path]:
+    """Return the installed (or source) config/persistence.yaml."""
+    candidates = [Path(sys.prefix) / 'share' / 'persistence_ros' / 'config' / 'persistence.yaml',
+                  Path(__file__).resolve().parents[2] / 'config' / 'persistence.yaml']
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.insert(0, Path(get_package_share_directory('persistence_ros'))
+                          / 'config' / 'persistence.yaml')
+    except (ImportError, LookupError, ValueError, OSError):  # OSError: no AMENT_PREFIX_PATH
+        pass
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def node_command(namespace: str, params_file: Optional[Path], use_sim_time: bool = True,
+                 extra: Optional[List[str]] = None) -> List[str]:
+    """Return the command line starting persistence_node as a subprocess."""
+    executable = Path(sys.prefix) / 'lib' / 'persistence_ros' / NODE_EXECUTABLE
+    if executable.is_file():
+        cmd = [str(executable)]
+    else:  # source tree: run the module with this interpreter
+        cmd = [sys.executable, '-m', 'persistence_ros.ros.persistence_node']
+    cmd += ['--ros-args', '-r', f'__ns:={namespace}']
+    if params_file is not None:
+        cmd += ['--params-file', str(params_file)]
+    cmd += ['-p', f'use_sim_time:={"true" if use_sim_time else "false"}']
+    return cmd + list(extra or [])
+
+
+def read_frames(bag: Path, namespace: str) -> Tuple[Dict[str, str], List[Tuple[int, list]]]:
+    """
+    Return ``({topic: msgtype}, [(stamp_ns, [(topic, raw), ...]), ...])`` of the inputs.
+
+    Messages are grouped by log time (the simulator logs every message of a frame at the
+    frame's stamp); within a frame camera_info comes first, then images, then detections.
+    Only topics under ``namespace`` are played.
+    """
+    prefix = namespace.rstrip('/') + '/'
+    order = {'camera_info': 0, 'image_raw': 1, 'detections': 2}
+    frames: Dict[int, list] = defaultdict(list)
+    with Reader(bag) as reader:
+        connections = [c for c in reader.connections if c.topic.startswith(prefix)]
+        types = {c.topic: c.msgtype for c in connections}
+        for connection, timestamp, raw in reader.messages(connections=connections):
+            frames[int(timestamp)].append((connection.topic, bytes(raw)))
+    out = []
+    for stamp in sorted(frames):
+        msgs = sorted(frames[stamp], key=lambda m: order.get(m[0].rsplit('/', 1)[-1], 3))
+        out.append((stamp, msgs))
+    return types, out
+
+
+def message_class(msgtype: str):
+    """Return the rclpy message class of ``pkg/msg/Name``."""
+    package, _, name = msgtype.split('/')
+    return getattr(importlib.import_module(f'{package}.msg'), name)
+
+
+class Recorder:
+    """Record raw messages of some topics into an MCAP rosbag2 (log time: receive order)."""
+
+    def __init__(self, node, out: Path, topics: Dict[str, str]):
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        self.path = Path(out)
+        self._store = get_typestore()
+        self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        self._lock = threading.Lock()
+        self._connections = {}
+        self.counts: Dict[str, int] = defaultdict(int)
+        self.track_stamps: List[int] = []
+        self._cond = threading.Condition(self._lock)
+        qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self._subscriptions = []
+        for topic, msgtype in topics.items():
+            self._connections[topic] = self._writer.add_connection(topic, msgtype,
+                                                                   typestore=self._store)
+            self._subscriptions.append(node.create_subscription(
+                message_class(msgtype), topic,
+                lambda raw, topic=topic, msgtype=msgtype: self._on_message(topic, msgtype, raw),
+                qos, raw=True))
+
+    def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
+        stamp_ns = self._stamp(raw, msgtype)
+        with self._cond:
+            self._writer.write(self._connections[topic], stamp_ns, raw)
+            self.counts[topic] += 1
+            if msgtype == OUTPUTS['persistence_node/tracks']:
+                self.track_stamps.append(stamp_ns)
+            self._cond.notify_all()
+
+    def _stamp(self, raw: bytes, msgtype: str) -> int:
+        msg = self._store.deserialize_cdr(raw, msgtype)
+        header = getattr(msg, 'header', None)
+        if header is None and msgtype == 'visualization_msgs/msg/MarkerArray' and msg.markers:
+            header = msg.markers[0].header
+        if header is None:
+            return time.time_ns()
+        return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+    def wait_tracks(self, stamp_ns: int, timeout: float) -> bool:
+        """Wait until the tracks of ``stamp_ns`` (or later) were recorded."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (self.track_stamps and self.track_stamps[-1] >= stamp_ns):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self) -> None:
+        """Close the bag."""
+        with self._lock:
+            self._writer.close()
+
+
+def _wait(condition, timeout: float, process=None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process is not None and process.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return condition()
+
+
+def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path] = None,
+           namespace: str = DEFAULT_NAMESPACE, frame_timeout: float = 5.0,
+           startup_timeout: float = 60.0, max_frames: int = 0, node_log=None,
+           extra_node_args: Optional[List[str]] = None) -> Dict[str, object]:
+    """Play ``bag`` into a persistence_node process and record to ``out``; return a summary."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+
+    if not os.environ.get('AMENT_PREFIX_PATH') and (
+            Path(sys.prefix) / 'share' / 'ament_index').is_dir():
+        # The package is installed into this prefix (the venv); ament_index_python raises
+        # OSError without AMENT_PREFIX_PATH.
+        os.environ['AMENT_PREFIX_PATH'] = sys.prefix
+    os.environ.update(local_dds_env())
+    namespace = '/' + namespace.strip('/')
+    params_file = params_file or default_params_file()
+    types, frames = read_frames(Path(bag), namespace)
+    if not frames:
+        raise ValueError(f'{bag}: no messages under {namespace}/')
+    if max_frames:
+        frames = frames[:max_frames]
+    outputs = {f'{namespace}/{name}': msgtype for name, msgtype in OUTPUTS.items()}
+    outputs[DIAGNOSTICS[0]] = DIAGNOSTICS[1]
+    log = node_log if node_log is not None else subprocess.DEVNULL
+    process = subprocess.Popen(node_command(namespace, params_file, True, extra_node_args),
+                               env=local_dds_env(), stdout=log, stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context, args=['replay'])
+    summary: Dict[str, object] = {'frames': len(frames), 'mode': mode, 'timeouts': 0}
+    recorder = None
+    executor = None
+    spin = None
+    try:
+        node = Node('persistence_replay', context=context)
+        recorder = Recorder(node, Path(out), outputs)
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        publishers = {topic: node.create_publisher(message_class(msgtype), topic, qos)
+                      for topic, msgtype in types.items()}
+        clock = node.create_publisher(Clock, '/clock', 10)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        spin = threading.Thread(target=executor.spin, daemon=True)
+        spin.start()
+
+        def matched():
+            return (all(p.get_subscription_count() > 0 for t, p in publishers.items()
+                        if 'camera_info' in t or 'detections' in t)
+                    and node.count_publishers(f'{namespace}/persistence_node/tracks') > 0)
+        if not _wait(matched, startup_timeout, process):
+            raise RuntimeError(f'persistence_node did not come up (exit code {process.poll()})')
+        time.sleep(1.0)  # matched readers can still miss the first samples (DDS discovery)
+        start_wall = time.monotonic()
+        first_stamp = frames[0][0]
+        for k, (stamp_ns, msgs) in enumerate(frames):
+            if process.poll() is not None:
+                raise RuntimeError(f'persistence_node exited with {process.returncode}')
+            if mode == 'timed':
+                delay = (stamp_ns - first_stamp) / 1e9 - (time.monotonic() - start_wall)
+                if delay > 0:
+                    time.sleep(delay)
+            sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+            clock.publish(Clock(clock=rclpy.time.Time(seconds=sec, nanoseconds=nanosec)
+                                .to_msg()))
+            for topic, raw in msgs:
+                publishers[topic].publish(raw)
+            if k == 0:
+                time.sleep(0.3)  # let camera_info calibrate the node before frame 1
+            if mode == 'fast' and not recorder.wait_tracks(stamp_ns, frame_timeout):
+                summary['timeouts'] += 1
+        recorder.wait_tracks(frames[-1][0], frame_timeout)
+        time.sleep(0.3)
+        summary['wall_s'] = time.monotonic() - start_wall
+        summary['recorded'] = dict(recorder.counts)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        if spin is not None:
+            spin.join(timeout=5.0)
+        if recorder is not None:
+            recorder.close()
+        rclpy.try_shutdown(context=context)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        summary['node_exit_code'] = process.returncode
+    return summary
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``persistence-ros replay``."""
+    if args.domain_id is not None:
+        os.environ['ROS_DOMAIN_ID'] = str(args.domain_id)
+    os.environ.setdefault('ROS_LOG_DIR', tempfile.mkdtemp(prefix='persistence_replay_log_'))
+    if args.out.exists() and any(args.out.iterdir()):
+        print(f'replay: {args.out} exists and is not empty', file=sys.stderr)
+        return 1
+    if args.out.exists():
+        args.out.rmdir()
+    summary = replay(args.bag, args.out, args.mode, args.params, args.namespace,
+                     args.frame_timeout, args.startup_timeout, args.max_frames,
+                     node_log=sys.stderr)
+    print(' '.join(f'{k}={v}' for k, v in summary.items()))
+    return 0

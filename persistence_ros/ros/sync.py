@@ -1,0 +1,174 @@
+"""
+Approximate-time synchronization of several message streams by header stamp.
+
+``make_synchronizer`` uses ``message_filters.ApproximateTimeSynchronizer`` where that package
+is importable (a normal ROS 2 install) and :class:`ApproximateTimeSynchronizer` below
+otherwise: message_filters is not on PyPI, so this is a re-implementation of its Python
+policy (ros2/message_filters ``src/message_filters/__init__.py``), with the same semantics:
+
+* one queue per input, keyed by stamp (a second message with the same stamp replaces the
+  first); a queue longer than ``queue_size`` drops its OLDEST stamp;
+* each arriving message triggers a search: from every other queue, the stamps within
+  ``slop`` of the new message's stamp, closest first; the first combination (in
+  ``itertools.product`` order) whose spread ``max - min`` is strictly below ``slop`` is
+  emitted (one message per input, in input order) and removed from the queues;
+* messages are never emitted twice; out-of-order arrivals are matched like in-order ones.
+
+Differences (documented, deliberate): the callback runs after the internal lock is released
+(message_filters calls it under the lock), and :class:`ApproximateTimeSynchronizer` counts
+messages received, emitted and dropped per input (``stats``), which the node reports in its
+diagnostics.  With the real message_filters the node derives the same counters from its own
+input callbacks (received) and the synchronized callback (emitted).
+"""
+
+import itertools
+import threading
+from typing import Callable, List, Optional, Sequence
+
+NANOSECONDS = 1_000_000_000
+
+
+def stamp_ns_of(msg) -> int:
+    """Return ``msg.header.stamp`` as integer nanoseconds."""
+    stamp = msg.header.stamp
+    return int(stamp.sec) * NANOSECONDS + int(stamp.nanosec)
+
+
+class ApproximateTimeSynchronizer:
+    """
+    The message_filters approximate-time policy on plain inputs (``add(msg, index)``).
+
+    ``queue_size`` bounds each input's queue; ``slop`` is in seconds.  Registered callbacks
+    get one message per input, in input order.
+    """
+
+    def __init__(self, n_inputs: int, queue_size: int, slop: float):
+        if n_inputs < 1:
+            raise ValueError(f'n_inputs must be >= 1, got {n_inputs}')
+        if queue_size < 1:
+            raise ValueError(f'queue_size must be >= 1, got {queue_size}')
+        if not slop > 0.0:
+            raise ValueError(f'slop must be > 0 seconds (a set needs a spread < slop), '
+                             f'got {slop}')
+        self.queue_size = int(queue_size)
+        self.slop_ns = int(round(float(slop) * NANOSECONDS))
+        self.queues: List[dict] = [{} for _ in range(n_inputs)]
+        self._callbacks: List[Callable] = []
+        self._lock = threading.Lock()
+        self.received = [0] * n_inputs
+        self.emitted = 0
+        self.dropped = [0] * n_inputs  # overflow evictions and replaced duplicate stamps
+
+    def register_callback(self, callback: Callable) -> None:
+        """Call ``callback(*msgs)`` for every synchronized set."""
+        self._callbacks.append(callback)
+
+    # message_filters spelling, so either implementation can be used the same way.
+    registerCallback = register_callback  # noqa: N815
+
+    def add(self, msg, index: int, stamp_ns: Optional[int] = None) -> bool:
+        """Add ``msg`` to input ``index``; return True if a set was emitted."""
+        stamp = stamp_ns_of(msg) if stamp_ns is None else int(stamp_ns)
+        with self._lock:
+            queue = self.queues[index]
+            self.received[index] += 1
+            if stamp in queue:
+                self.dropped[index] += 1
+            queue[stamp] = msg
+            while len(queue) > self.queue_size:
+                del queue[min(queue)]
+                self.dropped[index] += 1
+            msgs = self._search(stamp, index)
+            if msgs is not None:
+                self.emitted += 1
+        if msgs is None:
+            return False
+        for callback in list(self._callbacks):
+            callback(*msgs)
+        return True
+
+    def _search(self, stamp: int, index: int) -> Optional[Sequence]:
+        candidates = []
+        for i, queue in enumerate(self.queues):
+            if i == index:
+                continue
+            near = sorted(((s, abs(s - stamp)) for s in queue if abs(s - stamp) <= self.slop_ns),
+                          key=lambda item: item[1])
+            if not near:
+                return None
+            candidates.append([s for s, _ in near])
+        for combo in itertools.product(*candidates):
+            stamps = list(combo)
+            stamps.insert(index, stamp)
+            if max(stamps) - min(stamps) < self.slop_ns:
+                if all(s in q for q, s in zip(self.queues, stamps)):
+                    msgs = [q.pop(s) for q, s in zip(self.queues, stamps)]
+                    return msgs
+        return None
+
+    def pending(self) -> List[int]:
+        """Return the number of queued (not yet emitted) messages per input."""
+        with self._lock:
+            return [len(q) for q in self.queues]
+
+
+def message_filters_available() -> bool:
+    """Return True if the real ``message_filters`` package is importable."""
+    try:
+        import message_filters  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class SynchronizedSubscriptions:
+    """
+    Subscriptions on several topics feeding an approximate-time synchronizer.
+
+    ``inputs``: sequence of ``(msg_type, topic, qos_profile)``.  ``callback(*msgs)`` gets the
+    synchronized set; ``on_receive(index)`` (optional) is called for every message received,
+    before synchronization (rate and drop accounting).  ``backend`` is 'message_filters' or
+    'builtin' ('auto': message_filters if importable).
+    """
+
+    def __init__(self, node, inputs, queue_size: int, slop: float, callback: Callable,
+                 on_receive: Optional[Callable[[int], None]] = None, backend: str = 'auto'):
+        self.node = node
+        self._on_receive = on_receive
+        if backend == 'auto':
+            backend = 'message_filters' if message_filters_available() else 'builtin'
+        self.backend = backend
+        self._subscriptions = []
+        if backend == 'message_filters':
+            import message_filters
+            self._filters = [message_filters.Subscriber(node, msg_type, topic, qos_profile=qos)
+                             for msg_type, topic, qos in inputs]
+            for i, flt in enumerate(self._filters):
+                flt.registerCallback(self._count, i)
+            self.synchronizer = message_filters.ApproximateTimeSynchronizer(
+                self._filters, queue_size, slop)
+            self.synchronizer.registerCallback(callback)
+            self._subscriptions = [f.sub for f in self._filters]
+        elif backend == 'builtin':
+            self.synchronizer = ApproximateTimeSynchronizer(len(inputs), queue_size, slop)
+            self.synchronizer.register_callback(callback)
+            for i, (msg_type, topic, qos) in enumerate(inputs):
+                self._subscriptions.append(node.create_subscription(
+                    msg_type, topic, lambda msg, i=i: self._add(msg, i), qos))
+        else:
+            raise ValueError(f"backend must be 'auto', 'message_filters' or 'builtin', "
+                             f'got {backend!r}')
+
+    def _count(self, msg, index: int) -> None:
+        if self._on_receive is not None:
+            self._on_receive(index)
+
+    def _add(self, msg, index: int) -> None:
+        self._count(msg, index)
+        self.synchronizer.add(msg, index)
+
+    def destroy(self) -> None:
+        """Destroy the subscriptions."""
+        for subscription in self._subscriptions:
+            self.node.destroy_subscription(subscription)
+        self._subscriptions = []

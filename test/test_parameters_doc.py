@@ -1,0 +1,54 @@
+"""config/persistence.yaml, the code defaults and the README table agree exactly."""
+
+from pathlib import Path
+import re
+
+import yaml
+
+from persistence_ros.ros.parameters import DEFAULTS, flatten, PARAMETERS, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _yaml_values():
+    data = yaml.safe_load((ROOT / 'config' / 'persistence.yaml').read_text())
+    assert list(data) == ['/**']
+    return flatten(data['/**']['ros__parameters'])
+
+
+def _readme_rows():
+    text = (ROOT / 'README.md').read_text()
+    section = text.split('\n## Parameters\n', 1)[1].split('\n## ', 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r'\| `([^`]+)` \| (\w+(?:\[\])?) \| `([^`]*)` \|', line)
+        if match:
+            rows[match.group(1)] = (match.group(2), match.group(3))
+    return rows
+
+
+def test_yaml_equals_code_defaults_with_types():
+    values = _yaml_values()
+    assert list(values) == list(DEFAULTS)
+    for name, default in DEFAULTS.items():
+        assert values[name] == default and type(values[name]) is type(default), name
+    assert validate(values) == []
+
+
+def test_readme_table_lists_every_parameter_with_type_and_default():
+    rows = _readme_rows()
+    assert list(rows) == [p.name for p in PARAMETERS]
+    for p in PARAMETERS:
+        type_name, default = rows[p.name]
+        assert type_name == p.type_name, p.name
+        assert default == yaml.safe_dump(p.default, default_flow_style=True).strip().removesuffix(
+            '\n...').strip(), p.name
+
+
+def test_every_parameter_is_described_and_ranged_defaults_are_in_range():
+    for p in PARAMETERS:
+        assert p.description
+        if p.range is not None:
+            assert p.range[0] <= p.default <= p.range[1], p.name
+        if p.choices is not None:
+            assert p.default in p.choices
