@@ -1,0 +1,113 @@
+"""
+``persistence-ros bench``: speed measurements, printed with the machine they ran on.
+
+Performance is measured here, never in timed tests. Record results (with this output's machine
+line, the date and the command) in docs/benchmarks.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+from pathlib import Path
+import platform
+import statistics
+import tempfile
+import time
+from typing import Dict
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` options."""
+    parser.add_argument('target', choices=('model', 'render', 'pipeline'),
+                        help='model: streaming latency of the persistence model for 1/8/32/64 '
+                             'tracks vs re-encoding the window; render: simulator frames/s; '
+                             'pipeline: core per-frame latency (trackers, stereo, filter)')
+    parser.add_argument('--config', default='cpu', help='model config (model target)')
+    parser.add_argument('--threads', type=int, default=2, help='torch threads (default 2)')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda (model target)')
+    parser.add_argument('--frames', type=int, default=40, help='streamed frames per size')
+    parser.add_argument('--tracks', default='1,8,32,64', help='concurrent track counts')
+    parser.add_argument('--scenario', default='mixed_hard', help='render/pipeline scene')
+    parser.add_argument('--filter', default='score', help='pipeline target: filter name')
+    parser.add_argument('--json', help='also write the result as JSON here')
+
+
+def machine() -> Dict:
+    """Return what the numbers ran on."""
+    import torch
+    info = {'date': datetime.date.today().isoformat(), 'host_cpus': os.cpu_count(),
+            'platform': platform.platform(), 'python': platform.python_version(),
+            'torch': torch.__version__, 'load_average_1min': os.getloadavg()[0]}
+    if torch.cuda.is_available():
+        info['gpu'] = torch.cuda.get_device_name(0)
+    return info
+
+
+def bench_render(scenario: str, frames: int) -> Dict:
+    """Render ``frames`` stereo frames of a scenario and time it (includes detection, bag)."""
+    from persistence_ros.simulation.generate import generate_scene
+    from persistence_ros.simulation.scenario import load_scenario
+    spec = load_scenario(scenario)
+    spec = load_scenario(scenario, overrides={'duration_s': frames / float(spec['fps'])})
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        truth = generate_scene(spec, Path(tmp) / 'scene')
+        seconds = time.perf_counter() - started
+        size = sum(p.stat().st_size for p in (Path(tmp) / 'scene').iterdir())
+    count = len(truth['frames'])
+    return {'scenario': scenario, 'stereo_frames': count, 'seconds': seconds,
+            'stereo_frames_per_s': count / seconds, 'bytes': size,
+            'bytes_per_10s': size * 10.0 * float(spec['fps']) / count}
+
+
+def bench_pipeline(scenario: str, filter_name: str, frames: int) -> Dict:
+    """Time ``StereoPipeline.process`` per frame on a rendered scene."""
+    from persistence_ros.evaluation.runner import build_filter, read_stereo_bag
+    from persistence_ros.evaluation.scoring import Truth
+    from persistence_ros.pipeline import StereoPipeline
+    from persistence_ros.simulation.generate import generate_scene
+    from persistence_ros.simulation.scenario import load_scenario
+    spec = load_scenario(scenario)
+    spec = load_scenario(scenario, overrides={'duration_s': frames / float(spec['fps'])})
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = Path(tmp) / 'scene'
+        generate_scene(spec, scene)
+        truth = Truth.load(scene / 'truth.json')
+        filt = build_filter(filter_name, truth)
+        calibration, stereo_frames = read_stereo_bag(
+            scene, with_images=getattr(filt, 'uses_images', True))
+    pipeline = StereoPipeline(calibration, None, filt)
+    times, tracks = [], []
+    for frame in stereo_frames:
+        started = time.perf_counter()
+        result = pipeline.process(frame.left, frame.right, frame.left_image, frame.right_image)
+        times.append(1000.0 * (time.perf_counter() - started))
+        tracks.append(len(result.tracks))
+    times.sort()
+    return {'scenario': scenario, 'filter': filter_name, 'frames': len(times),
+            'stereo_tracks_mean': statistics.mean(tracks), 'stereo_tracks_max': max(tracks),
+            'median_ms': statistics.median(times), 'p99_ms': times[int(0.99 * (len(times) - 1))]}
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run a benchmark and print the result with the machine it ran on."""
+    result = {'machine': machine(), 'command': 'persistence-ros bench ' + args.target}
+    if args.target == 'model':
+        from persistence_ros.model.bench import bench_streaming, format_bench
+        tracks = tuple(int(n) for n in args.tracks.split(','))
+        result['model'] = bench_streaming(args.config, tracks=tracks, frames=args.frames,
+                                          threads=args.threads, device=args.device)
+        print(format_bench(result['model']))
+    elif args.target == 'render':
+        result['render'] = bench_render(args.scenario, args.frames)
+        print(json.dumps(result['render'], indent=1))
+    else:
+        import torch
+        torch.set_num_threads(args.threads)
+        result['pipeline'] = bench_pipeline(args.scenario, args.filter, args.frames)
+        print(json.dumps(result['pipeline'], indent=1))
+    print('machine:', json.dumps(result['machine']))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str) + '\n')
+    return 0
