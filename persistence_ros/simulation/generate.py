@@ -78,7 +78,10 @@ def _mirror_pixels(renderer, positions: Dict[str, np.ndarray], camera: str,
     for name, (u, v), z in zip(names, pixels, depth):
         if z <= 0 or not (0 <= u < renderer.width and 0 <= v < renderer.height):
             continue
-        if geom_ids[int(round(v)), int(round(u))] == mirror_gid:
+        # pixel centres are at integer coordinates: the nearest pixel, clipped at the border
+        row = min(int(round(v)), renderer.height - 1)
+        col = min(int(round(u)), renderer.width - 1)
+        if geom_ids[row, col] == mirror_gid:
             out[name] = np.array([u, v])
     return out
 
