@@ -2,10 +2,16 @@
 
 import colorsys
 from dataclasses import dataclass, field
+import importlib.util
 import os
 from typing import Dict, List, Optional, Tuple
 
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before mujoco is imported; egl or osmesa both work
+# Triton (pulled in by torch._dynamo, e.g. through vector-quantize-pytorch) and Mesa's CPU GL
+# each bring their own LLVM: importing triton after a GL context exists segfaults (seen here
+# with torch 2.14.1 and MuJoCo EGL), importing it first works. So load it first.
+if importlib.util.find_spec('triton') is not None:
+    import triton  # noqa: E402,F401
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
