@@ -30,6 +30,7 @@ from persistence_ros.evaluation.runner import (build_filter, read_stereo_bag, Ru
                                                run_pipeline)
 from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.filters import FILTER_NAMES
+from persistence_ros.model import DEFAULT_WEIGHTS
 from persistence_ros.simulation.generate import generate_scene
 from persistence_ros.simulation.scenario import load_scenario
 
@@ -53,13 +54,10 @@ def _say(message: str) -> None:
 
 
 def available_filters() -> List[str]:
-    """Return the filters that can run here (learned only once weights are shipped)."""
+    """Return the filters that can run here (learned when weights are shipped)."""
     names = [name for name in FILTER_NAMES if name not in ('learned', 'gbdt')]
-    try:
-        from persistence_ros.model import shipped_weights  # noqa: F401 (optional until shipped)
+    if DEFAULT_WEIGHTS.exists():
         names.append('learned')
-    except ImportError:
-        pass
     return names
 
 

@@ -100,6 +100,9 @@ class PersistenceFilter(abc.ABC):
     def reset(self) -> None:
         """Forget all per-track state (start of a new sequence)."""
 
+    def set_calibration(self, calibration) -> None:
+        """Receive the rig's ``StereoCalibration`` (the pipeline calls this; default: ignore)."""
+
 
 class LatchingFilter(PersistenceFilter):
     """
@@ -493,17 +496,11 @@ def make_filter(name: str, plane: Optional[Sequence[float]] = None,
                              'GbdtFilter.save (or fit one on training bags)')
         return GbdtFilter.load(gbdt_path, plane=plane)
     if name == 'learned':
-        return _load_learned(**kwargs)
+        return _load_learned(plane=plane, **kwargs)
     raise ValueError(f'unknown filter {name!r}; choose one of {FILTER_NAMES}')
 
 
-def _load_learned(model_path: Optional[str] = None, **kwargs) -> PersistenceFilter:
-    """Return the learned filter through ``persistence_ros.model.load_persistence_filter``."""
-    try:
-        from persistence_ros.model import load_persistence_filter
-    except ImportError:
-        load_persistence_filter = None
-    if load_persistence_filter is None:
-        raise RuntimeError('no trained model shipped yet: persistence_ros.model provides no '
-                           'load_persistence_filter(path) adapter to the filter interface')
-    return load_persistence_filter(model_path, **kwargs)
+def _load_learned(plane: Optional[Sequence[float]] = None, **kwargs) -> PersistenceFilter:
+    """Return the learned filter (``persistence_ros.model.persistence_filter``; needs torch)."""
+    from persistence_ros.model.persistence_filter import load_persistence_filter
+    return load_persistence_filter(plane=plane, **kwargs)

@@ -143,6 +143,7 @@ class StereoPipeline:
         self.calibration = calibration
         self.config = config if config is not None else PipelineConfig()
         self.filter = persistence_filter
+        self.filter.set_calibration(calibration)
         self.left_tracker = Tracker2D(self.config.tracker)
         self.right_tracker = Tracker2D(self.config.tracker)
         self.associator = StereoAssociator(calibration, self.config.association)

@@ -115,7 +115,7 @@ def _simulator_available():
 
 
 @pytest.mark.skipif(not _simulator_available(), reason='simulator not available')
-def test_end_to_end_reflective_floor(tmp_path):
+def test_end_to_end_reflective_floor(tmp_path, capsys):
     os.environ.setdefault('MUJOCO_GL', 'egl')
     from persistence_ros.simulation.generate import generate_scene
     from persistence_ros.simulation.scenario import load_scenario
@@ -144,12 +144,11 @@ def test_end_to_end_reflective_floor(tmp_path):
     assert metrics['none']['tracks']['precision'] < metrics['ground_plane']['tracks']['precision']
     assert (metrics['ground_plane']['points']['spurious_fraction']
             < metrics['none']['points']['spurious_fraction'])
-    # The learned filter fails with a clear message while no model is shipped.
-    args = parser.parse_args(['--bag', str(scene), '--filter', 'learned'])
-    if importlib.util.find_spec('persistence_ros.model') is not None:
-        from persistence_ros import model
-        if not hasattr(model, 'load_persistence_filter'):
-            assert command.main(args) == 2
+    # A missing checkpoint is a clear error (exit 2), not a crash.
+    missing = tmp_path / 'missing.safetensors'
+    args = parser.parse_args(['--bag', str(scene), '--filter', 'learned', '--model', str(missing)])
+    assert command.main(args) == 2
+    assert f'no weights at {missing}' in capsys.readouterr().err
 
 
 def _rig():

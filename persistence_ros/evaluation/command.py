@@ -14,6 +14,7 @@ from persistence_ros.evaluation.runner import (
     run_pipeline)
 from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.filters import FILTER_NAMES, GbdtFilter
+from persistence_ros.model import DEFAULT_WEIGHTS
 
 BASELINES = ('none', 'min_hits', 'score', 'stereo', 'ground_plane')
 
@@ -41,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', metavar='PATH', help='write the metrics to this JSON file')
     parser.add_argument('--filter', default='learned', choices=FILTER_NAMES,
                         help='persistence filter for the core pipeline (default: learned)')
-    parser.add_argument('--model', metavar='PATH', help='checkpoint of the learned filter')
+    parser.add_argument('--model', metavar='PATH',
+                        help='checkpoint of the learned filter (default: the shipped weights)')
     parser.add_argument('--gbdt', metavar='NPZ',
                         help='gbdt training set written by a previous --save-gbdt')
     parser.add_argument('--train-bag', action='append', default=[], metavar='DIR',
@@ -53,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'per-scenario means')
     parser.add_argument('--filters', help='comma-separated filters for --compare (default: '
                                           'the baselines, gbdt with --gbdt/--train-bag, '
-                                          'learned with --model)')
+                                          'learned with --model or shipped weights)')
 
 
 def scene_dirs(paths: List[str]) -> List[Path]:
@@ -84,8 +86,8 @@ def _gbdt_path(args) -> Optional[str]:
     return path
 
 
-def _filter_kwargs(name: str, args) -> Dict:
-    return {'model_path': args.model} if name == 'learned' else {}
+def _filter_kwargs(name: str, model_path: Optional[str]) -> Dict:
+    return {'model_path': model_path} if name == 'learned' else {}
 
 
 def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = None,
@@ -95,7 +97,7 @@ def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = N
     for scene in scenes:
         truth = Truth.load(scene / 'truth.json')
         built = {name: build_filter(name, truth, gbdt_path,
-                                    **({'model_path': model_path} if name == 'learned' else {}))
+                                    **_filter_kwargs(name, model_path))
                  for name in filters}
         with_images = any(needs_images(f) for f in built.values())
         calibration, frames = read_stereo_bag(scene, with_images=with_images)
@@ -135,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
         if args.compare:
             filters = (args.filters.split(',') if args.filters else
                        list(BASELINES) + (['gbdt'] if gbdt_path else [])
-                       + (['learned'] if args.model else []))
+                       + (['learned'] if args.model or DEFAULT_WEIGHTS.exists() else []))
             unknown = [f for f in filters if f not in FILTER_NAMES]
             if unknown:
                 raise ValueError(f'unknown filters {unknown}; choose from {FILTER_NAMES}')
@@ -149,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
             if args.tracks is None:
                 truth = Truth.load(args.truth or Path(args.bag[0]) / 'truth.json')
                 filt = build_filter(args.filter, truth, gbdt_path,
-                                    **_filter_kwargs(args.filter, args))
+                                    **_filter_kwargs(args.filter, args.model))
             output = evaluate_bag(args.bag[0], args.truth, args.filter, tracks_bag=args.tracks,
                                   tracks_topic=args.tracks_topic, persistence_filter=filt)
             print(json.dumps(output, indent=1))

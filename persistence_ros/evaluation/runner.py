@@ -113,6 +113,10 @@ class _Spy(PersistenceFilter):
 
     def __init__(self, inner: PersistenceFilter, callback):
         self.inner, self.callback, self.name = inner, callback, inner.name
+        self.uses_images = inner.uses_images
+
+    def set_calibration(self, calibration):
+        self.inner.set_calibration(calibration)
 
     def update(self, tracks):
         self.callback(tracks)

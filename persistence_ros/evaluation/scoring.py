@@ -116,8 +116,8 @@ def _prf(tp: int, fp: int, fn: int) -> Dict[str, float]:
     return {'precision': precision, 'recall': recall, 'f1': f1}
 
 
-def track_labels(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[int, Optional[bool]]:
-    """Return per stereo track id: True (real object), False (transient), None (no truth)."""
+def track_kind_counts(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[int, Counter]:
+    """Return per stereo track id the true kinds of the detections it used, counted."""
     kinds: Dict[int, Counter] = defaultdict(Counter)
     for _, tracks in run:
         for t in tracks:
@@ -126,8 +126,17 @@ def track_labels(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[int,
                 kind = truth.kind(det_id)
                 if kind is not None:
                     kinds[t.id][kind] += 1
+    return kinds
+
+
+def track_labels(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[int, Optional[bool]]:
+    """
+    Return per stereo track id: True (real object), False (transient), None (no truth).
+
+    A track is real when more than half of the detections it used are real objects.
+    """
     labels: Dict[int, Optional[bool]] = {}
-    for tid, counter in kinds.items():
+    for tid, counter in track_kind_counts(run, truth).items():
         total = sum(counter.values())
         labels[tid] = None if total == 0 else counter['object'] * 2 > total
     return labels

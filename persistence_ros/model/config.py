@@ -7,12 +7,9 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
+from persistence_ros.features import GEOMETRY_FEATURES
 
-GEOMETRY_FEATURES = [
-    'cx_norm', 'cy_norm', 'w_norm', 'h_norm', 'score', 'vx_norm', 'vy_norm',
-    'epipolar_px', 'disparity_norm', 'height_m', 'has_partner',
-]
+CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
 
 
 @dataclass

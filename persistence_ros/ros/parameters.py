@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from persistence_ros.filters import FILTER_NAMES
+from persistence_ros.model import DEFAULT_WEIGHTS
 
 RELIABILITIES = ('best_effort', 'reliable')
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -80,7 +81,8 @@ PARAMETERS: List[Parameter] = [
        'ground_plane filter: tracks lower than this below the plane are transient',
        range=(0.0, 10.0)),
     _P('filter.gbdt_path', '', 'gbdt filter: training file written by GbdtFilter.save (.npz)'),
-    _P('model.path', '', 'learned filter: safetensors checkpoint of the persistence model'),
+    _P('model.path', '', 'learned filter: safetensors checkpoint of the persistence model '
+       "('': the shipped cpu weights)"),
     _P('model.device', 'auto', 'device of the learned model: auto|cpu|cuda', choices=DEVICES),
     _P('tracker.high_score', 0.5, 'detections at or above it start and extend 2D tracks',
        range=(0.0, 1.0)),
@@ -186,10 +188,10 @@ def _semantic_errors(v: Dict[str, Any]) -> List[str]:
     if filter_name == 'gbdt' and not v['filter.gbdt_path']:
         errors.append('filter.name is gbdt: set filter.gbdt_path to a file written by '
                       'GbdtFilter.save (or choose another filter.name)')
-    if filter_name == 'learned' and not v['model.path']:
-        errors.append('filter.name is learned: set model.path to a trained checkpoint '
-                      '(no trained weights ship with the package yet; choose another '
-                      f'filter.name, e.g. {DEFAULT_FILTER})')
+    if filter_name == 'learned' and not v['model.path'] and not DEFAULT_WEIGHTS.exists():
+        errors.append(f'filter.name is learned: no shipped weights at {DEFAULT_WEIGHTS}; set '
+                      'model.path to a trained checkpoint (or choose another filter.name, '
+                      f'e.g. {DEFAULT_FILTER})')
     return errors
 
 

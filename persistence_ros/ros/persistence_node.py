@@ -68,15 +68,11 @@ def resolve_device(requested: str) -> str:
     """Return 'cuda' or 'cpu' for ``model.device`` (raise RuntimeError if cuda is missing)."""
     if requested == 'cpu':
         return 'cpu'
+    from persistence_ros.model.persistence_filter import resolve_device as resolve
     try:
-        import torch
-        cuda = torch.cuda.is_available()
-    except ImportError:
-        cuda = False
-    if requested == 'cuda' and not cuda:
-        raise RuntimeError('model.device is cuda but torch sees no CUDA device: set '
-                           'model.device to auto or cpu')
-    return 'cuda' if cuda else 'cpu'
+        return resolve(requested)
+    except ValueError as error:
+        raise RuntimeError(f'model.device: {error}; set model.device to auto or cpu') from None
 
 
 def build_filter(values: Dict[str, Any], device: str):

@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--from-scenes', action='store_true',
                         help='with --dataset: render nothing, use every scene found under --out')
     parser.add_argument('--crop-size', type=int, default=64, help='data set crop size (64)')
-    parser.add_argument('--context', type=float, default=1.5, help='data set crop context (1.5)')
+    parser.add_argument('--context', type=float, default=0.25,
+                        help='data set crop border per side, as a fraction of the larger box '
+                             'side (0.25, the crop_context of the pipeline)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
 
 

@@ -1,22 +1,21 @@
 """Training data set from generated scenes (format: docs/simulator.md, 'Data set')."""
 
-from collections import Counter
 import hashlib
 import json
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence
 
-import cv2
 import numpy as np
 
-from persistence_ros import bag_io
-from persistence_ros.simulation.generate import SOURCES_FILE, TOPICS, TRUTH_FILE
+from persistence_ros.evaluation.runner import read_stereo_bag, run_pipeline
+from persistence_ros.evaluation.scoring import track_kind_counts, track_labels, Truth
+from persistence_ros.features import GEOMETRY_FEATURES, side_geometry, SIDES
+from persistence_ros.filters import NoFilter, StereoTrackState
+from persistence_ros.pipeline import PipelineConfig
+from persistence_ros.simulation.generate import TRUTH_FILE
 
-SCHEMA_VERSION = 1
-GEOMETRY_FEATURES = ('cx_norm', 'cy_norm', 'w_norm', 'h_norm', 'score', 'vx_norm', 'vy_norm',
-                     'epipolar_px', 'disparity_norm', 'height_m', 'has_partner')
+SCHEMA_VERSION = 2
 EVALUATION_SEEDS = frozenset(range(1000, 1010))
-MIN_CROP_PX = 16
 SPLITS = (('train', 70), ('val', 85), ('test', 100))
 
 
@@ -31,114 +30,83 @@ def split_of(name: str) -> str:
     return next(split for split, upper in SPLITS if bucket < upper)
 
 
-def crop(image: np.ndarray, box: Sequence[float], crop_size: int, context: float) -> np.ndarray:
+def _record_states(records: Dict[int, dict]):
+    """Return an ``on_states`` callback that keeps every stereo track's whole history."""
+    def on_states(states: Sequence[StereoTrackState]) -> None:
+        for st in states:
+            rec = records.setdefault(st.id, {'left': {}, 'right': {}, 'stereo': {},
+                                             'ids': (st.left_track_id, st.right_track_id)})
+            for side, history in (('left', st.left), ('right', st.right)):
+                for obs in history:
+                    if obs.matched:
+                        rec[side].setdefault(obs.stamp_ns, obs)
+            for k, stamp in enumerate(st.stamps_ns):
+                rec['stereo'].setdefault(int(stamp), (float(st.epipolar_residuals[k]),
+                                                      tuple(st.points[k])))
+    return on_states
+
+
+def _full_state(track_id: int, rec: dict) -> StereoTrackState:
+    stamps = sorted(rec['stereo'])
+    return StereoTrackState(
+        id=track_id, left_track_id=rec['ids'][0], right_track_id=rec['ids'][1],
+        left=[rec['left'][s] for s in sorted(rec['left'])],
+        right=[rec['right'][s] for s in sorted(rec['right'])], stamps_ns=stamps,
+        epipolar_residuals=np.array([rec['stereo'][s][0] for s in stamps]),
+        points=np.array([rec['stereo'][s][1] for s in stamps]).reshape(-1, 3))
+
+
+def scene_arrays(scene_dir, crop_size: int = 64, context: float = 0.25) -> Dict[str, np.ndarray]:
     """
-    Return a ``crop_size`` square RGB crop around a box (side ``context * max(w, h)``).
+    Return the data-set arrays of one generated scene directory.
 
-    Borders are replicated where the crop leaves the image (``cv2.getRectSubPix``).
+    The scene's bag runs through the package's own pipeline (``StereoPipeline``: 2D trackers,
+    stereo association, crops of ``crop_size`` with ``context``), exactly as in the node;
+    each stereo track gives two sequences (its left and right 2D tracks, matched frames
+    only) with ``features.side_geometry`` rows. Labels come from ``truth.json`` through the
+    detection ids: per frame the detection's kind, per track the evaluator's label (real when
+    more than half of the detections the stereo track used are real objects).
     """
-    cx, cy, w, h = (float(v) for v in box)
-    side = max(MIN_CROP_PX, int(np.ceil(context * max(w, h))))
-    patch = cv2.getRectSubPix(image, (side, side), (cx, cy))
-    interpolation = cv2.INTER_AREA if side > crop_size else cv2.INTER_LINEAR
-    return cv2.resize(patch, (crop_size, crop_size), interpolation=interpolation)
-
-
-def _read_scene(scene_dir: Path):
-    truth = json.loads((scene_dir / TRUTH_FILE).read_text())
-    sources_path = scene_dir / SOURCES_FILE
-    sources = json.loads(sources_path.read_text()) if sources_path.exists() else {}
-    images: Dict[Tuple[str, int], np.ndarray] = {}
-    scores: Dict[str, float] = {}
-    topics = {TOPICS[c]['image']: c for c in ('left', 'right')}
-    det_topics = {TOPICS[c]['detections']: c for c in ('left', 'right')}
-    for topic, stamp_ns, msg in bag_io.read_messages(scene_dir, list(topics) + list(det_topics)):
-        if topic in topics:
-            images[(topics[topic], stamp_ns)] = bag_io.image_to_rgb(msg)
-        else:
-            for det in msg.detections:
-                scores[det.id] = float(det.score)
-    return truth, sources, images, scores
-
-
-def _track_key(det_id: str, det: dict, sources: Dict[str, str]) -> str:
-    # Ground-truth association for now (the package's own tracker in persistence_ros/tracking.py
-    # will replace it): objects and reflections by (kind, object id), glare and false positives
-    # by the source that made them (glare patch, false-positive episode, unexplained blob).
-    if det['kind'] in ('object', 'reflection') and det['object_id'] is not None:
-        return f'{det["kind"]}:{det["object_id"]}'
-    return f'{det["kind"]}:{sources.get(det_id, det_id)}'
-
-
-def _height_m(truth: dict, left_box, right_box) -> float:
-    p_left = np.array(truth['rig']['left']['projection_matrix']['data']).reshape(3, 4)
-    p_right = np.array(truth['rig']['right']['projection_matrix']['data']).reshape(3, 4)
-    homog = cv2.triangulatePoints(p_left, p_right, np.array(left_box[:2], float).reshape(2, 1),
-                                  np.array(right_box[:2], float).reshape(2, 1))
-    if abs(homog[3, 0]) < 1e-12:
-        return 0.0
-    point = homog[:3, 0] / homog[3, 0]  # rectified left = left optical (R = I in simulation)
-    world_T_left = np.array(truth['rig']['world_T_left_optical'])
-    return float((world_T_left[:3, :3] @ point + world_T_left[:3, 3])[2])
-
-
-def scene_arrays(scene_dir, crop_size: int = 64, context: float = 1.5) -> Dict[str, np.ndarray]:
-    """Return the data-set arrays of one generated scene directory."""
     scene_dir = Path(scene_dir)
-    truth, sources, images, scores = _read_scene(scene_dir)
-    width = truth['rig']['left']['image_width']
-    height = truth['rig']['left']['image_height']
-    tracks: Dict[Tuple[str, str], List[Tuple[int, str]]] = {}
-    for det_id, det in truth['detections'].items():
-        tracks.setdefault((det['camera'], _track_key(det_id, det, sources)), []).append(
-            (det['frame'], det_id))
-    by_frame_key = {(cam, key, frame): det_id
-                    for (cam, key), items in tracks.items() for frame, det_id in items}
-    crops, geometry, frame_label, frame_stamp = [], [], [], []
+    truth = Truth.load(scene_dir / TRUTH_FILE)
+    calibration, frames = read_stereo_bag(scene_dir, with_images=True)
+    records: Dict[int, dict] = {}
+    run = run_pipeline(calibration, frames, NoFilter(),
+                       PipelineConfig(crop_size=crop_size, crop_context=context),
+                       on_states=_record_states(records))
+    labels = track_labels(run, truth)
+    kinds = track_kind_counts(run, truth)
+    image_size = (calibration.left.width, calibration.left.height)
+    crops, geometry, frame_label, frame_stamp, frame_detection = [], [], [], [], []
     offsets, track_label, track_kind, track_camera, track_id = [0], [], [], [], []
-    next_id = {'left': 0, 'right': 0}
-    for cam, key in sorted(tracks):
-        items = sorted(tracks[(cam, key)])
-        other = 'right' if cam == 'left' else 'left'
-        previous = None
-        kinds = []
-        for frame, det_id in items:
-            det = truth['detections'][det_id]
-            cx, cy, w, h = det['box']
-            stamp_ns = det['stamp_ns']
-            crops.append(crop(images[(cam, stamp_ns)], det['box'], crop_size, context))
-            vx, vy = (0.0, 0.0) if previous is None else ((cx - previous[0]) / width,
-                                                          (cy - previous[1]) / height)
-            previous = (cx, cy)
-            partner_id = by_frame_key.get((other, key, frame))
-            epipolar = disparity = height_m = has_partner = 0.0
-            if partner_id is not None:
-                pbox = truth['detections'][partner_id]['box']
-                left_box, right_box = (det['box'], pbox) if cam == 'left' else (pbox, det['box'])
-                # rectified rig: epipolar lines are image rows, the distance is the row gap
-                epipolar = abs(left_box[1] - right_box[1])
-                disparity = (left_box[0] - right_box[0]) / width
-                height_m = _height_m(truth, left_box, right_box)
-                has_partner = 1.0
-            geometry.append([cx / width, cy / height, w / width, h / height,
-                             scores.get(det_id, 1.0), vx, vy, epipolar, disparity, height_m,
-                             has_partner])
-            frame_label.append(1 if det['kind'] == 'object' else 0)
-            frame_stamp.append(stamp_ns)
-            kinds.append(det['kind'])
-        offsets.append(offsets[-1] + len(items))
-        # majority kind; ties broken by the kind's order in the sorted list
-        kind = sorted(Counter(kinds).items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-        track_kind.append(kind)
-        track_label.append(1 if kind == 'object' else 0)
-        track_camera.append(cam)
-        track_id.append(next_id[cam])
-        next_id[cam] += 1
+    for stereo_id in sorted(records):
+        if labels.get(stereo_id) is None:
+            continue
+        state = _full_state(stereo_id, records[stereo_id])
+        # most frequent kind, ties broken by name (the label itself is the evaluator's)
+        kind = sorted(kinds[stereo_id].items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+        for side in SIDES:
+            rows = side_geometry(state, side, image_size, truth.ground_plane)
+            if not rows.observations:
+                continue
+            crops.extend(o.crop for o in rows.observations)
+            geometry.append(rows.geometry)
+            frame_label.extend(int(truth.kind(o.detection_id) == 'object')
+                               for o in rows.observations)
+            frame_stamp.extend(rows.stamps_ns)
+            frame_detection.extend(o.detection_id for o in rows.observations)
+            offsets.append(offsets[-1] + len(rows.observations))
+            track_kind.append(kind)
+            track_label.append(int(bool(labels[stereo_id])))
+            track_camera.append(side)
+            track_id.append(stereo_id)
     return {
         'crops': np.asarray(crops, dtype=np.uint8).reshape(-1, crop_size, crop_size, 3),
-        'geometry': np.asarray(geometry, dtype=np.float32).reshape(-1, len(GEOMETRY_FEATURES)),
+        'geometry': (np.concatenate(geometry) if geometry
+                     else np.zeros((0, len(GEOMETRY_FEATURES)), np.float32)),
         'frame_label': np.asarray(frame_label, dtype=np.uint8),
         'frame_stamp_ns': np.asarray(frame_stamp, dtype=np.int64),
+        'frame_detection_id': np.asarray(frame_detection, dtype='<U32'),
         'track_offsets': np.asarray(offsets, dtype=np.int64),
         'track_label': np.asarray(track_label, dtype=np.uint8),
         'track_kind': np.asarray(track_kind, dtype='<U16'),
@@ -155,7 +123,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: float = 1.5,
+def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: float = 0.25,
                   allow_evaluation_seeds: bool = False, progress=None) -> dict:
     """
     Build the training data set from generated scene directories; return the manifest.
@@ -188,7 +156,7 @@ def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: f
                         'tracks': int(len(arrays['track_label'])),
                         'frames': int(len(arrays['frame_label']))})
     manifest = {'schema_version': SCHEMA_VERSION, 'crop_size': int(crop_size),
-                'context': float(context), 'geometry_features': list(GEOMETRY_FEATURES),
+                'crop_context': float(context), 'geometry_features': list(GEOMETRY_FEATURES),
                 'label_meaning': {'1': 'persistent real object', '0': 'transient'},
                 'scenes': sorted(entries, key=lambda e: e['name'])}
     (out_dir / 'manifest.json').write_text(json.dumps(manifest, indent=1) + '\n')

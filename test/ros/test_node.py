@@ -100,7 +100,7 @@ def test_lifecycle_transitions_create_and_release(context, calibration_files):
 
 
 @pytest.mark.parametrize('overrides, expected', [
-    ({'filter.name': 'learned'}, 'model.path'),
+    ({'filter.name': 'learned', 'model.path': '/nonexistent.safetensors'}, 'does not exist'),
     ({'filter.name': 'ground_plane'}, 'filter.ground_plane'),
     ({'filter.name': 'bogus'}, 'filter.name: must be one of'),
     ({'sync.slop': -1.0}, 'sync.slop'),

@@ -1,0 +1,100 @@
+"""
+Per-frame geometry features of one side of a stereo track: the model's geometric input.
+
+One function, ``side_geometry``, computes them for the data-set builder (offline, over whole
+tracks) and for the learned filter (online, over the frames not yet streamed), so training
+and inference see the same numbers.  Rows are the frames in which that side's 2D track was
+matched to a detection (oldest first); columns are ``GEOMETRY_FEATURES``:
+
+* ``cx_norm``, ``cy_norm``, ``w_norm``, ``h_norm``: the box in image-size units;
+* ``score``: the detector score;
+* ``vx_norm``, ``vy_norm``: box-centre motion since the previous matched frame (image units);
+* ``epipolar_px``: the stereo pair's epipolar residual at that stamp (row gap on a rectified
+  rig, Sampson distance otherwise; clipped at ``MAX_EPIPOLAR_PX``);
+* ``disparity_norm``: left minus right box-centre x, in image widths;
+* ``height_m``: signed height of the triangulated point above the ground plane (0 without a
+  plane or a valid point; clipped to +-``MAX_HEIGHT_M``);
+* ``has_partner``: 1 when the other camera's track was matched at the same stamp.
+"""
+
+from dataclasses import dataclass
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from persistence_ros.filters import plane_heights, StereoTrackState
+from persistence_ros.tracking import TrackObservation
+
+GEOMETRY_FEATURES = ('cx_norm', 'cy_norm', 'w_norm', 'h_norm', 'score', 'vx_norm', 'vy_norm',
+                     'epipolar_px', 'disparity_norm', 'height_m', 'has_partner')
+SIDES = ('left', 'right')
+MAX_EPIPOLAR_PX = 50.0
+MAX_HEIGHT_M = 5.0
+
+
+@dataclass
+class SideGeometry:
+    """Matched frames of one side of a stereo track and their geometry rows."""
+
+    observations: List[TrackObservation]
+    geometry: np.ndarray  # [len(observations), len(GEOMETRY_FEATURES)] float32
+
+    @property
+    def stamps_ns(self) -> List[int]:
+        """Return the stamps of the rows."""
+        return [o.stamp_ns for o in self.observations]
+
+
+def _finite_or_zero(value: float, bound: float) -> float:
+    return float(np.clip(value, -bound, bound)) if math.isfinite(value) else 0.0
+
+
+def side_geometry(state: StereoTrackState, side: str, image_size: Tuple[int, int],
+                  plane: Optional[Sequence[float]] = None,
+                  after_ns: Optional[int] = None) -> SideGeometry:
+    """
+    Return the geometry rows of ``side`` ('left' or 'right') of a stereo track.
+
+    ``image_size`` is (width, height) in pixels; ``plane`` the ground plane ``[a, b, c, d]``
+    in the left optical frame (``filters.plane_heights``); rows at or before ``after_ns``
+    are left out (their velocity still uses them).
+    """
+    if side not in SIDES:
+        raise ValueError(f'side must be left or right, got {side!r}')
+    width, height = (float(v) for v in image_size)
+    own, other = (state.left, state.right) if side == 'left' else (state.right, state.left)
+    partner = {o.stamp_ns: o for o in other if o.matched}
+    stereo_index = {int(s): k for k, s in enumerate(state.stamps_ns)}
+    points = np.asarray(state.points, dtype=np.float64).reshape(-1, 3)
+    heights = (plane_heights(points, plane) if plane is not None and len(points)
+               else np.zeros(len(points)))
+    residuals = np.asarray(state.epipolar_residuals, dtype=np.float64).reshape(-1)
+    observations: List[TrackObservation] = []
+    rows: List[List[float]] = []
+    previous = None
+    for obs in own:
+        if not obs.matched:
+            continue
+        cx, cy, w, h = (float(v) for v in obs.box)
+        vx, vy = (0.0, 0.0) if previous is None else ((cx - previous[0]) / width,
+                                                      (cy - previous[1]) / height)
+        previous = (cx, cy)
+        if after_ns is not None and obs.stamp_ns <= after_ns:
+            continue
+        epipolar = disparity = height_m = has_partner = 0.0
+        mate = partner.get(obs.stamp_ns)
+        if mate is not None:
+            has_partner = 1.0
+            left_x, right_x = (cx, mate.box[0]) if side == 'left' else (mate.box[0], cx)
+            disparity = (left_x - float(right_x)) / width
+            k = stereo_index.get(int(obs.stamp_ns))
+            if k is not None and k < len(residuals):
+                epipolar = _finite_or_zero(residuals[k], MAX_EPIPOLAR_PX)
+                if k < len(heights):
+                    height_m = _finite_or_zero(heights[k], MAX_HEIGHT_M)
+        observations.append(obs)
+        rows.append([cx / width, cy / height, w / width, h / height, float(obs.score),
+                     vx, vy, epipolar, disparity, height_m, has_partner])
+    geometry = np.asarray(rows, dtype=np.float32).reshape(-1, len(GEOMETRY_FEATURES))
+    return SideGeometry(observations, geometry)

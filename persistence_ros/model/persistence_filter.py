@@ -1,0 +1,206 @@
+"""
+The learned persistence model behind the ``PersistenceFilter`` interface (``--filter learned``).
+
+Each stereo track is streamed as its two 2D tracks (left and right): every new matched frame
+of a side is one ``PersistenceModel.step`` (batched over all tracks of the frame), fed with
+that frame's crop and ``features.side_geometry`` row, the same rows the data set holds.  A
+stereo track's probability is the mean of its sides' latest probabilities; ``EarlyDecision``
+turns it into PERSISTENT/TRANSIENT after ``min_frames`` observed frames, and a decided track
+stops costing model time unless ``recheck`` is set.  Attention is the left side's (the
+right's when the left has none): the decision token's weights over its recent frames, with
+their stamps.
+"""
+
+from collections import deque
+import dataclasses
+from pathlib import Path
+from typing import Deque, Dict, Hashable, List, Optional, Sequence, Tuple
+import warnings
+
+import numpy as np
+import torch
+
+from persistence_ros.features import side_geometry, SIDES
+from persistence_ros.filters import (
+    FilterDecision, PersistenceFilter, PERSISTENT, StereoTrackState, TENTATIVE, TRANSIENT)
+from persistence_ros.model import DEFAULT_WEIGHTS, WEIGHTS_DIR
+from persistence_ros.model.checkpoint import load_model
+from persistence_ros.model.model import Decision, EarlyDecision, PersistenceModel, TrackStreamer
+_STATE_NAMES = {Decision.UNDECIDED: TENTATIVE, Decision.PERSISTENT: PERSISTENT,
+                Decision.TRANSIENT: TRANSIENT}
+_NEVER = EarlyDecision(hi=1.0, lo=0.0, min_frames=2 ** 62)  # the streamer only scores
+
+
+def resolve_device(device: str = 'auto') -> str:
+    """Return 'cuda' for 'auto' when a GPU is available, else 'cpu'; check explicit names."""
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f'model device {device!r} requested but torch sees no CUDA device')
+    if device != 'cpu' and not device.startswith('cuda'):
+        raise ValueError(f'model device must be auto, cpu or cuda[:N], got {device!r}')
+    return device
+
+
+@dataclasses.dataclass
+class LearnedFilterStats:
+    """Counters of model work (the compute the early decision saves)."""
+
+    frames_encoded: int = 0
+    frames_skipped_decided: int = 0
+    frames_without_crop: int = 0
+    model_calls: int = 0
+
+
+class LearnedFilter(PersistenceFilter):
+    """Stream stereo tracks through a ``PersistenceModel``; decide early."""
+
+    name = 'learned'
+    uses_images = True
+
+    def __init__(self, model: PersistenceModel, plane: Optional[Sequence[float]] = None,
+                 decision: Optional[EarlyDecision] = None,
+                 image_size: Optional[Tuple[int, int]] = None):
+        self.model = model.eval()
+        self.decision = decision or EarlyDecision(**vars(model.config.decision))
+        self.plane = None if plane is None else [float(v) for v in plane]
+        self.image_size = image_size
+        self.window = int(model.config.classifier.window)
+        self.stats = LearnedFilterStats()
+        if self.plane is None:
+            warnings.warn('learned filter without a ground plane: the height feature is 0 '
+                          '(the shipped model was trained with the floor plane)', stacklevel=2)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track."""
+        self._streamer = TrackStreamer(self.model, _NEVER)
+        self._last_stamp: Dict[Hashable, int] = {}
+        self._stamps: Dict[Hashable, Deque[int]] = {}
+        self._latched: Dict[int, FilterDecision] = {}
+
+    def set_calibration(self, calibration) -> None:
+        """Take the image size (feature normalisation) from the stereo calibration."""
+        self.image_size = (int(calibration.left.width), int(calibration.left.height))
+
+    def _pending(self, tracks: Sequence[StereoTrackState]):
+        """Return {(track id, side): (crops, geometry rows, stamps)} of frames not yet streamed."""
+        pending = {}
+        for st in tracks:
+            decided = st.id in self._latched and not self.decision.recheck
+            for side in SIDES:
+                key = (st.id, side)
+                rows = side_geometry(st, side, self.image_size, self.plane,
+                                     after_ns=self._last_stamp.get(key))
+                if not rows.observations:
+                    continue
+                if decided:
+                    self.stats.frames_skipped_decided += len(rows.observations)
+                    self._last_stamp[key] = rows.observations[-1].stamp_ns
+                    continue
+                keep = [i for i, o in enumerate(rows.observations) if o.crop is not None]
+                self.stats.frames_without_crop += len(rows.observations) - len(keep)
+                if keep:
+                    pending[key] = ([rows.observations[i].crop for i in keep],
+                                    rows.geometry[keep],
+                                    [rows.observations[i].stamp_ns for i in keep])
+                self._last_stamp[key] = rows.observations[-1].stamp_ns
+        return pending
+
+    def _stream(self, pending) -> Dict[Hashable, float]:
+        """Feed pending frames in order, one batched model step per frame index."""
+        latest: Dict[Hashable, float] = {}
+        depth = max((len(v[2]) for v in pending.values()), default=0)
+        for k in range(depth):
+            keys = [key for key, v in pending.items() if k < len(v[2])]
+            crops = np.stack([pending[key][0][k] for key in keys])
+            geometry = np.stack([pending[key][1][k] for key in keys])
+            results = self._streamer.update(keys, crops, geometry)
+            self.stats.model_calls += 1
+            self.stats.frames_encoded += len(keys)
+            for key in keys:
+                latest[key] = results[key].probability
+                self._stamps.setdefault(key, deque(maxlen=self.window)).append(
+                    pending[key][2][k])
+        return latest
+
+    def _attention(self, track_id: int):
+        for side in SIDES:
+            result = self._streamer.result((track_id, side))
+            stamps = self._stamps.get((track_id, side))
+            if result is not None and stamps and len(result.attention):
+                n = min(len(result.attention), len(stamps))
+                weights = np.asarray(result.attention[-n:], dtype=np.float64)
+                total = weights.sum()
+                if total > 0:
+                    return weights / total, list(stamps)[-n:]
+        return None, None
+
+    def update(self, tracks: Sequence[StereoTrackState]) -> Dict[int, FilterDecision]:
+        """Stream the new frames of every track; return its (latched) decision."""
+        if self.image_size is None:
+            raise RuntimeError('learned filter: image size unknown (call set_calibration or '
+                               'pass image_size)')
+        live = {st.id for st in tracks}
+        gone = [key for key in self._streamer.tracks if key[0] not in live]
+        gone += [key for key in self._last_stamp if key[0] not in live]
+        self._streamer.drop(gone)
+        for key in gone:
+            self._last_stamp.pop(key, None)
+            self._stamps.pop(key, None)
+        for tid in [t for t in self._latched if t not in live]:
+            del self._latched[tid]
+
+        self._stream(self._pending(tracks))
+        out: Dict[int, FilterDecision] = {}
+        for st in tracks:
+            latched = self._latched.get(st.id)
+            if latched is not None and not self.decision.recheck:
+                out[st.id] = latched
+                continue
+            probs = [r.probability for r in (self._streamer.result((st.id, s)) for s in SIDES)
+                     if r is not None]
+            if not probs:
+                out[st.id] = FilterDecision(0.5, TENTATIVE)
+                continue
+            p = float(np.mean(probs))
+            previous = {PERSISTENT: Decision.PERSISTENT, TRANSIENT: Decision.TRANSIENT}.get(
+                latched.state if latched else TENTATIVE, Decision.UNDECIDED)
+            decision = self.decision.decide(p, int(st.frames_observed), previous)
+            attention, stamps = self._attention(st.id)
+            result = FilterDecision(p, _STATE_NAMES[decision], attention, stamps)
+            if decision != Decision.UNDECIDED:
+                self._latched[st.id] = result
+            out[st.id] = result
+        return out
+
+
+def load_persistence_filter(model_path: Optional[str] = None, device: str = 'auto',
+                            plane: Optional[Sequence[float]] = None,
+                            image_size: Optional[Tuple[int, int]] = None,
+                            **decision) -> LearnedFilter:
+    """
+    Return a ``LearnedFilter`` with the weights at ``model_path`` (default: shipped ``cpu``).
+
+    ``decision`` overrides the checkpoint's early-decision settings (hi, lo, min_frames,
+    recheck).  Fails with a message naming the missing file when no weights are found.
+    """
+    path = Path(model_path) if model_path else DEFAULT_WEIGHTS
+    if not path.exists():
+        raise FileNotFoundError(
+            f'learned filter: no weights at {path}; train them with `persistence-ros train '
+            'classifier` (docs/model.md) or set model.path')
+    model = load_model(path, resolve_device(device))
+    settings = dict(vars(model.config.decision))
+    unknown = sorted(set(decision) - set(settings))
+    if unknown:
+        raise ValueError(f'learned filter: unknown decision settings {unknown}; '
+                         f'choose from {sorted(settings)}')
+    settings.update({k: v for k, v in decision.items() if v is not None})
+    return LearnedFilter(model, plane=plane, decision=EarlyDecision(**settings),
+                         image_size=image_size)
+
+
+def shipped_weights() -> List[Path]:
+    """Return the weight files shipped with the package."""
+    return sorted(WEIGHTS_DIR.glob('*.safetensors')) if WEIGHTS_DIR.is_dir() else []

@@ -1,0 +1,173 @@
+"""The learned filter: shared geometry features, streaming through the pipeline, decisions."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from persistence_ros.evaluation.runner import read_stereo_bag, run_pipeline
+from persistence_ros.features import GEOMETRY_FEATURES, side_geometry
+from persistence_ros.filters import make_filter, PERSISTENT, StereoTrackState
+from persistence_ros.model.checkpoint import save_model
+from persistence_ros.model.config import load_config
+from persistence_ros.model.model import EarlyDecision, PersistenceModel
+from persistence_ros.model.persistence_filter import LearnedFilter, load_persistence_filter
+from persistence_ros.tracking import TrackObservation
+
+COL = {name: i for i, name in enumerate(GEOMETRY_FEATURES)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _obs(stamp, cx, cy, matched=True, score=0.8):
+    return TrackObservation((cx, cy, 10.0, 20.0), score if matched else 0.0, stamp,
+                            f'd{stamp}' if matched else '', matched)
+
+
+def test_side_geometry_against_hand_computed_rows():
+    # left matched at 1, 2, 4 (3 coasts); right matched at 2, 3, 4
+    left = [_obs(1, 100, 50), _obs(2, 110, 54), _obs(3, 120, 58, matched=False),
+            _obs(4, 130, 62)]
+    right = [_obs(2, 90, 55), _obs(3, 95, 57), _obs(4, 100, 62)]
+    points = np.array([[np.nan] * 3, [0.0, -1.0, 2.0], [0.0, 0.5, 2.0], [0.0, -2.0, 2.0]])
+    state = StereoTrackState(1, 7, 8, left, right, stamps_ns=[1, 2, 3, 4],
+                             epipolar_residuals=np.array([np.nan, 1.5, np.nan, 80.0]),
+                             points=points)
+    plane = [0.0, -2.0, 0.0, 0.0]  # height = -y (normal is normalised)
+    rows = side_geometry(state, 'left', (200, 100), plane)
+    assert rows.stamps_ns == [1, 2, 4]
+    g = rows.geometry
+    assert g.shape == (3, len(GEOMETRY_FEATURES)) and g.dtype == np.float32
+    np.testing.assert_allclose(g[:, COL['cx_norm']], [0.5, 0.55, 0.65])
+    np.testing.assert_allclose(g[:, COL['h_norm']], [0.2, 0.2, 0.2])
+    np.testing.assert_allclose(g[:, COL['score']], [0.8, 0.8, 0.8], rtol=1e-6)
+    # velocity since the previous matched frame (frame 3 coasted)
+    np.testing.assert_allclose(g[:, COL['vx_norm']], [0.0, 0.05, 0.1])
+    np.testing.assert_allclose(g[:, COL['has_partner']], [0, 1, 1])
+    np.testing.assert_allclose(g[:, COL['disparity_norm']], [0.0, 0.1, 0.15])
+    # residual clipped at 50 px; heights from the plane, NaN points give 0
+    np.testing.assert_allclose(g[:, COL['epipolar_px']], [0.0, 1.5, 50.0])
+    np.testing.assert_allclose(g[:, COL['height_m']], [0.0, 1.0, 2.0])
+    # the right side sees the same stereo cues with its own boxes
+    right_rows = side_geometry(state, 'right', (200, 100), plane)
+    assert right_rows.stamps_ns == [2, 3, 4]
+    np.testing.assert_allclose(right_rows.geometry[:, COL['has_partner']], [1, 0, 1])
+    np.testing.assert_allclose(right_rows.geometry[:, COL['disparity_norm']], [0.1, 0.0, 0.15])
+    # online use: only rows after a stamp, velocity still from the earlier frame
+    later = side_geometry(state, 'left', (200, 100), plane, after_ns=2)
+    assert later.stamps_ns == [4]
+    np.testing.assert_allclose(later.geometry[0], g[2])
+    with pytest.raises(ValueError, match='side'):
+        side_geometry(state, 'middle', (200, 100))
+
+
+def _tiny_model(seed=0, window=8):
+    torch.manual_seed(seed)
+    config = load_config('cpu')
+    config.classifier.window = window
+    model = PersistenceModel(config).eval()
+    model.set_geometry_normalization(np.zeros(11), np.ones(11))
+    return model
+
+
+@pytest.fixture(scope='module')
+def floor_scene(tmp_path_factory):
+    os.environ.setdefault('MUJOCO_GL', 'egl')
+    from persistence_ros.simulation.generate import generate_scene
+    from persistence_ros.simulation.scenario import load_scenario
+    scene = tmp_path_factory.mktemp('learned') / 'reflective_floor-s0003'
+    truth = generate_scene(load_scenario('reflective_floor', seed=3,
+                                         overrides={'duration_s': 1.0}), scene)
+    calibration, frames = read_stereo_bag(scene, with_images=True)
+    return scene, truth, calibration, frames
+
+
+def test_learned_filter_streams_exactly_what_the_model_sees_in_a_clip(floor_scene):
+    _, truth, calibration, frames = floor_scene
+    model = _tiny_model(window=8)
+    filt = LearnedFilter(model, plane=truth['rig']['ground_plane_left_optical'],
+                         decision=EarlyDecision(hi=0.999, lo=0.001, min_frames=10 ** 6))
+    states = []
+    run = run_pipeline(calibration, frames, filt, on_states=lambda s: states.append(list(s)))
+    tracks = [t for _, ts in run for t in ts]
+    assert tracks, 'the scene must give stereo tracks'
+    assert filt.stats.frames_encoded > 0 and filt.stats.frames_without_crop == 0
+    assert filt.stats.frames_skipped_decided == 0
+    for t in tracks:
+        assert 0.0 <= t.probability <= 1.0
+        if t.attention:
+            assert abs(sum(t.attention) - 1.0) < 1e-5
+            assert len(t.frame_stamps_ns) == len(t.attention) <= 8
+            assert t.frame_stamps_ns == sorted(t.frame_stamps_ns)
+    # The streamed probability of the last frame equals one full-clip forward pass over the
+    # same track's rows (crops from the pipeline, geometry from side_geometry).
+    last = {st.id: st for st in states[-1]}
+    checked = 0
+    for tid, st in last.items():
+        probs = []
+        for side in ('left', 'right'):
+            rows = side_geometry(st, side, (calibration.left.width, calibration.left.height),
+                                 truth['rig']['ground_plane_left_optical'])
+            if not rows.observations or len(rows.observations) != _matched(st, side):
+                break  # the history was cut by the tracker window: not a whole clip
+            crops = torch.from_numpy(np.stack([o.crop for o in rows.observations])
+                                     ).permute(0, 3, 1, 2)[None]
+            with torch.no_grad():
+                out = model(crops, torch.from_numpy(rows.geometry)[None])
+            probs.append(float(out['prob'][0, -1]))
+        else:
+            streamed = [t for t in run[-1][1] if t.id == tid][0].probability
+            assert streamed == pytest.approx(np.mean(probs), abs=1e-4)
+            checked += 1
+    assert checked > 0
+
+
+def _matched(state, side):
+    return sum(o.matched for o in (state.left if side == 'left' else state.right))
+
+
+def test_early_decision_latches_and_saves_model_time(floor_scene):
+    _, truth, calibration, frames = floor_scene
+    plane = truth['rig']['ground_plane_left_optical']
+    eager = LearnedFilter(_tiny_model(), plane=plane,
+                          decision=EarlyDecision(hi=0.0 + 1e-6, lo=0.0, min_frames=3))
+    run = run_pipeline(calibration, frames, eager)
+    seen = {}
+    for _, tracks in run:
+        for t in tracks:
+            if t.frames_observed >= 3:
+                assert t.state == PERSISTENT  # every p >= 1e-6: decided at min_frames
+                seen.setdefault(t.id, t.probability)
+                assert t.probability == seen[t.id]  # latched with the decision's p
+    assert seen
+    assert eager.stats.frames_skipped_decided > 0
+    patient = LearnedFilter(_tiny_model(), plane=plane,
+                            decision=EarlyDecision(min_frames=10 ** 6))
+    run_pipeline(calibration, frames, patient)
+    assert eager.stats.frames_encoded < patient.stats.frames_encoded
+    # ended tracks leave no state behind
+    assert not patient._streamer.tracks or {k[0] for k in patient._streamer.tracks} <= {
+        t.id for t in run[-1][1]}
+
+
+def test_load_persistence_filter(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no weights at'):
+        load_persistence_filter(str(tmp_path / 'missing.safetensors'))
+    model = _tiny_model()
+    path = tmp_path / 'm.safetensors'
+    save_model(model, path)
+    filt = make_filter('learned', plane=[0, -1, 0, 1.5], model_path=str(path), device='cpu',
+                       min_frames=7)
+    assert isinstance(filt, LearnedFilter) and filt.uses_images
+    assert filt.decision.min_frames == 7 and filt.plane == [0, -1, 0, 1.5]
+    with pytest.raises(ValueError, match='unknown decision settings'):
+        load_persistence_filter(str(path), device='cpu', threshold=0.3)
+    with pytest.raises(RuntimeError, match='image size'):
+        filt.update([])
