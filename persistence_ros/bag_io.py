@@ -71,11 +71,6 @@ def header(stamp_ns: int, frame_id: str):
     return get_typestore().types['std_msgs/msg/Header'](stamp=stamp(stamp_ns), frame_id=frame_id)
 
 
-def stamp_to_ns(time_msg) -> int:
-    """Return integer nanoseconds of a ``builtin_interfaces/msg/Time``."""
-    return int(time_msg.sec) * 1_000_000_000 + int(time_msg.nanosec)
-
-
 def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str):
     """Return a ``sensor_msgs/msg/Image`` (rgb8) for an ``[H, W, 3]`` uint8 array."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)

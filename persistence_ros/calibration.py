@@ -199,3 +199,24 @@ def save_calibration_yaml(calibration: CameraCalibration, path: Union[str, Path]
     """Write a calibration in the camera_calibration_parsers YAML format."""
     with Path(path).open('w', encoding='utf-8') as stream:
         yaml.safe_dump(calibration.to_dict(), stream, sort_keys=False)
+
+
+def calibration_from_camera_info(msg) -> CameraCalibration:
+    """
+    Build a CameraCalibration from a ``sensor_msgs/CameraInfo`` (rclpy or rosbags message).
+
+    Raises CalibrationError for an uncalibrated info (K[0] == 0) or a missing image size.
+    """
+    k = np.asarray(msg.k, dtype=np.float64)
+    if k.size != 9 or k[0] == 0.0:
+        raise CalibrationError(
+            f'camera_info of frame {msg.header.frame_id!r} is uncalibrated (K[0] == 0): '
+            'calibrate the camera or set the calibration_file parameter')
+    if msg.width == 0 or msg.height == 0:
+        raise CalibrationError(
+            f'camera_info of frame {msg.header.frame_id!r} has no image size '
+            f'({msg.width}x{msg.height})')
+    return CameraCalibration(width=int(msg.width), height=int(msg.height), K=k, D=list(msg.d),
+                             R=list(msg.r), P=list(msg.p),
+                             distortion_model=str(msg.distortion_model) or 'plumb_bob',
+                             frame_id=str(msg.header.frame_id))

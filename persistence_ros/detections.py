@@ -43,3 +43,25 @@ class DetectionFrame:
     stamp_ns: int
     frame_id: str
     detections: List[Detection] = field(default_factory=list)
+
+
+NANOSECONDS = 1_000_000_000
+
+
+def stamp_to_ns(stamp) -> int:
+    """Return a ``builtin_interfaces/Time`` (rclpy or rosbags message) as integer nanoseconds."""
+    return int(stamp.sec) * NANOSECONDS + int(stamp.nanosec)
+
+
+def detection_frame_from_msg(msg) -> DetectionFrame:
+    """
+    Return the DetectionFrame of a ``persistence_ros/msg/Detection2DArray``.
+
+    Works with rclpy and rosbags messages; invalid boxes are kept (see ``is_valid``).
+    """
+    return DetectionFrame(
+        stamp_ns=stamp_to_ns(msg.header.stamp), frame_id=str(msg.header.frame_id),
+        detections=[Detection(center_x=float(d.center_x), center_y=float(d.center_y),
+                              width=float(d.width), height=float(d.height),
+                              score=float(d.score), class_id=str(d.class_id), id=str(d.id))
+                    for d in msg.detections])

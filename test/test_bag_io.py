@@ -3,6 +3,7 @@
 import numpy as np
 
 from persistence_ros import bag_io
+from persistence_ros.detections import stamp_to_ns
 
 
 def test_msg_dir_and_typestore():
@@ -24,5 +25,5 @@ def test_round_trip(tmp_path):
     assert np.array_equal(bag_io.image_to_rgb(out[0][2]), rgb)
     det = out[1][2].detections[0]
     assert (det.id, det.center_x, det.height, det.score) == ('L000003-00', 1.5, 4.0, 0.25)
-    assert bag_io.stamp_to_ns(out[1][2].header.stamp) == 3_000_000_001
+    assert stamp_to_ns(out[1][2].header.stamp) == 3_000_000_001
     assert list(bag_io.read_messages(tmp_path / 'bag', ['/nothing'])) == []

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
+from persistence_ros.calibration import calibration_from_camera_info
 from persistence_ros.evaluation import command
-from persistence_ros.evaluation.runner import calibration_from_camera_info
 from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.pipeline import PipelineTrack
 

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from persistence_ros.detections import stamp_to_ns
 from persistence_ros.simulation import dataset as ds
 from persistence_ros.simulation.generate import generate_scene, SOURCES_FILE, TRUTH_FILE
 from persistence_ros.simulation.scenario import (list_presets, load_scenario, ScenarioError,
@@ -157,7 +158,7 @@ def test_bag_readable_with_rosbags_and_mcap(floor_scene):
     ids = set()
     for topic, stamp_ns, msg in bag_io.read_messages(scene_dir, ['/stereo/left/detections',
                                                                  '/stereo/right/camera_info']):
-        assert bag_io.stamp_to_ns(msg.header.stamp) == stamp_ns
+        assert stamp_to_ns(msg.header.stamp) == stamp_ns
         if topic.endswith('detections'):
             assert msg.header.frame_id == 'stereo_left_optical'
             ids.update(d.id for d in msg.detections)

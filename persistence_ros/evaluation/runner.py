@@ -8,8 +8,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from persistence_ros import __version__, bag_io
-from persistence_ros.calibration import CameraCalibration, StereoCalibration
-from persistence_ros.detections import Detection, DetectionFrame
+from persistence_ros.calibration import (
+    calibration_from_camera_info, CameraCalibration, StereoCalibration)
+from persistence_ros.detections import detection_frame_from_msg, DetectionFrame, stamp_to_ns
 from persistence_ros.evaluation.scoring import score_run, track_labels, Truth
 from persistence_ros.filters import (
     GbdtFilter, make_filter, NoFilter, PersistenceFilter, StereoTrackState)
@@ -22,27 +23,6 @@ TRACK_ARRAY = 'persistence_ros/msg/TrackArray'
 STATE_NAMES = ('tentative', 'persistent', 'transient')
 
 Run = List[Tuple[int, List[PipelineTrack]]]
-
-
-def calibration_from_camera_info(msg, frame_id: str = '') -> CameraCalibration:
-    """Return a ``CameraCalibration`` of a (rosbags or ROS) ``sensor_msgs/CameraInfo``."""
-    return CameraCalibration(
-        width=int(msg.width), height=int(msg.height),
-        K=np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
-        D=np.asarray(msg.d, dtype=np.float64).reshape(-1),
-        R=np.asarray(msg.r, dtype=np.float64).reshape(3, 3),
-        P=np.asarray(msg.p, dtype=np.float64).reshape(3, 4),
-        distortion_model=str(msg.distortion_model) or 'plumb_bob',
-        frame_id=frame_id or str(msg.header.frame_id))
-
-
-def detection_frame_from_msg(msg) -> DetectionFrame:
-    """Return the core ``DetectionFrame`` of a ``persistence_ros/msg/Detection2DArray``."""
-    return DetectionFrame(
-        stamp_ns=bag_io.stamp_to_ns(msg.header.stamp), frame_id=str(msg.header.frame_id),
-        detections=[Detection(float(d.center_x), float(d.center_y), float(d.width),
-                              float(d.height), float(d.score), str(d.class_id), str(d.id))
-                    for d in msg.detections])
 
 
 @dataclass
@@ -78,7 +58,7 @@ def read_stereo_bag(bag_dir, with_images: bool = False
             frame = detection_frame_from_msg(msg)
             by_stamp[frame.stamp_ns][cam] = frame
         else:
-            by_stamp[bag_io.stamp_to_ns(msg.header.stamp)][cam + '_image'] = \
+            by_stamp[stamp_to_ns(msg.header.stamp)][cam + '_image'] = \
                 bag_io.image_to_rgb(msg)
     if set(info) != set(CAMERAS):
         raise ValueError(f'{bag_dir}: no CameraInfo for {sorted(set(CAMERAS) - set(info))}')
@@ -144,13 +124,13 @@ def read_track_bag(bag_dir, topic: Optional[str] = None) -> Run:
                 right_track_id=int(t.right_track_id), state=STATE_NAMES[int(t.state)],
                 probability=float(t.probability), frames_observed=int(t.frames_observed),
                 decision_frame=int(t.decision_frame),
-                frame_stamps_ns=[bag_io.stamp_to_ns(s) for s in t.frame_stamps],
+                frame_stamps_ns=[stamp_to_ns(s) for s in t.frame_stamps],
                 attention=[float(a) for a in t.attention],
                 position=(np.array([t.position.x, t.position.y, t.position.z])
                           if t.has_position else None),
                 left_detection_id=str(t.left_detection_id),
                 right_detection_id=str(t.right_detection_id)))
-        run.append((bag_io.stamp_to_ns(msg.header.stamp), tracks))
+        run.append((stamp_to_ns(msg.header.stamp), tracks))
     return run
 
 

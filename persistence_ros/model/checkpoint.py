@@ -47,11 +47,8 @@ def versions() -> Dict[str, str]:
 
 def file_sha256(path: PathLike) -> str:
     """Return the sha256 hex digest of a file (e.g. a data set's manifest.json)."""
-    digest = hashlib.sha256()
     with open(path, 'rb') as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, 'sha256').hexdigest()
 
 
 def save_tensors(tensors: Dict[str, torch.Tensor], path: PathLike,

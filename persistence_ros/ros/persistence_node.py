@@ -36,16 +36,15 @@ from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, Reliab
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from persistence_ros.calibration import (CalibrationError, load_calibration_yaml,
-                                         StereoCalibration)
-from persistence_ros.detections import DetectionFrame
+from persistence_ros.calibration import (calibration_from_camera_info, CalibrationError,
+                                         load_calibration_yaml, StereoCalibration)
+from persistence_ros.detections import detection_frame_from_msg, DetectionFrame
 from persistence_ros.filters import make_filter
 from persistence_ros.image_codec import to_rgb8
 from persistence_ros.msg import Detection2DArray, TrackArray
 from persistence_ros.pipeline import PipelineConfig, StereoPipeline
 from persistence_ros.ros import messages, parameters
-from persistence_ros.ros.conversions import (camera_info_to_calibration, detections_from_msg,
-                                             image_to_numpy, numpy_to_image)
+from persistence_ros.ros.conversions import image_to_numpy, numpy_to_image
 from persistence_ros.ros.sync import SynchronizedSubscriptions
 from persistence_ros.stereo import AssociationConfig, TriangulationConfig
 from persistence_ros.tracking import TrackerConfig
@@ -317,7 +316,7 @@ class PersistenceNode(LifecycleNode):
     def _on_camera_info(self, side: str, msg) -> None:
         self.received[f'{side}/camera_info'] += 1
         try:
-            calibration = camera_info_to_calibration(msg)
+            calibration = calibration_from_camera_info(msg)
         except CalibrationError as error:
             self.reject('uncalibrated_camera_info', str(error))
             return
@@ -410,8 +409,8 @@ class PersistenceNode(LifecycleNode):
             self.reject('no_calibration', 'no calibration yet: waiting for left/camera_info and '
                         'right/camera_info (or set calibration.left_file/right_file)')
             return None
-        left = detections_from_msg(left_msg)
-        right = detections_from_msg(right_msg)
+        left = detection_frame_from_msg(left_msg)
+        right = detection_frame_from_msg(right_msg)
         if not left.frame_id or not right.frame_id or left.frame_id == right.frame_id:
             self.reject('frame_id_mismatch',
                         f'left/right detections need distinct, non-empty frame ids, got '

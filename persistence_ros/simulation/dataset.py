@@ -116,11 +116,8 @@ def scene_arrays(scene_dir, crop_size: int = 64, context: float = 0.25) -> Dict[
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, 'rb') as stream:
-        for block in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, 'sha256').hexdigest()
 
 
 def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: float = 0.25,

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo
 
-from persistence_ros.calibration import CalibrationError, CameraCalibration
-from persistence_ros.detections import Detection, DetectionFrame
+from persistence_ros.calibration import (calibration_from_camera_info, CalibrationError,
+                                         CameraCalibration)
+from persistence_ros.detections import (Detection, detection_frame_from_msg, DetectionFrame,
+                                        stamp_to_ns)
 from persistence_ros.image_codec import ENCODINGS
-from persistence_ros.ros.conversions import (calibration_to_camera_info,
-                                             camera_info_to_calibration, detections_from_msg,
-                                             detections_to_msg, image_to_numpy, ns_to_stamp,
-                                             numpy_to_image, stamp_to_ns)
+from persistence_ros.ros.conversions import (calibration_to_camera_info, detections_to_msg,
+                                             image_to_numpy, ns_to_stamp, numpy_to_image)
 
 
 @pytest.mark.parametrize('encoding', sorted(ENCODINGS))
@@ -45,7 +45,7 @@ def test_camera_info_round_trip():
         [[480.0, 0, 320, -57.6], [0, 480.0, 240, 0], [0, 0, 1, 0]])
     msg = calibration_to_camera_info(calibration, stamp_ns=5, frame_id='stereo_right_optical')
     assert list(msg.p)[3] == pytest.approx(-57.6)
-    back = camera_info_to_calibration(msg)
+    back = calibration_from_camera_info(msg)
     assert back.frame_id == 'stereo_right_optical'
     for name in ('K', 'D', 'R', 'P'):
         np.testing.assert_allclose(getattr(back, name), getattr(calibration, name))
@@ -54,11 +54,11 @@ def test_camera_info_round_trip():
 def test_uncalibrated_and_sizeless_camera_info_are_rejected():
     msg = CameraInfo(width=640, height=480)
     with pytest.raises(CalibrationError, match='uncalibrated'):
-        camera_info_to_calibration(msg)
+        calibration_from_camera_info(msg)
     msg.k = [500.0, 0, 320, 0, 500, 240, 0, 0, 1]
     msg.width = 0
     with pytest.raises(CalibrationError, match='image size'):
-        camera_info_to_calibration(msg)
+        calibration_from_camera_info(msg)
 
 
 def test_detections_round_trip():
@@ -66,5 +66,5 @@ def test_detections_round_trip():
         Detection(10.5, 20.25, 4.0, 8.0, 0.75, 'sphere', 'L000001-00'),
         Detection(300.0, 200.0, 30.0, 31.0, 0.125, '', ''),
     ])
-    back = detections_from_msg(detections_to_msg(frame))
+    back = detection_frame_from_msg(detections_to_msg(frame))
     assert back == frame

@@ -15,9 +15,9 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
+from persistence_ros.detections import detection_frame_from_msg, stamp_to_ns
 from persistence_ros.msg import Detection2DArray
-from persistence_ros.ros.conversions import (detections_from_msg, image_to_numpy,
-                                             stamp_to_ns)
+from persistence_ros.ros.conversions import image_to_numpy
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_detections_and_image_round_trip_across_processes(publisher_process):
     detections = received['detections']
     assert stamp_to_ns(detections.header.stamp) == STAMP_NS
     expected = expected_detections()
-    frame = detections_from_msg(detections)
+    frame = detection_frame_from_msg(detections)
     assert frame.frame_id == expected.frame_id
     assert [d.id for d in frame.detections] == [d.id for d in expected.detections]
     assert [d.class_id for d in frame.detections] == [d.class_id for d in expected.detections]

@@ -14,12 +14,12 @@ from visualization_msgs.msg import Marker
 from persistence_ros.bag_io import read_messages
 from persistence_ros.calibration import CameraCalibration, save_calibration_yaml, \
     StereoCalibration
-from persistence_ros.detections import Detection, DetectionFrame
+from persistence_ros.detections import (Detection, detection_frame_from_msg, DetectionFrame,
+                                        stamp_to_ns)
 from persistence_ros.msg import Track
 from persistence_ros.pipeline import StereoPipeline
 from persistence_ros.ros import messages, parameters
-from persistence_ros.ros.conversions import detections_from_msg, detections_to_msg, \
-    numpy_to_image, stamp_to_ns
+from persistence_ros.ros.conversions import detections_to_msg, numpy_to_image
 from persistence_ros.ros.persistence_node import build_filter, PersistenceNode, \
     pipeline_config
 from persistence_ros.ros.replay import replay
@@ -196,7 +196,7 @@ def _core_results(bag, truth):
     frames = {}
     for topic, stamp, msg in read_messages(bag, ['/stereo/left/detections',
                                                  '/stereo/right/detections']):
-        frames.setdefault(stamp, {})[topic.split('/')[2]] = detections_from_msg(msg)
+        frames.setdefault(stamp, {})[topic.split('/')[2]] = detection_frame_from_msg(msg)
     return {stamp: pipeline.process(f['left'], f['right']) for stamp, f in sorted(frames.items())}
 
 
