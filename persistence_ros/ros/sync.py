@@ -25,13 +25,12 @@ import itertools
 import threading
 from typing import Callable, List, Optional, Sequence
 
-NANOSECONDS = 1_000_000_000
+from persistence_ros.detections import NANOSECONDS, stamp_to_ns
 
 
 def stamp_ns_of(msg) -> int:
     """Return ``msg.header.stamp`` as integer nanoseconds."""
-    stamp = msg.header.stamp
-    return int(stamp.sec) * NANOSECONDS + int(stamp.nanosec)
+    return stamp_to_ns(msg.header.stamp)
 
 
 class ApproximateTimeSynchronizer:

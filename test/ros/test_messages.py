@@ -8,10 +8,10 @@ from sensor_msgs.msg import PointField
 from visualization_msgs.msg import Marker
 
 from persistence_ros.bag_io import get_typestore
+from persistence_ros.detections import stamp_to_ns
 from persistence_ros.msg import Track
 from persistence_ros.pipeline import PipelineFrameResult, PipelineTrack
 from persistence_ros.ros import messages
-from persistence_ros.ros.conversions import stamp_to_ns
 
 FRAME = 'stereo_left_optical'
 
