@@ -17,6 +17,7 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['persistence_ros', 'persistence_ros.*']),
     package_data={'persistence_ros': ['model/weights/*.safetensors', 'model/weights/*.json',
+                                      'model/weights/*.npz',
                                       'model/configs/*.yaml']},
     install_requires=[
         'numpy', 'scipy', 'opencv-python-headless<5', 'PyYAML', 'torch', 'torchvision',
