@@ -30,7 +30,7 @@ from persistence_ros.evaluation.runner import (build_filter, read_stereo_bag, Ru
                                                run_pipeline)
 from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.filters import FILTER_NAMES
-from persistence_ros.model import DEFAULT_WEIGHTS
+from persistence_ros.model import DEFAULT_WEIGHTS, GBDT_BASELINE
 from persistence_ros.simulation.generate import generate_scene
 from persistence_ros.simulation.scenario import load_scenario
 
@@ -56,12 +56,14 @@ def _say(message: str) -> None:
 def available_filters() -> List[str]:
     """Return the filters that can run here (learned when weights are shipped)."""
     names = [name for name in FILTER_NAMES if name not in ('learned', 'gbdt')]
+    if GBDT_BASELINE.exists():
+        names.append('gbdt')
     if DEFAULT_WEIGHTS.exists():
         names.append('learned')
     return names
 
 
-def replay_through_node(scene: Path, out: Path) -> Optional[Path]:
+def replay_through_node(scene: Path, out: Path, truth: Truth) -> Optional[Path]:
     """Replay the scene through persistence_node (subprocess); return the recorded bag."""
     if importlib.util.find_spec('rclpy') is None or \
             importlib.util.find_spec('persistence_ros.ros.replay') is None:
@@ -70,6 +72,9 @@ def replay_through_node(scene: Path, out: Path) -> Optional[Path]:
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     command = [sys.executable, '-m', 'persistence_ros', 'replay', str(scene), '--out', str(out),
                '--mode', 'fast']
+    if truth.ground_plane is not None:  # the floor of the simulated scene, as a robot knows it
+        plane = ', '.join(f'{float(v):.9g}' for v in truth.ground_plane)
+        command += ['--set', f'filter.ground_plane:=[{plane}]']
     _say('replaying through persistence_node: ' + ' '.join(command))
     result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=900)
     if result.returncode != 0:
@@ -179,7 +184,7 @@ def main(args: argparse.Namespace) -> int:
     node_result = None
     if not args.no_replay:
         _say('2/4 replay through the ROS 2 node')
-        recorded = replay_through_node(scene, out / 'node_output')
+        recorded = replay_through_node(scene, out / 'node_output', truth)
         if recorded is not None:
             from persistence_ros.evaluation.runner import evaluate_bag
             node_result = evaluate_bag(scene, tracks_bag=recorded)
@@ -187,7 +192,7 @@ def main(args: argparse.Namespace) -> int:
     _say(f'3/4 core pipeline with filters: {", ".join(filters)}')
     results, runs = [], {}
     for name in filters:
-        filt = build_filter(name, truth)
+        filt = build_filter(name, truth, str(GBDT_BASELINE))
         calibration, frames = read_stereo_bag(scene, with_images=getattr(filt, 'uses_images',
                                                                          True))
         runs[name] = run_pipeline(calibration, frames, filt)

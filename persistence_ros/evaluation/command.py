@@ -14,7 +14,7 @@ from persistence_ros.evaluation.runner import (
     run_pipeline)
 from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.filters import FILTER_NAMES, GbdtFilter
-from persistence_ros.model import DEFAULT_WEIGHTS
+from persistence_ros.model import DEFAULT_WEIGHTS, GBDT_BASELINE
 
 BASELINES = ('none', 'min_hits', 'score', 'stereo', 'ground_plane')
 
@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--model', metavar='PATH',
                         help='checkpoint of the learned filter (default: the shipped weights)')
     parser.add_argument('--gbdt', metavar='NPZ',
-                        help='gbdt training set written by a previous --save-gbdt')
+                        help='gbdt training set written by a previous --save-gbdt (default: '
+                             'the shipped one, model/weights/gbdt_baseline.npz)')
     parser.add_argument('--train-bag', action='append', default=[], metavar='DIR',
                         help='training-split scene (repeatable, or a directory of scenes) to '
                              'fit the gbdt filter on now')
@@ -77,7 +78,7 @@ def scene_dirs(paths: List[str]) -> List[Path]:
 def _gbdt_path(args) -> Optional[str]:
     """Return the gbdt training-set file, fitting one on --train-bag first if asked."""
     if not args.train_bag:
-        return args.gbdt
+        return args.gbdt or (str(GBDT_BASELINE) if GBDT_BASELINE.exists() else None)
     x, y = collect_gbdt_training(scene_dirs(args.train_bag))
     path = args.save_gbdt or str(Path(args.json or 'metrics.json').with_suffix('.gbdt.npz'))
     GbdtFilter(decide_after=5).fit(x, y).save(path)

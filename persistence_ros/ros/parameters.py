@@ -17,8 +17,8 @@ from persistence_ros.model import DEFAULT_WEIGHTS
 
 RELIABILITIES = ('best_effort', 'reliable')
 DEVICES = ('auto', 'cpu', 'cuda')
-# What works without shipped weights; 'learned' needs model.path (see README).
-DEFAULT_FILTER = 'stereo'
+# The shipped learned model (persistence_ros/model/weights/cpu.safetensors); see docs/model.md.
+DEFAULT_FILTER = 'learned'
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ PARAMETERS: List[Parameter] = [
     _P('filter.max_residual_px', 2.0, 'stereo filter: mean epipolar residual gate (pixels)',
        range=(0.0, 100.0)),
     _P('filter.ground_plane', [0.0, 0.0, 0.0, 0.0],
-       'ground_plane/gbdt filters: plane [a, b, c, d] in the left optical frame (n.X + d = 0, '
-       'n up); all zero: unset'),
+       'ground_plane/gbdt/learned filters: plane [a, b, c, d] in the left optical frame '
+       '(n.X + d = 0, n up); all zero: unset'),
     _P('filter.ground_margin_m', 0.05,
        'ground_plane filter: tracks lower than this below the plane are transient',
        range=(0.0, 10.0)),
@@ -191,7 +191,7 @@ def _semantic_errors(v: Dict[str, Any]) -> List[str]:
     if filter_name == 'learned' and not v['model.path'] and not DEFAULT_WEIGHTS.exists():
         errors.append(f'filter.name is learned: no shipped weights at {DEFAULT_WEIGHTS}; set '
                       'model.path to a trained checkpoint (or choose another filter.name, '
-                      f'e.g. {DEFAULT_FILTER})')
+                      'e.g. stereo)')
     return errors
 
 

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Tuple
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from persistence_ros.bag_io import get_typestore
+from persistence_ros.detections import stamp_to_ns
 from persistence_ros.ros.env import local_dds_env
 
 NODE_EXECUTABLE = 'persistence_node'
@@ -62,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--domain-id', type=int, default=None,
                         help='ROS_DOMAIN_ID for this run (default: inherited)')
     parser.add_argument('--max-frames', type=int, default=0, help='stop after N frames (0: all)')
+    parser.add_argument('--set', action='append', default=[], metavar='NAME:=VALUE',
+                        help='override a node parameter (ros2 -p syntax, e.g. '
+                             "'filter.ground_plane:=[0.0, -1.0, 0.0, 1.5]'); repeatable")
 
 
 def default_params_file() -> Optional[Path]:
@@ -161,7 +165,7 @@ class Recorder:
             header = msg.markers[0].header
         if header is None:
             return time.time_ns()
-        return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+        return stamp_to_ns(header.stamp)
 
     def wait_tracks(self, stamp_ns: int, timeout: float) -> bool:
         """Wait until the tracks of ``stamp_ns`` (or later) were recorded."""
@@ -257,10 +261,13 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
             sec, nanosec = divmod(stamp_ns, 1_000_000_000)
             clock.publish(Clock(clock=rclpy.time.Time(seconds=sec, nanoseconds=nanosec)
                                 .to_msg()))
-            for topic, raw in msgs:
+            if k == 0:  # camera_info first, so that the node is calibrated for frame 1
+                msgs = sorted(msgs, key=lambda item: 'camera_info' not in item[0])
+            for i, (topic, raw) in enumerate(msgs):
+                if k == 0 and i > 0 and 'camera_info' in msgs[i - 1][0] \
+                        and 'camera_info' not in topic:
+                    time.sleep(0.5)
                 publishers[topic].publish(raw)
-            if k == 0:
-                time.sleep(0.3)  # let camera_info calibrate the node before frame 1
             if mode == 'fast' and not recorder.wait_tracks(stamp_ns, frame_timeout):
                 summary['timeouts'] += 1
         recorder.wait_tracks(frames[-1][0], frame_timeout)
@@ -296,8 +303,13 @@ def main(args: argparse.Namespace) -> int:
         return 1
     if args.out.exists():
         args.out.rmdir()
+    bad = [item for item in args.set if ':=' not in item]
+    if bad:
+        print(f'replay: --set needs NAME:=VALUE, got {bad}', file=sys.stderr)
+        return 2
     summary = replay(args.bag, args.out, args.mode, args.params, args.namespace,
                      args.frame_timeout, args.startup_timeout, args.max_frames,
-                     node_log=sys.stderr)
+                     node_log=sys.stderr,
+                     extra_node_args=[arg for item in args.set for arg in ('-p', item)])
     print(' '.join(f'{k}={v}' for k, v in summary.items()))
     return 0

@@ -14,8 +14,8 @@ from visualization_msgs.msg import Marker
 from persistence_ros.bag_io import read_messages
 from persistence_ros.calibration import CameraCalibration, save_calibration_yaml, \
     StereoCalibration
-from persistence_ros.detections import (Detection, detection_frame_from_msg, DetectionFrame,
-                                        stamp_to_ns)
+from persistence_ros.detections import Detection, DetectionFrame, stamp_to_ns
+from persistence_ros.evaluation.runner import read_stereo_bag
 from persistence_ros.msg import Track
 from persistence_ros.pipeline import StereoPipeline
 from persistence_ros.ros import messages, parameters
@@ -193,11 +193,9 @@ def _core_results(bag, truth):
     cal = StereoCalibration(CameraCalibration.from_dict(truth['rig']['left'], LEFT),
                             CameraCalibration.from_dict(truth['rig']['right'], RIGHT))
     pipeline = StereoPipeline(cal, pipeline_config(values), build_filter(values, 'cpu'))
-    frames = {}
-    for topic, stamp, msg in read_messages(bag, ['/stereo/left/detections',
-                                                 '/stereo/right/detections']):
-        frames.setdefault(stamp, {})[topic.split('/')[2]] = detection_frame_from_msg(msg)
-    return {stamp: pipeline.process(f['left'], f['right']) for stamp, f in sorted(frames.items())}
+    _, frames = read_stereo_bag(bag, with_images=True)  # the default (learned) filter sees crops
+    return {f.stamp_ns: pipeline.process(f.left, f.right, f.left_image, f.right_image)
+            for f in frames}
 
 
 def test_cross_process_replay_outputs(scene, tmp_path):
