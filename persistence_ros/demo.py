@@ -70,13 +70,16 @@ def replay_through_node(scene: Path, out: Path, truth: Truth) -> Optional[Path]:
         _say('replay skipped: ROS 2 (rclpy) or the replay command is not installed here')
         return None
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    command = [sys.executable, '-m', 'persistence_ros', 'replay', str(scene), '--out', str(out),
-               '--mode', 'fast']
+    command = [sys.executable, '-m', 'persistence_ros', 'replay', str(scene.resolve()),
+               '--out', str(out.resolve()), '--mode', 'fast']
     if truth.ground_plane is not None:  # the floor of the simulated scene, as a robot knows it
-        plane = ', '.join(f'{float(v):.9g}' for v in truth.ground_plane)
+        plane = ', '.join(repr(float(v)) for v in truth.ground_plane)  # doubles: '0.0'
         command += ['--set', f'filter.ground_plane:=[{plane}]']
     _say('replaying through persistence_node: ' + ' '.join(command))
-    result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=900)
+    # run from the output folder: from a source checkout, ``-m`` would import the source tree
+    # (without the generated messages) instead of the installed package
+    result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=900,
+                            cwd=str(out.resolve().parent))
     if result.returncode != 0:
         _say(f'replay failed (exit {result.returncode}); the core pipeline results follow. '
              f'Output:\n{result.stdout[-2000:]}{result.stderr[-2000:]}')
