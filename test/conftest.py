@@ -5,6 +5,8 @@ from pathlib import Path
 import sys
 import tempfile
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Set before anything imports rclpy: localhost-only discovery, a domain id of our own (so
@@ -17,3 +19,13 @@ if not _profile.is_file():
     _profile = REPO_ROOT / 'config' / 'fastdds.xml'
 os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(_profile))
 os.environ.setdefault('MUJOCO_GL', 'egl')
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (the CI machine has 2 cores; no oversubscription)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

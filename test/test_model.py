@@ -19,12 +19,7 @@ from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, 
 from persistence_ros.model.train import train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _model(name='cpu', window=6, seed=0, **tokenizer):

@@ -18,12 +18,7 @@ from persistence_ros.tracking import TrackObservation
 COL = {name: i for i, name in enumerate(GEOMETRY_FEATURES)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _obs(stamp, cx, cy, matched=True, score=0.8):
