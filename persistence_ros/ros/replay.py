@@ -18,6 +18,7 @@ from collections import defaultdict
 import importlib
 import os
 from pathlib import Path
+import signal
 import subprocess
 import sys
 import tempfile
@@ -222,8 +223,10 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
     outputs = {f'{namespace}/{name}': msgtype for name, msgtype in OUTPUTS.items()}
     outputs[DIAGNOSTICS[0]] = DIAGNOSTICS[1]
     log = node_log if node_log is not None else subprocess.DEVNULL
+    # PYTHONFAULTHANDLER: a node that hangs on shutdown dumps its threads' stacks on SIGABRT
     process = subprocess.Popen(node_command(namespace, params_file, True, extra_node_args),
-                               env=local_dds_env(), stdout=log, stderr=subprocess.STDOUT)
+                               env=dict(local_dds_env(), PYTHONFAULTHANDLER='1'), stdout=log,
+                               stderr=subprocess.STDOUT)
     context = rclpy.Context()
     rclpy.init(context=context, args=['replay'])
     summary: Dict[str, object] = {'frames': len(frames), 'mode': mode, 'timeouts': 0}
@@ -248,6 +251,9 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
                     and node.count_publishers(f'{namespace}/persistence_node/tracks') > 0)
         if not _wait(matched, startup_timeout, process):
             raise RuntimeError(f'persistence_node did not come up (exit code {process.poll()})')
+        # images are subscribed only with use_images: give their discovery a moment too
+        _wait(lambda: all(p.get_subscription_count() > 0 for t, p in publishers.items()
+                          if 'image' in t), 5.0, process)
         time.sleep(1.0)  # matched readers can still miss the first samples (DDS discovery)
         start_wall = time.monotonic()
         first_stamp = frames[0][0]
@@ -268,6 +274,8 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
                         and 'camera_info' not in topic:
                     time.sleep(0.5)
                 publishers[topic].publish(raw)
+            if k == 0:  # the bag's timing starts after the calibration pause, not before
+                start_wall = time.monotonic()
             if mode == 'fast' and not recorder.wait_tracks(stamp_ns, frame_timeout):
                 summary['timeouts'] += 1
         recorder.wait_tracks(frames[-1][0], frame_timeout)
@@ -287,8 +295,12 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
             try:
                 process.wait(timeout=15.0)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                process.send_signal(signal.SIGABRT)  # stack dump into the node log
+                try:
+                    process.wait(timeout=5.0)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
         summary['node_exit_code'] = process.returncode
     return summary
 
