@@ -14,7 +14,7 @@ their stamps.
 from collections import deque
 import dataclasses
 from pathlib import Path
-from typing import Deque, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, Hashable, Optional, Sequence, Tuple
 import warnings
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch
 from persistence_ros.features import side_geometry, SIDES
 from persistence_ros.filters import (
     FilterDecision, PersistenceFilter, PERSISTENT, StereoTrackState, TENTATIVE, TRANSIENT)
-from persistence_ros.model import DEFAULT_WEIGHTS, WEIGHTS_DIR
+from persistence_ros.model import DEFAULT_WEIGHTS
 from persistence_ros.model.checkpoint import load_model
 from persistence_ros.model.model import Decision, EarlyDecision, PersistenceModel, TrackStreamer
 _STATE_NAMES = {Decision.UNDECIDED: TENTATIVE, Decision.PERSISTENT: PERSISTENT,
@@ -199,8 +199,3 @@ def load_persistence_filter(model_path: Optional[str] = None, device: str = 'aut
     settings.update({k: v for k, v in decision.items() if v is not None})
     return LearnedFilter(model, plane=plane, decision=EarlyDecision(**settings),
                          image_size=image_size)
-
-
-def shipped_weights() -> List[Path]:
-    """Return the weight files shipped with the package."""
-    return sorted(WEIGHTS_DIR.glob('*.safetensors')) if WEIGHTS_DIR.is_dir() else []
