@@ -130,6 +130,7 @@ def _plot_attention(decided: Run, path: Path) -> bool:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     latest = {}
     for _, tracks in decided:
@@ -138,13 +139,17 @@ def _plot_attention(decided: Run, path: Path) -> bool:
                 latest[track.id] = track
     if not latest:
         return False
-    chosen = sorted(latest.values(), key=lambda t: -len(t.attention))[:4]
+    # up to two tracks of each decision, the longest attention first
+    ranked = sorted(latest.values(), key=lambda t: (-len(t.attention), t.id))
+    chosen = [t for t in ranked if t.state == 'persistent'][:2]
+    chosen += [t for t in ranked if t.state != 'persistent'][:4 - len(chosen)]
     fig, axes = plt.subplots(len(chosen), 1, figsize=(9, 2.0 * len(chosen)), squeeze=False)
     for ax, track in zip(axes[:, 0], chosen):
         ax.bar(np.arange(len(track.attention)), track.attention,
                color=STATE_COLOURS[track.state])
         ax.set_title(f'track {track.id}: {track.state}, p={track.probability:.2f}', fontsize=9)
         ax.set_ylabel('attention')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1, 0].set_xlabel('frame in the model window (oldest left)')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
