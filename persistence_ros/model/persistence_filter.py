@@ -28,6 +28,7 @@ from persistence_ros.model.checkpoint import load_model
 from persistence_ros.model.model import Decision, EarlyDecision, PersistenceModel, TrackStreamer
 _STATE_NAMES = {Decision.UNDECIDED: TENTATIVE, Decision.PERSISTENT: PERSISTENT,
                 Decision.TRANSIENT: TRANSIENT}
+_DECISIONS = {name: decision for decision, name in _STATE_NAMES.items()}
 _NEVER = EarlyDecision(hi=1.0, lo=0.0, min_frames=2 ** 62)  # the streamer only scores
 
 
@@ -90,13 +91,17 @@ class LearnedFilter(PersistenceFilter):
             decided = st.id in self._latched and not self.decision.recheck
             for side in SIDES:
                 key = (st.id, side)
-                rows = side_geometry(st, side, self.image_size, self.plane,
-                                     after_ns=self._last_stamp.get(key))
-                if not rows.observations:
+                last = self._last_stamp.get(key)
+                if decided:  # count the skipped frames; no features, no model
+                    history = st.left if side == 'left' else st.right
+                    new = [o.stamp_ns for o in history
+                           if o.matched and (last is None or o.stamp_ns > last)]
+                    if new:
+                        self.stats.frames_skipped_decided += len(new)
+                        self._last_stamp[key] = new[-1]
                     continue
-                if decided:
-                    self.stats.frames_skipped_decided += len(rows.observations)
-                    self._last_stamp[key] = rows.observations[-1].stamp_ns
+                rows = side_geometry(st, side, self.image_size, self.plane, after_ns=last)
+                if not rows.observations:
                     continue
                 keep = [i for i, o in enumerate(rows.observations) if o.crop is not None]
                 self.stats.frames_without_crop += len(rows.observations) - len(keep)
@@ -107,22 +112,19 @@ class LearnedFilter(PersistenceFilter):
                 self._last_stamp[key] = rows.observations[-1].stamp_ns
         return pending
 
-    def _stream(self, pending) -> Dict[Hashable, float]:
+    def _stream(self, pending) -> None:
         """Feed pending frames in order, one batched model step per frame index."""
-        latest: Dict[Hashable, float] = {}
         depth = max((len(v[2]) for v in pending.values()), default=0)
         for k in range(depth):
             keys = [key for key, v in pending.items() if k < len(v[2])]
             crops = np.stack([pending[key][0][k] for key in keys])
             geometry = np.stack([pending[key][1][k] for key in keys])
-            results = self._streamer.update(keys, crops, geometry)
+            self._streamer.update(keys, crops, geometry)
             self.stats.model_calls += 1
             self.stats.frames_encoded += len(keys)
             for key in keys:
-                latest[key] = results[key].probability
                 self._stamps.setdefault(key, deque(maxlen=self.window)).append(
                     pending[key][2][k])
-        return latest
 
     def _attention(self, track_id: int):
         for side in SIDES:
@@ -142,8 +144,8 @@ class LearnedFilter(PersistenceFilter):
             raise RuntimeError('learned filter: image size unknown (call set_calibration or '
                                'pass image_size)')
         live = {st.id for st in tracks}
-        gone = [key for key in self._streamer.tracks if key[0] not in live]
-        gone += [key for key in self._last_stamp if key[0] not in live]
+        # every side the streamer or the attention stamps know has a _last_stamp entry
+        gone = [key for key in self._last_stamp if key[0] not in live]
         self._streamer.drop(gone)
         for key in gone:
             self._last_stamp.pop(key, None)
@@ -164,8 +166,7 @@ class LearnedFilter(PersistenceFilter):
                 out[st.id] = FilterDecision(0.5, TENTATIVE)
                 continue
             p = float(np.mean(probs))
-            previous = {PERSISTENT: Decision.PERSISTENT, TRANSIENT: Decision.TRANSIENT}.get(
-                latched.state if latched else TENTATIVE, Decision.UNDECIDED)
+            previous = _DECISIONS[latched.state] if latched else Decision.UNDECIDED
             decision = self.decision.decide(p, int(st.frames_observed), previous)
             attention, stamps = self._attention(st.id)
             result = FilterDecision(p, _STATE_NAMES[decision], attention, stamps)
