@@ -135,8 +135,13 @@ def track_labels(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[int,
 
     A track is real when more than half of the detections it used are real objects.
     """
+    return labels_from_kind_counts(track_kind_counts(run, truth))
+
+
+def labels_from_kind_counts(kinds: Dict[int, Counter]) -> Dict[int, Optional[bool]]:
+    """Return the ``track_labels`` of already counted kinds (``track_kind_counts``)."""
     labels: Dict[int, Optional[bool]] = {}
-    for tid, counter in track_kind_counts(run, truth).items():
+    for tid, counter in kinds.items():
         total = sum(counter.values())
         labels[tid] = None if total == 0 else counter['object'] * 2 > total
     return labels

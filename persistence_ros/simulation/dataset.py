@@ -8,7 +8,8 @@ from typing import Dict, Iterable, List, Sequence
 import numpy as np
 
 from persistence_ros.evaluation.runner import read_stereo_bag, run_pipeline
-from persistence_ros.evaluation.scoring import track_kind_counts, track_labels, Truth
+from persistence_ros.evaluation.scoring import (labels_from_kind_counts, track_kind_counts,
+                                                Truth)
 from persistence_ros.features import GEOMETRY_FEATURES, side_geometry, SIDES
 from persistence_ros.filters import NoFilter, StereoTrackState
 from persistence_ros.pipeline import PipelineConfig
@@ -74,8 +75,8 @@ def scene_arrays(scene_dir, crop_size: int = 64, context: float = 0.25) -> Dict[
     run = run_pipeline(calibration, frames, NoFilter(),
                        PipelineConfig(crop_size=crop_size, crop_context=context),
                        on_states=_record_states(records))
-    labels = track_labels(run, truth)
     kinds = track_kind_counts(run, truth)
+    labels = labels_from_kind_counts(kinds)
     image_size = (calibration.left.width, calibration.left.height)
     crops, geometry, frame_label, frame_stamp, frame_detection = [], [], [], [], []
     offsets, track_label, track_kind, track_camera, track_id = [0], [], [], [], []
