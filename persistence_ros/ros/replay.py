@@ -207,6 +207,8 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
 
+    from persistence_ros.ros.conversions import ns_to_stamp
+
     if not os.environ.get('AMENT_PREFIX_PATH') and (
             Path(sys.prefix) / 'share' / 'ament_index').is_dir():
         # The package is installed into this prefix (the venv); ament_index_python raises
@@ -264,15 +266,15 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
                 delay = (stamp_ns - first_stamp) / 1e9 - (time.monotonic() - start_wall)
                 if delay > 0:
                     time.sleep(delay)
-            sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-            clock.publish(Clock(clock=rclpy.time.Time(seconds=sec, nanoseconds=nanosec)
-                                .to_msg()))
+            clock.publish(Clock(clock=ns_to_stamp(stamp_ns)))
             if k == 0:  # camera_info first, so that the node is calibrated for frame 1
-                msgs = sorted(msgs, key=lambda item: 'camera_info' not in item[0])
-            for i, (topic, raw) in enumerate(msgs):
-                if k == 0 and i > 0 and 'camera_info' in msgs[i - 1][0] \
-                        and 'camera_info' not in topic:
+                infos = [item for item in msgs if 'camera_info' in item[0]]
+                for topic, raw in infos:
+                    publishers[topic].publish(raw)
+                if infos:
                     time.sleep(0.5)
+                msgs = [item for item in msgs if 'camera_info' not in item[0]]
+            for topic, raw in msgs:
                 publishers[topic].publish(raw)
             if k == 0:  # the bag's timing starts after the calibration pause, not before
                 start_wall = time.monotonic()
