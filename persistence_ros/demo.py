@@ -25,9 +25,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from persistence_ros import __version__
-from persistence_ros.evaluation.command import summary_table
-from persistence_ros.evaluation.runner import (build_filter, read_stereo_bag, Run,
-                                               run_pipeline)
+from persistence_ros.evaluation.command import run_filters, summary_table
+from persistence_ros.evaluation.runner import read_stereo_bag, Run
 from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.filters import FILTER_NAMES
 from persistence_ros.model import DEFAULT_WEIGHTS, GBDT_BASELINE
@@ -198,13 +197,8 @@ def main(args: argparse.Namespace) -> int:
             node_result = evaluate_bag(scene, tracks_bag=recorded)
     filters = available_filters()
     _say(f'3/4 core pipeline with filters: {", ".join(filters)}')
-    results, runs = [], {}
-    for name in filters:
-        filt = build_filter(name, truth, str(GBDT_BASELINE))
-        calibration, frames = read_stereo_bag(scene, with_images=getattr(filt, 'uses_images',
-                                                                         True))
-        runs[name] = run_pipeline(calibration, frames, filt)
-        results.append(score_run(runs[name], truth, name, __version__))
+    runs = run_filters(scene, truth, filters, str(GBDT_BASELINE))
+    results = [score_run(run, truth, name, __version__) for name, run in runs.items()]
     if node_result is not None:
         results.append(node_result)
     (out / 'metrics.json').write_text(json.dumps({'results': results}, indent=1) + '\n')

@@ -10,7 +10,7 @@ import numpy as np
 
 from persistence_ros import __version__
 from persistence_ros.evaluation.runner import (
-    build_filter, collect_gbdt_training, evaluate_bag, needs_images, read_stereo_bag,
+    build_filter, collect_gbdt_training, evaluate_bag, needs_images, read_stereo_bag, Run,
     run_pipeline)
 from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.filters import FILTER_NAMES, GbdtFilter
@@ -91,19 +91,24 @@ def _filter_kwargs(name: str, model_path: Optional[str]) -> Dict:
     return {'model_path': model_path} if name == 'learned' else {}
 
 
+def run_filters(scene: Path, truth: Truth, filters: List[str],
+                gbdt_path: Optional[str] = None, model_path: Optional[str] = None
+                ) -> Dict[str, Run]:
+    """Run the core pipeline with every filter on one scene; the bag is read once."""
+    built = {name: build_filter(name, truth, gbdt_path, **_filter_kwargs(name, model_path))
+             for name in filters}
+    with_images = any(needs_images(f) for f in built.values())
+    calibration, frames = read_stereo_bag(scene, with_images=with_images)
+    return {name: run_pipeline(calibration, frames, filt) for name, filt in built.items()}
+
+
 def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = None,
             model_path: Optional[str] = None) -> List[dict]:
     """Return the metrics of every filter on every scene (bags are read once)."""
     results = []
     for scene in scenes:
         truth = Truth.load(scene / 'truth.json')
-        built = {name: build_filter(name, truth, gbdt_path,
-                                    **_filter_kwargs(name, model_path))
-                 for name in filters}
-        with_images = any(needs_images(f) for f in built.values())
-        calibration, frames = read_stereo_bag(scene, with_images=with_images)
-        for name, filt in built.items():
-            run = run_pipeline(calibration, frames, filt)
+        for name, run in run_filters(scene, truth, filters, gbdt_path, model_path).items():
             result = score_run(run, truth, name, __version__)
             result['run']['bag'] = str(scene)
             results.append(result)
