@@ -53,6 +53,7 @@ NODE_NAME = 'persistence_node'
 INPUTS = ('left/detections', 'right/detections', 'left/image_raw', 'right/image_raw')
 # A stamp more than this far behind the last one starts a new sequence (bag played in a loop).
 TIME_JUMP_RESET_NS = 1_000_000_000
+SPIN_TIMEOUT_S = 0.5
 
 
 def _qos(reliability: str, depth: int) -> QoSProfile:
@@ -538,7 +539,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal('activate failed')
                 return 1
-        executor.spin()
+        # Bounded waits instead of executor.spin(): a replay under load once caught the node
+        # still waiting for callbacks 15 s after SIGTERM (a missed wake-up); with a timeout
+        # the loop re-checks the context twice a second.
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
