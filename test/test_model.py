@@ -22,12 +22,15 @@ from persistence_ros.model.train import train
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
-def _model(name='cpu', window=6, seed=0, **tokenizer):
+def _model(name='cpu', window=6, seed=0, **settings):
+    """Return a model; ``settings`` are tokenizer or classifier config fields."""
     torch.manual_seed(seed)
     config = load_config(name)
     config.classifier.window = window
-    for key, value in tokenizer.items():
-        setattr(config.tokenizer, key, value)
+    for key, value in settings.items():
+        part = config.tokenizer if hasattr(config.tokenizer, key) else config.classifier
+        assert hasattr(part, key), key
+        setattr(part, key, value)
     model = PersistenceModel(config).eval()
     # Non-trivial normalisation and distance biases so the tests exercise them.
     model.set_geometry_normalization(np.linspace(-1, 1, 11), np.linspace(0.5, 2, 11))
@@ -43,7 +46,9 @@ def _inputs(b=3, t=14, seed=0):
 
 
 @pytest.mark.parametrize('name,kw', [('cpu', {}), ('cpu', {'quantizer': 'lfq'}),
-                                     ('cpu', {'res_blocks': 1})])
+                                     ('cpu', {'res_blocks': 1}),
+                                     ('cpu', {'fusion': 'cross_attention'}),
+                                     ('cpu', {'temporal': 'gru', 'kernel_t': 1})])
 def test_streaming_equals_full_encode(name, kw):
     model = _model(name, window=6, **kw)
     crops, geom = _inputs(t=14)
@@ -57,6 +62,10 @@ def test_streaming_equals_full_encode(name, kw):
         assert (z - z_full[:, t]).abs().max() < 1e-5
         p, attn, state = model.step(crops[:, t], geom[:, t], state)
         probs.append(p)
+        if model.config.classifier.temporal == 'gru':  # no attention at all
+            assert attn.shape == (3, 0) and full['attention'].shape == (3, 14, 0)
+            sizes.add(state.nbytes())
+            continue
         # window is 6 < T: the streamed attention equals the full row over the window.
         lo = max(0, t - 5)
         ref = full['attention'][:, t, lo:t + 1]
@@ -65,6 +74,36 @@ def test_streaming_equals_full_encode(name, kw):
         sizes.add(state.nbytes())
     assert (torch.stack(probs, 1) - full['prob']).abs().max() < 1e-5
     assert len(sizes) == 1, 'the stream state must not grow with the track length'
+
+
+@pytest.mark.parametrize('kw', [{}, {'res_blocks': 1}, {'fusion': 'cross_attention'},
+                                {'temporal': 'gru', 'kernel_t': 1}])
+def test_extend_in_chunks_equals_full_forward_and_steps(kw):
+    model = _model('cpu', window=6, **kw)
+    crops, geom = _inputs(t=20)
+    with torch.no_grad():
+        full = model(crops, geom)
+    state, probs, start = None, [], 0
+    for size in (1, 4, 9, 1, 5):  # 9 > window: a backlog longer than the attention window
+        p, attn, state = model.extend(crops[:, start:start + size], geom[:, start:start + size],
+                                      state)
+        assert p.shape == (3, size)
+        probs.append(p)
+        start += size
+    assert (torch.cat(probs, 1) - full['prob']).abs().max() < 1e-5
+    stepped = None
+    for t in range(20):
+        _, step_attn, stepped = model.step(crops[:, t], geom[:, t], stepped)
+    assert torch.allclose(attn, step_attn, atol=1e-5)
+    assert int(state.t[0]) == 20 and state.nbytes() == stepped.nbytes()
+    for a, b in zip(_leaves(state.kv), _leaves(stepped.kv)):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+def _leaves(tree):
+    if isinstance(tree, (list, tuple)):
+        return [leaf for item in tree for leaf in _leaves(item)]
+    return [tree]
 
 
 def test_causal_mask_and_attention_rows():
@@ -202,6 +241,23 @@ def test_checkpoint_rejects_pickle_and_mismatch(tmp_path):
         load_model(path)
     with pytest.raises(CheckpointError, match='not found'):
         load_model(tmp_path / 'missing.safetensors')
+
+
+def test_cross_attention_fusion_uses_both_streams():
+    model = _model(fusion='cross_attention')
+    crops, geom = _inputs(t=8)
+    with torch.no_grad():
+        base = model(crops, geom)['logits']
+        moved = model(crops, geom + 1.0)['logits']
+        swapped = model(crops.flip(0), geom)['logits']
+        flipped = model(crops.flip(0), geom.flip(0))['logits']
+    assert (base - moved).abs().max() > 1e-4, 'geometry must change the output'
+    assert (base - swapped).abs().max() > 1e-4, 'the crops must change the output'
+    assert (base - flipped.flip(0)).abs().max() < 1e-5, 'tracks must not mix in a batch'
+    with pytest.raises(ValueError, match='cross_attention needs'):
+        _model(fusion='cross_attention', use_geometry=False)
+    with pytest.raises(ValueError, match='classifier.fusion must be'):
+        _model(fusion='sum')
 
 
 def test_config_rejects_unknown_keys():

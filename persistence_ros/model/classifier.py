@@ -54,28 +54,34 @@ class WindowedSelfAttention(nn.Module):
         out = (weights @ v).transpose(1, 2).reshape(b, t, c)
         return self.proj(out), weights.mean(dim=1)
 
-    def step(self, x: torch.Tensor, cache: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-             ) -> Tuple[torch.Tensor, torch.Tensor, Tuple]:
+    def extend(self, x: torch.Tensor, cache: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+               ) -> Tuple[torch.Tensor, torch.Tensor, Tuple]:
         """
-        Attend for one frame ``[B, C]`` with a cache (keys, values, valid) of W-1 slots.
+        Attend for the next T frames ``[B, T, C]`` with a cache (keys, values, valid) of W-1 slots.
 
-        Returns the output ``[B, C]``, weights ``[B, W]`` (oldest slot first, the newest frame
-        last, zeros on empty slots) and the new cache (same size).
+        Returns the outputs ``[B, T, C]`` (equal to ``forward`` over the whole track), the last
+        frame's weights ``[B, W]`` (oldest slot first, that frame last, zeros on empty slots)
+        and the new cache (same size).
         """
-        b, c = x.shape
-        q, k, v = self._split(x.unsqueeze(1))
+        b, t, c = x.shape
+        w = self.window
+        q, k, v = self._split(x)
         keys_c, values_c, valid_c = cache
         keys = torch.cat([keys_c, k], dim=2)
         values = torch.cat([values_c, v], dim=2)
-        valid = torch.cat([valid_c, valid_c.new_ones(b, 1)], dim=1)
+        valid = torch.cat([valid_c, valid_c.new_ones(b, t)], dim=1)
         scores = (q @ keys.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        dist = torch.arange(self.window - 1, -1, -1, device=x.device)
-        scores = scores + self.distance_bias[:, dist].unsqueeze(0).unsqueeze(2).to(scores.dtype)
-        scores = scores.masked_fill(~valid[:, None, None, :], float('-inf'))
+        # query i sits at position w-1+i of the w-1+t keys
+        dist = (torch.arange(t, device=x.device)[:, None] + (w - 1)
+                - torch.arange(w - 1 + t, device=x.device)[None, :])
+        allowed = (dist >= 0) & (dist < w) & valid[:, None, :]
+        scores = scores + self.distance_bias[:, dist.clamp(0, w - 1)].unsqueeze(0).to(scores.dtype)
+        scores = scores.masked_fill(~allowed[:, None], float('-inf'))
         weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
-        out = (weights @ values).transpose(1, 2).reshape(b, c)
-        new_cache = (keys[:, :, 1:], values[:, :, 1:], valid[:, 1:])
-        return self.proj(out), weights.mean(dim=1)[:, 0], new_cache
+        out = (weights @ values).transpose(1, 2).reshape(b, t, c)
+        keep = keys.shape[2] - (w - 1)
+        new_cache = (keys[:, :, keep:], values[:, :, keep:], valid[:, keep:])
+        return self.proj(out), weights.mean(dim=1)[:, -1, -w:], new_cache
 
     def init_cache(self, batch: int, device, dtype) -> Tuple:
         """Return an empty cache (W-1 invalid slots) for ``batch`` tracks."""
@@ -103,48 +109,109 @@ class Block(nn.Module):
         x = x + self.drop(h)
         return x + self.drop(self.mlp(self.ln2(x))), weights
 
-    def step(self, x, cache):
-        """Apply the block to one frame ``[B, C]``."""
-        h, weights, cache = self.attn.step(self.ln1(x), cache)
+    def extend(self, x, cache):
+        """Apply the block to the next frames ``[B, T, C]`` of tracks with an attention cache."""
+        h, weights, cache = self.attn.extend(self.ln1(x), cache)
         x = x + self.drop(h)
         return x + self.drop(self.mlp(self.ln2(x))), weights, cache
 
 
+class CrossAttentionFusion(nn.Module):
+    """
+    Fuse one frame's streams: geometry-conditioned queries attend over the latent's grid cells.
+
+    The geometry (and age) row is embedded to ``g``; ``Q`` learned queries, each shifted by
+    ``g``, attend over the ``S`` cells of the frame's visual latent (``[D, h, w]`` flattened
+    channel-major, as ``PersistenceModel`` pools it), with a learned embedding per cell
+    position. Token = ``g + Linear(the Q attended vectors)``. Per frame, so it keeps the
+    classifier causal and streams unchanged.
+    """
+
+    def __init__(self, latent_dim: int, cells: int, geometry_dim: int, width: int, heads: int,
+                 queries: int):
+        super().__init__()
+        self.latent_dim, self.cells = latent_dim, cells
+        self.cell_norm = nn.LayerNorm(latent_dim)
+        self.cell_embed = nn.Linear(latent_dim, width)
+        self.cell_position = nn.Parameter(0.02 * torch.randn(cells, width))
+        self.geometry_embed = nn.Linear(geometry_dim, width)
+        self.queries = nn.Parameter(0.02 * torch.randn(queries, width))
+        self.query_norm = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.out = nn.Linear(queries * width, width)
+
+    def forward(self, visual: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+        """Return tokens ``[..., width]`` of visual ``[..., D*S]`` and geometry ``[..., G]``."""
+        lead = visual.shape[:-1]
+        cells = visual.reshape(-1, self.latent_dim, self.cells).transpose(1, 2)
+        kv = self.cell_embed(self.cell_norm(cells)) + self.cell_position
+        g = self.geometry_embed(geometry.reshape(-1, geometry.shape[-1]))
+        q = self.query_norm(self.queries.unsqueeze(0) + g.unsqueeze(1))
+        fused, _ = self.attn(q, kv, kv, need_weights=False)
+        return (g + self.out(fused.flatten(1))).reshape(*lead, -1)
+
+
+FUSIONS = ('concat', 'cross_attention')
+TEMPORAL = ('transformer', 'gru')
+
+
 class PersistenceClassifier(nn.Module):
     """
-    Per-frame tokens = Linear([visual features, normalised geometry, age]) -> blocks -> logit.
+    Per-frame tokens (visual features fused with normalised geometry and age) -> blocks -> logit.
 
+    Fusion ``concat``: token = Linear([visual, geometry, age]); ``cross_attention``:
+    ``CrossAttentionFusion`` (needs both streams and the un-pooled latent grid, ``cells`` > 1).
+    ``temporal: gru`` replaces the transformer by a GRU (the ablation baseline): no attention,
+    the attention outputs have a window of 0.
     Geometry normalisation (mean/std per column, from the training set) lives in buffers so it
     is saved with the weights.
     """
 
-    def __init__(self, config: ModelConfig, visual_dim: int):
+    def __init__(self, config: ModelConfig, visual_dim: int, cells: int = 1):
         super().__init__()
         cc = config.classifier
         self.config = cc
         self.geometry_dim = len(cc.geometry_features)
         self.visual_dim = visual_dim
-        in_dim = 1 + (visual_dim if cc.use_visual else 0) + (
-            self.geometry_dim if cc.use_geometry else 0)
+        if cc.fusion not in FUSIONS:
+            raise ValueError(f'classifier.fusion must be one of {FUSIONS}, got {cc.fusion!r}')
+        if cc.temporal not in TEMPORAL:
+            raise ValueError(f'classifier.temporal must be one of {TEMPORAL}, '
+                             f'got {cc.temporal!r}')
         self.register_buffer('geometry_mean', torch.zeros(self.geometry_dim))
         self.register_buffer('geometry_std', torch.ones(self.geometry_dim))
-        self.visual_norm = nn.LayerNorm(visual_dim) if cc.use_visual else None
-        self.embed = nn.Linear(in_dim, cc.width)
+        self.fusion = None
+        if cc.fusion == 'cross_attention':
+            if not (cc.use_visual and cc.use_geometry) or cells < 2:
+                raise ValueError('classifier.fusion: cross_attention needs use_visual and '
+                                 'use_geometry true and pool: flatten (a grid of cells)')
+            self.fusion = CrossAttentionFusion(visual_dim // cells, cells, self.geometry_dim + 1,
+                                               cc.width, cc.heads, cc.fusion_queries)
+        in_dim = 1 + (visual_dim if cc.use_visual else 0) + (
+            self.geometry_dim if cc.use_geometry else 0)
+        self.visual_norm = (nn.LayerNorm(visual_dim)
+                            if cc.use_visual and self.fusion is None else None)
+        self.embed = nn.Linear(in_dim, cc.width) if self.fusion is None else None
+        self.gru = (nn.GRU(cc.width, cc.width, num_layers=cc.layers, batch_first=True)
+                    if cc.temporal == 'gru' else None)
         self.blocks = nn.ModuleList([
             Block(cc.width, cc.heads, cc.window, cc.mlp_ratio, cc.dropout)
-            for _ in range(cc.layers)])
+            for _ in range(cc.layers if self.gru is None else 0)])
         self.ln = nn.LayerNorm(cc.width)
         self.head = nn.Linear(cc.width, 1)
 
     def _tokens(self, visual, geometry, age):
+        dtype = self.head.weight.dtype
+        g = (geometry.to(self.geometry_mean.dtype) - self.geometry_mean) / self.geometry_std
+        a = (age.clamp(max=self.config.age_max).to(dtype) / self.config.age_max).unsqueeze(-1)
+        if self.fusion is not None:
+            return self.fusion(visual, torch.cat([g.to(dtype), a], dim=-1))
         parts = []
         if self.config.use_visual:
             parts.append(self.visual_norm(visual))
         if self.config.use_geometry:
-            g = (geometry.to(self.geometry_mean.dtype) - self.geometry_mean) / self.geometry_std
-            parts.append(g.to(self.embed.weight.dtype))
-        a = age.clamp(max=self.config.age_max).to(self.embed.weight.dtype)
-        parts.append((a / self.config.age_max).unsqueeze(-1))
+            parts.append(g.to(dtype))
+        parts.append(a)
         return self.embed(torch.cat(parts, dim=-1))
 
     def forward(self, visual: torch.Tensor, geometry: torch.Tensor,
@@ -161,27 +228,37 @@ class PersistenceClassifier(nn.Module):
         if t0 is not None:
             age = age + t0.to(geometry.device).view(b, 1)
         x = self._tokens(visual, geometry, age)
-        weights = None
+        if self.gru is not None:
+            x, _ = self.gru(x)
+            weights = x.new_zeros(b, t, 0)
         for block in self.blocks:
             x, weights = block(x)
         return {'logits': self.head(self.ln(x)).squeeze(-1), 'attention': weights}
 
     def init_cache(self, batch: int, device, dtype=torch.float32) -> List[Tuple]:
-        """Return empty key/value caches for ``batch`` new tracks."""
+        """Return empty key/value caches (GRU: hidden states) for ``batch`` new tracks."""
+        if self.gru is not None:
+            shape = (batch, self.gru.num_layers, self.gru.hidden_size)
+            return [torch.zeros(shape, device=device, dtype=dtype)]
         return [blk.attn.init_cache(batch, device, dtype) for blk in self.blocks]
 
-    def step(self, visual: torch.Tensor, geometry: torch.Tensor, age: torch.Tensor,
-             cache: List[Tuple]) -> Tuple[torch.Tensor, torch.Tensor, List[Tuple]]:
+    def extend(self, visual: torch.Tensor, geometry: torch.Tensor, age: torch.Tensor,
+               cache: List) -> Tuple[torch.Tensor, torch.Tensor, List]:
         """
-        Classify one new frame per track (``[B, V]``, ``[B, G]``, ``age [B]``).
+        Classify the next T frames of tracks (``[B, T, V]``, ``[B, T, G]``, ``age [B, T]``).
 
-        Returns logits ``[B]``, attention ``[B, W]`` over the window (newest last) and the cache.
+        Returns logits ``[B, T]``, the last frame's attention ``[B, W]`` over the window (newest
+        last; ``[B, 0]`` for the GRU) and the new cache.
         """
         x = self._tokens(visual, geometry, age)
+        if self.gru is not None:  # hidden states are kept track-first, GRU wants layer-first
+            x, hidden = self.gru(x, cache[0].transpose(0, 1).contiguous())
+            return (self.head(self.ln(x)).squeeze(-1), x.new_zeros(x.shape[0], 0),
+                    [hidden.transpose(0, 1)])
         new_cache = []
         weights = None
         for block, c in zip(self.blocks, cache):
-            x, weights, c = block.step(x, c)
+            x, weights, c = block.extend(x, c)
             new_cache.append(c)
         return self.head(self.ln(x)).squeeze(-1), weights, new_cache
 

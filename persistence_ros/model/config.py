@@ -40,6 +40,9 @@ class ClassifierConfig:
     pool: str = 'flatten'
     use_visual: bool = True
     use_geometry: bool = True
+    fusion: str = 'concat'
+    temporal: str = 'transformer'
+    fusion_queries: int = 4
     geometry_features: List[str] = field(default_factory=lambda: list(GEOMETRY_FEATURES))
     age_max: int = 64
     dropout: float = 0.1

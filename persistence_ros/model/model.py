@@ -81,12 +81,12 @@ class PersistenceModel(nn.Module):
         if cc.features not in ('latent', 'codes'):
             raise ValueError(f'classifier.features must be latent or codes, got {cc.features!r}')
         if cc.pool == 'flatten':
-            visual_dim = self.tokenizer.latent_dim * self.tokenizer.grid ** 2
+            cells = self.tokenizer.grid ** 2
         elif cc.pool == 'mean':
-            visual_dim = self.tokenizer.latent_dim
+            cells = 1
         else:
             raise ValueError(f'classifier.pool must be flatten or mean, got {cc.pool!r}')
-        self.classifier = PersistenceClassifier(config, visual_dim)
+        self.classifier = PersistenceClassifier(config, self.tokenizer.latent_dim * cells, cells)
 
     def _pool(self, z: torch.Tensor) -> torch.Tensor:
         if self.config.classifier.pool == 'mean':
@@ -153,6 +153,25 @@ class PersistenceModel(nn.Module):
                            torch.zeros(batch, dtype=torch.long, device=device))
 
     @torch.no_grad()
+    def extend(self, crops: torch.Tensor, geometry: torch.Tensor,
+               state: Optional[StreamState] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor, StreamState]:
+        """
+        Process the next T frames of B tracks in one call (a late track's backlog).
+
+        crops ``[B, T, 3, H, W]``, geometry ``[B, T, G]``; returns p(persistent) ``[B, T]``,
+        the last frame's attention ``[B, W]`` and the new state: the same as T calls of
+        ``step``, at the cost of one clip forward.
+        """
+        b, t = crops.shape[:2]
+        if state is None:
+            state = self.init_state(b, crops.device)
+        z, conv = self.tokenizer.extend(crops, state.conv)
+        age = state.t.unsqueeze(1) + torch.arange(t, device=state.t.device)
+        logits, attention, kv = self.classifier.extend(self._visual(z), geometry, age, state.kv)
+        return torch.sigmoid(logits.float()), attention, StreamState(conv, kv, state.t + t)
+
+    @torch.no_grad()
     def step(self, crops: torch.Tensor, geometry: torch.Tensor,
              state: Optional[StreamState] = None
              ) -> Tuple[torch.Tensor, torch.Tensor, StreamState]:
@@ -163,12 +182,8 @@ class PersistenceModel(nn.Module):
         ``[B, W]`` over the window (oldest first, this frame last; empty slots are 0) and the
         new state. Cost per call is constant in the track length.
         """
-        if state is None:
-            state = self.init_state(crops.shape[0], crops.device)
-        z, conv = self.tokenizer.step(crops, state.conv)
-        visual = self._visual(z)
-        logits, attention, kv = self.classifier.step(visual, geometry, state.t, state.kv)
-        return torch.sigmoid(logits.float()), attention, StreamState(conv, kv, state.t + 1)
+        prob, attention, state = self.extend(crops.unsqueeze(1), geometry.unsqueeze(1), state)
+        return prob[:, 0], attention, state
 
 
 class Decision(enum.IntEnum):
@@ -248,8 +263,21 @@ class TrackStreamer:
         Returns the result for every listed track (``updated`` False for skipped tracks).
         """
         crops = torch.as_tensor(np.asarray(crops) if not torch.is_tensor(crops) else crops)
-        if crops.ndim == 4 and crops.shape[-1] == 3 and crops.shape[1] != 3:
-            crops = crops.permute(0, 3, 1, 2)
+        geometry = torch.as_tensor(np.asarray(geometry, dtype=np.float32)
+                                   if not torch.is_tensor(geometry) else geometry)
+        return self.extend(track_ids, crops.unsqueeze(1), geometry.unsqueeze(1))
+
+    def extend(self, track_ids: Sequence[Hashable], crops, geometry
+               ) -> Dict[Hashable, TrackResult]:
+        """
+        Feed the next T frames of each listed track in one call (``PersistenceModel.extend``).
+
+        crops ``[N, T, H, W, 3]`` uint8 or ``[N, T, 3, H, W]``, geometry ``[N, T, G]``. The
+        decision rule sees every frame's p in order, as T calls of ``update`` would.
+        """
+        crops = torch.as_tensor(np.asarray(crops) if not torch.is_tensor(crops) else crops)
+        if crops.ndim == 5 and crops.shape[-1] == 3 and crops.shape[2] != 3:
+            crops = crops.permute(0, 1, 4, 2, 3)
         geometry = torch.as_tensor(np.asarray(geometry, dtype=np.float32)
                                    if not torch.is_tensor(geometry) else geometry)
         results = {}
@@ -274,9 +302,9 @@ class TrackStreamer:
                 k += 1
         state = StreamState.cat(states) if len(states) > 1 else states[0]
         idx = torch.as_tensor(run, dtype=torch.long)
-        prob, attn, state = self.model.step(crops.index_select(0, idx).to(self.device),
-                                            geometry.index_select(0, idx).to(self.device),
-                                            state)
+        prob, attn, state = self.model.extend(crops.index_select(0, idx).to(self.device),
+                                              geometry.index_select(0, idx).to(self.device),
+                                              state)
         prob = prob.cpu().numpy()
         attn = attn.cpu().numpy()
         frames = state.t.cpu().numpy()
@@ -284,10 +312,12 @@ class TrackStreamer:
         for j, i in enumerate(run):
             tid = track_ids[i]
             self._state[tid] = state.select([j]) if len(run) > 1 else state
-            previous = self._last[tid].decision if tid in self._last else Decision.UNDECIDED
+            dec = self._last[tid].decision if tid in self._last else Decision.UNDECIDED
             n = int(frames[j])
-            dec = self.decision.decide(float(prob[j]), n, previous)
-            res = TrackResult(float(prob[j]), dec, n, attn[j, window - min(n, window):], True)
+            for back, p in zip(range(prob.shape[1] - 1, -1, -1), prob[j]):
+                dec = self.decision.decide(float(p), n - back, dec)
+            res = TrackResult(float(prob[j, -1]), dec, n, attn[j, window - min(n, window):],
+                              True)
             self._last[tid] = res
             results[tid] = res
         return results

@@ -113,18 +113,24 @@ class LearnedFilter(PersistenceFilter):
         return pending
 
     def _stream(self, pending) -> None:
-        """Feed pending frames in order, one batched model step per frame index."""
-        depth = max((len(v[2]) for v in pending.values()), default=0)
-        for k in range(depth):
-            keys = [key for key, v in pending.items() if k < len(v[2])]
-            crops = np.stack([pending[key][0][k] for key in keys])
-            geometry = np.stack([pending[key][1][k] for key in keys])
-            self._streamer.update(keys, crops, geometry)
+        """
+        Feed pending frames: one batched ``TrackStreamer.extend`` per backlog length.
+
+        Usually every track has one new frame (one call); a pair that formed late brings its
+        back-filled history, which goes through the model as one clip instead of one step
+        per past frame.
+        """
+        by_length: Dict[int, list] = {}
+        for key, (_, _, stamps) in pending.items():
+            by_length.setdefault(len(stamps), []).append(key)
+        for length, keys in sorted(by_length.items()):
+            crops = np.stack([np.stack(pending[key][0]) for key in keys])
+            geometry = np.stack([pending[key][1] for key in keys])
+            self._streamer.extend(keys, crops, geometry)
             self.stats.model_calls += 1
-            self.stats.frames_encoded += len(keys)
+            self.stats.frames_encoded += length * len(keys)
             for key in keys:
-                self._stamps.setdefault(key, deque(maxlen=self.window)).append(
-                    pending[key][2][k])
+                self._stamps.setdefault(key, deque(maxlen=self.window)).extend(pending[key][2])
 
     def _attention(self, track_id: int):
         for side in SIDES:

@@ -44,21 +44,27 @@ class CausalConv3d(nn.Module):
         return self.conv(x)
 
     def init_cache(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """Return the zero cache (the causal padding) for a first frame like ``x``."""
+        """Return the zero cache (the causal padding) for clips like ``x`` ``[B, C, T, H, W]``."""
         if self.kernel_t == 1:
             return None
-        b, c, h, w = x.shape
+        b, c, _, h, w = x.shape
         return x.new_zeros(b, c, self.kernel_t - 1, h, w)
+
+    def extend(self, x: torch.Tensor, cache: Optional[torch.Tensor]
+               ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Return the output frames for the next input frames ``x`` and the updated cache."""
+        if self.kernel_t == 1:
+            return self.conv(x), None
+        if cache is None:
+            cache = self.init_cache(x)
+        clip = torch.cat([cache, x], dim=2)
+        return self.conv(clip), clip[:, :, clip.shape[2] - (self.kernel_t - 1):]
 
     def step(self, x: torch.Tensor, cache: Optional[torch.Tensor]
              ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Return the output frame for input frame ``x`` and the updated cache."""
-        if self.kernel_t == 1:
-            return self.conv(x.unsqueeze(2)).squeeze(2), None
-        if cache is None:
-            cache = self.init_cache(x)
-        clip = torch.cat([cache, x.unsqueeze(2)], dim=2)
-        return self.conv(clip).squeeze(2), clip[:, :, 1:]
+        """Return the output frame for input frame ``x`` ``[B, C, H, W]`` and the cache."""
+        out, cache = self.extend(x.unsqueeze(2), cache)
+        return out.squeeze(2), cache
 
 
 class CausalResBlock(nn.Module):
@@ -73,11 +79,11 @@ class CausalResBlock(nn.Module):
         """Apply the block to a clip."""
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
 
-    def step(self, x, cache):
-        """Apply the block to one frame with the caches of its two convolutions."""
+    def extend(self, x, cache):
+        """Apply the block to the next frames ``[B, C, T, H, W]`` with its two conv caches."""
         c1, c2 = cache if cache is not None else (None, None)
-        h, c1 = self.conv1.step(F.silu(x), c1)
-        h, c2 = self.conv2.step(F.silu(h), c2)
+        h, c1 = self.conv1.extend(F.silu(x), c1)
+        h, c2 = self.conv2.extend(F.silu(h), c2)
         return x + h, (c1, c2)
 
 
@@ -106,36 +112,28 @@ class CausalEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode a clip ``[B, 3, T, H, W]`` (values in [-1, 1])."""
-        for layer in self.layers:
-            x = layer(x)
-            if isinstance(layer, CausalConv3d):
-                x = F.silu(x)
-        z = self.head(x)
-        if self.normalize:
-            b, d, t, h, w = z.shape
-            z = F.group_norm(z.transpose(1, 2).reshape(b * t, d, h, w), 1)
-            z = z.reshape(b, t, d, h, w).transpose(1, 2)
-        return z
+        return self.extend(x, None)[0]
 
-    def step(self, frame: torch.Tensor, cache: Optional[list]
-             ) -> Tuple[torch.Tensor, list]:
+    def extend(self, x: torch.Tensor, cache: Optional[list]) -> Tuple[torch.Tensor, list]:
         """
-        Encode one frame ``[B, 3, H, W]``; return the latent ``[B, D, h, w]`` and new cache.
+        Encode the next frames ``[B, 3, T, H, W]`` of clips whose past is in ``cache``.
 
-        The cache holds ``k_t - 1`` frames per causal layer: its size never grows.
+        Returns latents ``[B, D, T, h, w]`` (equal to ``forward`` over the whole clip) and the
+        new cache: ``k_t - 1`` frames per causal layer, whatever T is.
         """
         if cache is None:
             cache = [None] * len(self.layers)
         new_cache = []
-        x = frame
         for layer, c in zip(self.layers, cache):
-            x, c = layer.step(x, c)
+            x, c = layer.extend(x, c)
             if isinstance(layer, CausalConv3d):
                 x = F.silu(x)
             new_cache.append(c)
-        z, _ = self.head.step(x, None)
+        z, _ = self.head.extend(x, None)
         if self.normalize:
-            z = F.group_norm(z, 1)
+            b, d, t, h, w = z.shape
+            z = F.group_norm(z.transpose(1, 2).reshape(b * t, d, h, w), 1)
+            z = z.reshape(b, t, d, h, w).transpose(1, 2)
         return z, new_cache
 
 
@@ -233,9 +231,15 @@ class Tokenizer(nn.Module):
         return {'z': z, 'zq': zq, 'indices': idx, 'aux_loss': aux, 'recon': recon,
                 'target': target}
 
+    def extend(self, frames: torch.Tensor, cache: Optional[list]) -> Tuple[torch.Tensor, list]:
+        """Encode the next frames ``[B, T, 3, H, W]``: latents ``[B, T, D, h, w]`` and cache."""
+        z, cache = self.encoder.extend(self.preprocess(frames).transpose(1, 2), cache)
+        return z.transpose(1, 2), cache
+
     def step(self, frame: torch.Tensor, cache: Optional[list]) -> Tuple[torch.Tensor, list]:
         """Encode one frame ``[B, 3, H, W]``; return the latent ``[B, D, h, w]`` and new cache."""
-        return self.encoder.step(self.preprocess(frame), cache)
+        z, cache = self.extend(frame.unsqueeze(1), cache)
+        return z[:, 0], cache
 
 
 def recon_loss(out: Dict[str, torch.Tensor], mask: Optional[torch.Tensor] = None
