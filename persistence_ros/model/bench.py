@@ -21,7 +21,8 @@ def _stats(samples):
 @torch.no_grad()
 def bench_streaming(config_name: str = 'cpu', tracks: Sequence[int] = (1, 8, 32, 64),
                     frames: int = 40, window: Optional[int] = None, threads: int = 2,
-                    full_reps: int = 5, device: str = 'cpu', seed: int = 0) -> Dict:
+                    full_reps: int = 5, device: str = 'cpu', seed: int = 0,
+                    backlog: int = 64) -> Dict:
     """
     Measure per-frame latency for N concurrent tracks: streaming vs re-encoding the window.
 
@@ -29,7 +30,9 @@ def bench_streaming(config_name: str = 'cpu', tracks: Sequence[int] = (1, 8, 32,
     ``streamer_ms`` one ``TrackStreamer.update`` (per-track states split and concatenated, as
     a node would run it), ``full_window_ms`` one full forward over the last ``window`` frames
     of all N tracks (what a non-streaming model must do per frame). Streaming steps are timed
-    after ``window`` warm-up frames so the caches are full.
+    after ``window`` warm-up frames so the caches are full. ``catch_up``: one new track
+    arriving with ``backlog`` frames of history (a stereo pair that formed late), fed as
+    ``backlog`` steps versus one ``PersistenceModel.extend``.
     """
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -86,7 +89,33 @@ def bench_streaming(config_name: str = 'cpu', tracks: Sequence[int] = (1, 8, 32,
         row['full_window'] = _stats(times)
         row['speedup'] = row['full_window']['median_ms'] / row['step']['median_ms']
         result['tracks'][n] = row
+    result['catch_up'] = _bench_catch_up(model, backlog, size, g_dim, full_reps, device, rng)
     return result
+
+
+def _bench_catch_up(model, backlog, size, g_dim, reps, device, rng) -> Dict:
+    crops = torch.as_tensor(rng.integers(0, 256, (1, backlog, 3, size, size), dtype=np.uint8),
+                            device=device)
+    geom = torch.as_tensor(rng.normal(size=(1, backlog, g_dim)).astype(np.float32),
+                           device=device)
+
+    def steps():
+        state = None
+        for t in range(backlog):
+            _, _, state = model.step(crops[:, t], geom[:, t], state)
+
+    out = {'frames': backlog}
+    for name, run in (('steps', steps), ('extend', lambda: model.extend(crops, geom))):
+        run()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            run()
+            if device != 'cpu':
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        out[name] = _stats(times)
+    return out
 
 
 def format_bench(result: Dict) -> str:
@@ -101,4 +130,9 @@ def format_bench(result: Dict) -> str:
         lines.append(f"{n:6d}  {row['step']['median_ms']:8.2f} / {row['step']['p90_ms']:7.2f}"
                      f"  {row['streamer']['median_ms']:20.2f}  "
                      f"{row['full_window']['median_ms']:23.2f}  {row['speedup']:7.1f}")
+    if 'catch_up' in result:
+        c = result['catch_up']
+        lines.append(f"catch-up of one track's {c['frames']}-frame backlog: "
+                     f"{c['steps']['median_ms']:.1f} ms as steps, "
+                     f"{c['extend']['median_ms']:.1f} ms as one extend")
     return '\n'.join(lines)
