@@ -260,6 +260,21 @@ def test_cross_attention_fusion_uses_both_streams():
         _model(fusion='sum')
 
 
+def test_train_command_config_overrides():
+    from persistence_ros.model.command import parse_overrides
+    overrides = parse_overrides(['classifier.fusion=cross_attention', 'tokenizer.kernel_t=1',
+                                 'name=cpu_x'])
+    assert overrides == {'classifier.fusion': 'cross_attention', 'tokenizer.kernel_t': 1,
+                         'name': 'cpu_x'}
+    config = load_config('cpu', overrides)
+    assert (config.classifier.fusion, config.tokenizer.kernel_t, config.name) == (
+        'cross_attention', 1, 'cpu_x')
+    with pytest.raises(ValueError, match='KEY=VALUE'):
+        parse_overrides(['classifier.fusion'])
+    with pytest.raises(ValueError, match='unknown config key'):
+        load_config('cpu', parse_overrides(['classifier.fuse=1']))
+
+
 def test_config_rejects_unknown_keys():
     data = load_config('cpu').to_dict()
     data['classifier']['widht'] = 3

@@ -3,6 +3,9 @@
 import argparse
 import json
 import logging
+from typing import Dict, Sequence
+
+import yaml
 
 from persistence_ros.model.config import load_config
 from persistence_ros.model.train import STAGES, train
@@ -23,12 +26,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='classifier stage: initialise the tokenizer from this checkpoint')
     parser.add_argument('--max-steps', type=int, default=None, help='stop after N steps')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='override a config field, e.g. classifier.fusion=cross_attention '
+                             '(VALUE is read as YAML; repeatable)')
+
+
+def parse_overrides(items: Sequence[str]) -> Dict[str, object]:
+    """Return ``{dotted key: value}`` of ``KEY=VALUE`` strings (values read with safe_load)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise ValueError(f'--set expects KEY=VALUE, got {item!r}')
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
     """Run training; return the process exit status."""
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    config = load_config(args.config)
+    config = load_config(args.config, parse_overrides(args.set))
     metrics = train(args.stage, config, args.data, args.out, epochs=args.epochs,
                     device=args.device, seed=args.seed, resume=args.resume,
                     max_steps=args.max_steps, progress=not args.no_progress,
