@@ -18,6 +18,9 @@ def flake8_config(tmp_path: Path) -> Path:
     config = configparser.ConfigParser()
     config.read(Path(ament_flake8.__file__).parent / 'configuration' / 'ament_flake8.ini')
     config['flake8']['application-import-names'] = 'persistence_ros'
+    # No worker processes: forking a pytest process that already loaded torch / Mesa's LLVM
+    # segfaulted a flake8 worker in CI (flake8_quotes, 2026-11-23).
+    config['flake8']['jobs'] = '1'
     path = tmp_path / 'flake8.ini'
     with path.open('w') as stream:
         config.write(stream)
