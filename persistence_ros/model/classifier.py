@@ -39,20 +39,33 @@ class WindowedSelfAttention(nn.Module):
         return (q.reshape(shape).transpose(1, 2), k.reshape(shape).transpose(1, 2),
                 v.reshape(shape).transpose(1, 2))
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Attend over a clip ``[B, T, C]``; return output and head-mean weights ``[B, T, T]``."""
-        b, t, c = x.shape
-        q, k, v = self._split(x)
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        pos = torch.arange(t, device=x.device)
-        dist = pos[:, None] - pos[None, :]
+    def _attend(self, q, keys, values, valid: Optional[torch.Tensor]):
+        """
+        Banded causal attention of T queries over K keys, the queries being the last T of them.
+
+        ``valid [B, K]`` masks empty cache slots (None: all valid). Returns the output
+        ``[B, T, C]`` and the head-mean weights ``[B, T, K]``.
+        """
+        b, _, t, _ = q.shape
+        n_keys = keys.shape[2]
+        dist = (torch.arange(t, device=q.device)[:, None] + (n_keys - t)
+                - torch.arange(n_keys, device=q.device)[None, :])
         allowed = (dist >= 0) & (dist < self.window)
+        if valid is not None:
+            allowed = allowed & valid[:, None, None, :]
+        scores = (q @ keys.transpose(-1, -2)) / math.sqrt(self.head_dim)
         bias = self.distance_bias[:, dist.clamp(0, self.window - 1)]
         scores = scores + bias.unsqueeze(0).to(scores.dtype)
         scores = scores.masked_fill(~allowed, float('-inf'))
-        weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
-        out = (weights @ v).transpose(1, 2).reshape(b, t, c)
-        return self.proj(out), weights.mean(dim=1)
+        weights = torch.softmax(scores.float(), dim=-1).to(values.dtype)
+        out = (weights @ values).transpose(1, 2).reshape(b, t, -1)
+        return out, weights.mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Attend over a clip ``[B, T, C]``; return output and head-mean weights ``[B, T, T]``."""
+        q, k, v = self._split(x)
+        out, weights = self._attend(q, k, v, None)
+        return self.proj(out), weights
 
     def extend(self, x: torch.Tensor, cache: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
                ) -> Tuple[torch.Tensor, torch.Tensor, Tuple]:
@@ -63,25 +76,16 @@ class WindowedSelfAttention(nn.Module):
         frame's weights ``[B, W]`` (oldest slot first, that frame last, zeros on empty slots)
         and the new cache (same size).
         """
-        b, t, c = x.shape
-        w = self.window
+        b, t, _ = x.shape
         q, k, v = self._split(x)
         keys_c, values_c, valid_c = cache
         keys = torch.cat([keys_c, k], dim=2)
         values = torch.cat([values_c, v], dim=2)
         valid = torch.cat([valid_c, valid_c.new_ones(b, t)], dim=1)
-        scores = (q @ keys.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        # query i sits at position w-1+i of the w-1+t keys
-        dist = (torch.arange(t, device=x.device)[:, None] + (w - 1)
-                - torch.arange(w - 1 + t, device=x.device)[None, :])
-        allowed = (dist >= 0) & (dist < w) & valid[:, None, :]
-        scores = scores + self.distance_bias[:, dist.clamp(0, w - 1)].unsqueeze(0).to(scores.dtype)
-        scores = scores.masked_fill(~allowed[:, None], float('-inf'))
-        weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
-        out = (weights @ values).transpose(1, 2).reshape(b, t, c)
-        keep = keys.shape[2] - (w - 1)
+        out, weights = self._attend(q, keys, values, valid)
+        keep = t  # the last W-1 of the W-1+T slots
         new_cache = (keys[:, :, keep:], values[:, :, keep:], valid[:, keep:])
-        return self.proj(out), weights.mean(dim=1)[:, -1, -w:], new_cache
+        return self.proj(out), weights[:, -1, -self.window:], new_cache
 
     def init_cache(self, batch: int, device, dtype) -> Tuple:
         """Return an empty cache (W-1 invalid slots) for ``batch`` tracks."""
