@@ -38,10 +38,8 @@ class CausalConv3d(nn.Module):
                               padding=(0, kernel_s // 2, kernel_s // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Convolve a clip ``[B, C, T, H, W]`` causally."""
-        if self.kernel_t > 1:
-            x = F.pad(x, (0, 0, 0, 0, self.kernel_t - 1, 0))
-        return self.conv(x)
+        """Convolve a clip ``[B, C, T, H, W]`` causally (its past is the zero padding)."""
+        return self.extend(x, None)[0]
 
     def init_cache(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         """Return the zero cache (the causal padding) for clips like ``x`` ``[B, C, T, H, W]``."""
@@ -77,7 +75,7 @@ class CausalResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block to a clip."""
-        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+        return self.extend(x, None)[0]
 
     def extend(self, x, cache):
         """Apply the block to the next frames ``[B, C, T, H, W]`` with its two conv caches."""
