@@ -161,6 +161,37 @@ def test_track_streamer_matches_batched_and_skips_decided():
     assert streamer.result('a') is None
 
 
+def _latched(rule, trajectory, offset=0):
+    decision = Decision.UNDECIDED
+    for t, p in enumerate(trajectory):
+        decision = rule.decide(float(p), t + 1 + offset, decision)
+    return decision
+
+
+def test_track_streamer_extend_decides_as_per_frame_updates():
+    model = _model(window=6)
+    crops, geom = _inputs(t=10)
+    with torch.no_grad():
+        probs = model(crops, geom)['prob'].numpy()
+    # Rules whose outcome depends on counting the frames inside a chunk right: miscounting by
+    # one frame (one rule per direction) would decide some track differently.
+    rules = [EarlyDecision(hi=float(hi), lo=0.0, min_frames=m)
+             for m in range(2, 9) for hi in np.unique(probs)]
+    hwc = crops.permute(0, 1, 3, 4, 2).numpy()
+    ids = ['a', 'b', 'c']
+    for shift in (-1, 1):
+        rule = next(r for r in rules if any(
+            _latched(r, traj) != _latched(r, traj, shift) for traj in probs))
+        per_frame = TrackStreamer(model, rule)
+        for t in range(10):
+            expected = per_frame.update(ids, hwc[:, t], geom[:, t].numpy())
+        chunked = TrackStreamer(model, rule)
+        chunked.extend(ids, hwc[:, :3], geom[:, :3].numpy())
+        got = chunked.extend(ids, hwc[:, 3:], geom[:, 3:].numpy())
+        for j, tid in enumerate(ids):
+            assert got[tid].decision == expected[tid].decision == _latched(rule, probs[j])
+
+
 def test_early_decision_rule():
     rule = EarlyDecision(hi=0.8, lo=0.2, min_frames=3)
     assert rule.decide(0.99, 2) == Decision.UNDECIDED

@@ -314,8 +314,9 @@ class TrackStreamer:
             self._state[tid] = state.select([j]) if len(run) > 1 else state
             dec = self._last[tid].decision if tid in self._last else Decision.UNDECIDED
             n = int(frames[j])
-            for back, p in zip(range(prob.shape[1] - 1, -1, -1), prob[j]):
-                dec = self.decision.decide(float(p), n - back, dec)
+            first = n - prob.shape[1] + 1  # frame count at the first of the T new frames
+            for k, p in enumerate(prob[j]):
+                dec = self.decision.decide(float(p), first + k, dec)
             res = TrackResult(float(prob[j, -1]), dec, n, attn[j, window - min(n, window):],
                               True)
             self._last[tid] = res
