@@ -18,6 +18,18 @@ def _stats(samples):
             'min_ms': ms[0]}
 
 
+def _timed(run, reps: int, device: str) -> Dict:
+    """Return the ``_stats`` of ``reps`` calls of ``run()`` (GPU work waited for)."""
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run()
+        if device != 'cpu':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return _stats(times)
+
+
 @torch.no_grad()
 def bench_streaming(config_name: str = 'cpu', tracks: Sequence[int] = (1, 8, 32, 64),
                     frames: int = 40, window: Optional[int] = None, threads: int = 2,
@@ -53,40 +65,27 @@ def bench_streaming(config_name: str = 'cpu', tracks: Sequence[int] = (1, 8, 32,
         crops = torch.as_tensor(rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8),
                                 device=device)
         geom = torch.as_tensor(rng.normal(size=(n, g_dim)).astype(np.float32), device=device)
-        state = model.init_state(n, device)
+        state = [model.init_state(n, device)]  # carried from one timed step to the next
+
+        def step():
+            state[0] = model.step(crops, geom, state[0])[2]
+
         for _ in range(window):
-            _, _, state = model.step(crops, geom, state)
-        times = []
-        for _ in range(frames):
-            start = time.perf_counter()
-            _, _, state = model.step(crops, geom, state)
-            if device != 'cpu':
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        row = {'step': _stats(times), 'state_bytes_per_track': state.nbytes() // n}
+            step()
+        row = {'step': _timed(step, frames, device),
+               'state_bytes_per_track': state[0].nbytes() // n}
         streamer = TrackStreamer(model, EarlyDecision(0.9, 0.1, 10 ** 9, False))
         ids = list(range(n))
         hwc = crops.permute(0, 2, 3, 1).cpu().numpy()
         geom_np = geom.cpu().numpy()
         for _ in range(min(window, 8)):
             streamer.update(ids, hwc, geom_np)
-        times = []
-        for _ in range(max(5, frames // 2)):
-            start = time.perf_counter()
-            streamer.update(ids, hwc, geom_np)
-            times.append(time.perf_counter() - start)
-        row['streamer'] = _stats(times)
+        row['streamer'] = _timed(lambda: streamer.update(ids, hwc, geom_np),
+                                 max(5, frames // 2), device)
         clip = crops.unsqueeze(1).expand(n, window, 3, size, size).contiguous()
         gclip = geom.unsqueeze(1).expand(n, window, g_dim).contiguous()
         model(clip, gclip)
-        times = []
-        for _ in range(full_reps):
-            start = time.perf_counter()
-            model(clip, gclip)
-            if device != 'cpu':
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        row['full_window'] = _stats(times)
+        row['full_window'] = _timed(lambda: model(clip, gclip), full_reps, device)
         row['speedup'] = row['full_window']['median_ms'] / row['step']['median_ms']
         result['tracks'][n] = row
     result['catch_up'] = _bench_catch_up(model, backlog, size, g_dim, full_reps, device, rng)
@@ -107,14 +106,7 @@ def _bench_catch_up(model, backlog, size, g_dim, reps, device, rng) -> Dict:
     out = {'frames': backlog}
     for name, run in (('steps', steps), ('extend', lambda: model.extend(crops, geom))):
         run()
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            run()
-            if device != 'cpu':
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        out[name] = _stats(times)
+        out[name] = _timed(run, reps, device)
     return out
 
 
