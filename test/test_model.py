@@ -12,8 +12,8 @@ import torch
 from persistence_ros.model.checkpoint import CheckpointError, load_model, save_model
 from persistence_ros.model.config import load_config, ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
-from persistence_ros.model.model import (
-    Decision, EarlyDecision, PersistenceModel, StreamState, TrackStreamer)
+from persistence_ros.model.decision import Decision, EarlyDecision
+from persistence_ros.model.model import PersistenceModel, StreamState, TrackStreamer
 from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batch
 from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, warn_if_collapsed
 from persistence_ros.model.train import train
@@ -304,6 +304,8 @@ def test_train_command_config_overrides():
         parse_overrides(['classifier.fusion'])
     with pytest.raises(ValueError, match='unknown config key'):
         load_config('cpu', parse_overrides(['classifier.fuse=1']))
+    with pytest.raises(ValueError, match='lo < hi'):  # the decision section is checked too
+        load_config('cpu', parse_overrides(['decision.lo=0.95']))
 
 
 def test_config_rejects_unknown_keys():

@@ -11,7 +11,8 @@ from persistence_ros.features import GEOMETRY_FEATURES, side_geometry
 from persistence_ros.filters import make_filter, PERSISTENT, StereoTrackState
 from persistence_ros.model.checkpoint import save_model
 from persistence_ros.model.config import load_config
-from persistence_ros.model.model import EarlyDecision, PersistenceModel
+from persistence_ros.model.decision import EarlyDecision
+from persistence_ros.model.model import PersistenceModel
 from persistence_ros.model.persistence_filter import LearnedFilter, load_persistence_filter
 from persistence_ros.tracking import TrackObservation
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from persistence_ros.model.config import load_config
-from persistence_ros.model.model import EarlyDecision, PersistenceModel, TrackStreamer
+from persistence_ros.model.decision import EarlyDecision
+from persistence_ros.model.model import PersistenceModel, TrackStreamer
 
 
 def _stats(samples):

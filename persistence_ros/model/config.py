@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Union
 import yaml
 
 from persistence_ros.features import GEOMETRY_FEATURES
+from persistence_ros.model.decision import EarlyDecision
 
 CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
 
@@ -70,16 +71,6 @@ class TrainConfig:
 
 
 @dataclass
-class DecisionConfig:
-    """Early decision thresholds."""
-
-    hi: float = 0.9
-    lo: float = 0.1
-    min_frames: int = 5
-    recheck: bool = False
-
-
-@dataclass
 class ModelConfig:
     """Everything needed to rebuild a model (stored in the checkpoint JSON)."""
 
@@ -89,7 +80,7 @@ class ModelConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    decision: EarlyDecision = field(default_factory=EarlyDecision)
 
     def to_dict(self) -> Dict[str, Any]:
         """Return the configuration as plain dictionaries."""

@@ -1,7 +1,6 @@
-"""The combined streaming persistence model, its stream state and the early decision rule."""
+"""The combined streaming persistence model, its stream state and the track streamer."""
 
-from dataclasses import dataclass
-import enum
+from dataclasses import dataclass, replace
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -10,6 +9,7 @@ from torch import nn
 
 from persistence_ros.model.classifier import PersistenceClassifier
 from persistence_ros.model.config import ModelConfig
+from persistence_ros.model.decision import Decision, EarlyDecision
 from persistence_ros.model.tokenizer import Tokenizer
 
 
@@ -186,49 +186,6 @@ class PersistenceModel(nn.Module):
         return prob[:, 0], attention, state
 
 
-class Decision(enum.IntEnum):
-    """Early decision of one track."""
-
-    UNDECIDED = 0
-    PERSISTENT = 1
-    TRANSIENT = 2
-
-
-@dataclass
-class EarlyDecision:
-    """PERSISTENT when p >= hi, TRANSIENT when p <= lo, only after ``min_frames`` frames."""
-
-    hi: float = 0.9
-    lo: float = 0.1
-    min_frames: int = 5
-    recheck: bool = False
-
-    def __post_init__(self):
-        if not 0.0 <= self.lo < self.hi <= 1.0:
-            raise ValueError(f'need 0 <= lo < hi <= 1, got lo={self.lo} hi={self.hi}')
-
-    def decide(self, p: float, frames: int, previous: Decision = Decision.UNDECIDED
-               ) -> Decision:
-        """
-        Return the decision after ``frames`` frames with probability ``p``.
-
-        A decided track keeps its decision unless ``recheck`` is set.
-        """
-        if previous != Decision.UNDECIDED and not self.recheck:
-            return previous
-        if frames < self.min_frames:
-            return previous if self.recheck else Decision.UNDECIDED
-        if p >= self.hi:
-            return Decision.PERSISTENT
-        if p <= self.lo:
-            return Decision.TRANSIENT
-        return previous if self.recheck else Decision.UNDECIDED
-
-    def needs_encoding(self, decision: Decision) -> bool:
-        """Return True if a track with this decision must still be run through the model."""
-        return decision == Decision.UNDECIDED or self.recheck
-
-
 @dataclass
 class TrackResult:
     """Output for one track at one frame."""
@@ -250,7 +207,7 @@ class TrackStreamer:
 
     def __init__(self, model: PersistenceModel, decision: Optional[EarlyDecision] = None):
         self.model = model.eval()
-        self.decision = decision or EarlyDecision(**vars(model.config.decision))
+        self.decision = decision or replace(model.config.decision)
         self.device = next(model.parameters()).device
         self._state: Dict[Hashable, StreamState] = {}
         self._last: Dict[Hashable, TrackResult] = {}

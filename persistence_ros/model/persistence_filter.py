@@ -25,7 +25,8 @@ from persistence_ros.filters import (
     FilterDecision, PersistenceFilter, PERSISTENT, StereoTrackState, TENTATIVE, TRANSIENT)
 from persistence_ros.model import DEFAULT_WEIGHTS
 from persistence_ros.model.checkpoint import load_model
-from persistence_ros.model.model import Decision, EarlyDecision, PersistenceModel, TrackStreamer
+from persistence_ros.model.decision import Decision, EarlyDecision
+from persistence_ros.model.model import PersistenceModel, TrackStreamer
 _STATE_NAMES = {Decision.UNDECIDED: TENTATIVE, Decision.PERSISTENT: PERSISTENT,
                 Decision.TRANSIENT: TRANSIENT}
 _DECISIONS = {name: decision for decision, name in _STATE_NAMES.items()}
@@ -63,7 +64,7 @@ class LearnedFilter(PersistenceFilter):
                  decision: Optional[EarlyDecision] = None,
                  image_size: Optional[Tuple[int, int]] = None):
         self.model = model.eval()
-        self.decision = decision or EarlyDecision(**vars(model.config.decision))
+        self.decision = decision or dataclasses.replace(model.config.decision)
         self.plane = None if plane is None else [float(v) for v in plane]
         self.image_size = image_size
         self.window = int(model.config.classifier.window)

@@ -12,6 +12,7 @@ Run as ``python -m persistence_ros.model.report --weights W --data DIR --split t
 """
 
 import argparse
+import dataclasses
 import json
 from typing import Dict, List
 
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from persistence_ros.model.checkpoint import load_model
 from persistence_ros.model.data import collate, TrackDataset
-from persistence_ros.model.model import Decision, EarlyDecision
+from persistence_ros.model.decision import Decision
 from persistence_ros.model.train import evaluate
 
 
@@ -43,7 +44,7 @@ def split_metrics(weights, data_dir, split: str = 'test', batch_size: int = 32) 
 def earliness(weights, data_dir, split: str = 'test', frames: int = 32) -> List[Dict]:
     """Return per k: tracks, accuracy of p >= 0.5, decided fraction, decided accuracy."""
     model = load_model(weights)
-    rule = EarlyDecision(**vars(model.config.decision))
+    rule = dataclasses.replace(model.config.decision)
     dataset = _dataset(model, data_dir, split, frames)
     probs, labels, lengths = [], [], []
     for batch in DataLoader(dataset, batch_size=32, collate_fn=collate):
