@@ -63,7 +63,7 @@ def bench_render(scenario: str, frames: int) -> Dict:
 
 def bench_pipeline(scenario: str, filter_name: str, frames: int) -> Dict:
     """Time ``StereoPipeline.process`` per frame on a rendered scene."""
-    from persistence_ros.evaluation.runner import build_filter, read_stereo_bag
+    from persistence_ros.evaluation.runner import build_filter, needs_images, read_stereo_bag
     from persistence_ros.evaluation.scoring import Truth
     from persistence_ros.pipeline import StereoPipeline
     from persistence_ros.simulation.generate import generate_scene
@@ -75,8 +75,7 @@ def bench_pipeline(scenario: str, filter_name: str, frames: int) -> Dict:
         generate_scene(spec, scene)
         truth = Truth.load(scene / 'truth.json')
         filt = build_filter(filter_name, truth)
-        calibration, stereo_frames = read_stereo_bag(
-            scene, with_images=getattr(filt, 'uses_images', True))
+        calibration, stereo_frames = read_stereo_bag(scene, with_images=needs_images(filt))
     pipeline = StereoPipeline(calibration, None, filt)
     times, tracks = [], []
     for frame in stereo_frames:

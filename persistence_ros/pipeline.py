@@ -27,6 +27,7 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from persistence_ros.appearance import colour_histograms
 from persistence_ros.calibration import StereoCalibration
 from persistence_ros.detections import DetectionFrame
 from persistence_ros.filters import (
@@ -164,6 +165,13 @@ class StereoPipeline:
 
     # -- helpers -------------------------------------------------------------------------
 
+    def _descriptors(self, frame: DetectionFrame, image: Optional[np.ndarray]
+                     ) -> Optional[np.ndarray]:
+        """Return the detections' colour histograms when the trackers gate on appearance."""
+        if image is None or self.config.tracker.appearance_gate >= 1.0:
+            return None
+        return colour_histograms(image, frame.detections)
+
     def _store_crops(self, tracks: Sequence[Track2D], image: Optional[np.ndarray]) -> None:
         if image is None:
             return
@@ -205,8 +213,8 @@ class StereoPipeline:
                 left_image: Optional[np.ndarray] = None,
                 right_image: Optional[np.ndarray] = None) -> PipelineFrameResult:
         """Process one synchronized pair of detection frames (images optional, RGB)."""
-        lu = self.left_tracker.update(left)
-        ru = self.right_tracker.update(right)
+        lu = self.left_tracker.update(left, self._descriptors(left, left_image))
+        ru = self.right_tracker.update(right, self._descriptors(right, right_image))
         stamp = int(left.stamp_ns)
         if not (lu.accepted and ru.accepted):
             return PipelineFrameResult(stamp, left.frame_id, [], [], {}, accepted=False)

@@ -6,6 +6,10 @@ are assigned to tracks in two stages (ByteTrack): high-score detections against 
 then low-score detections against the tracks left over. Only unmatched high-score detections
 start new tracks. The assignment is Hungarian (``scipy.optimize.linear_sum_assignment``) on a
 cost built from IoU, with a centre-distance fallback for small or non-overlapping boxes.
+When the caller passes colour descriptors of the detections (``persistence_ros.appearance``),
+a track only matches a detection whose colour histogram is within ``appearance_gate`` of the
+track's (an exponential moving average of its matched detections): at the 8-20 pixel boxes of
+glare and reflections, position alone hands an object's track to the glare it passes.
 
 Memory is bounded: each track keeps its last ``window`` observations in a
 ``collections.deque(maxlen=window)``; ended tracks are handed out once (``TrackerUpdate.ended``)
@@ -30,6 +34,7 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from persistence_ros.appearance import hellinger_distances
 from persistence_ros.detections import Detection, DetectionFrame
 
 Box = Tuple[float, float, float, float]
@@ -74,6 +79,11 @@ class TrackerConfig:
     min_noise_px:
         Floor of the box size used to scale the noises (keeps tiny boxes from a degenerate
         filter).
+    appearance_gate:
+        Largest Hellinger distance between a track's colour histogram and a detection's for
+        them to match (only when ``update`` gets descriptors; 1.0 switches the gate off).
+    appearance_momentum:
+        Weight of the old value in the track's moving-average histogram.
 
     """
 
@@ -90,6 +100,8 @@ class TrackerConfig:
     velocity_noise: float = 1.0 / 160.0
     measurement_noise: float = 1.0 / 20.0
     min_noise_px: float = 4.0
+    appearance_gate: float = 0.5
+    appearance_momentum: float = 0.8
 
     def __post_init__(self):
         """Validate the fields; raise ValueError saying what to fix."""
@@ -101,7 +113,8 @@ class TrackerConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
-        for name in ('high_score', 'low_score', 'iou_threshold', 'low_iou_threshold'):
+        for name in ('high_score', 'low_score', 'iou_threshold', 'low_iou_threshold',
+                     'appearance_gate', 'appearance_momentum'):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise ValueError(f'{name} must be a number in [0, 1], got {value!r}')
@@ -209,6 +222,7 @@ class Track2D:
     last_detection: Optional[Detection] = None
     start_stamp_ns: int = 0
     last_stamp_ns: int = 0
+    appearance: Optional[np.ndarray] = field(default=None, repr=False)
     _kf: Optional[_BoxKalman] = field(default=None, repr=False)
 
     @property
@@ -327,7 +341,8 @@ class Tracker2D:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def _match(self, tracks: Sequence[Track2D], dets: Sequence[Detection],
-               iou_threshold: float) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
+               descriptors: Optional[np.ndarray], iou_threshold: float
+               ) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
         """Return (matches as (track index, det index), unmatched tracks, unmatched dets)."""
         if not tracks or not dets:
             return [], list(range(len(tracks))), list(range(len(dets)))
@@ -336,6 +351,14 @@ class Tracker2D:
                                           for d in dets]),
                                 iou_threshold, self.config.small_box_px,
                                 self.config.center_radius_px)
+        if descriptors is not None and self.config.appearance_gate < 1.0:
+            known = [t.appearance for t in tracks if t.appearance is not None]
+            if known:
+                zero = np.zeros_like(known[0])
+                track_desc = np.stack([zero if t.appearance is None else t.appearance
+                                       for t in tracks])
+                far = hellinger_distances(track_desc, descriptors) > self.config.appearance_gate
+                cost = np.where(far, _FORBIDDEN, cost)
         rows, cols = linear_sum_assignment(cost)
         matches = [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] <= 2.0]
         matched_t = {m[0] for m in matches}
@@ -343,8 +366,19 @@ class Tracker2D:
         return (matches, [i for i in range(len(tracks)) if i not in matched_t],
                 [j for j in range(len(dets)) if j not in matched_d])
 
-    def update(self, frame: DetectionFrame) -> TrackerUpdate:
-        """Process one frame of detections and return the live and the ended tracks."""
+    def update(self, frame: DetectionFrame,
+               descriptors: Optional[np.ndarray] = None) -> TrackerUpdate:
+        """
+        Process one frame of detections and return the live and the ended tracks.
+
+        ``descriptors``: optional appearance rows, one per detection of the frame in order
+        (``appearance.colour_histograms``; a zero row: unknown); they gate the matching.
+        """
+        if descriptors is not None:
+            descriptors = np.asarray(descriptors, dtype=np.float64)
+            if descriptors.ndim != 2 or len(descriptors) != len(frame.detections):
+                raise ValueError(f'descriptors must have one row per detection '
+                                 f'({len(frame.detections)}), got shape {descriptors.shape}')
         stamp = int(frame.stamp_ns)
         if self._last_stamp_ns is not None and stamp <= self._last_stamp_ns:
             self._reject('stamp_not_increasing')
@@ -353,17 +387,21 @@ class Tracker2D:
         self.frames += 1
         cfg = self.config
 
-        high: List[Detection] = []
-        low: List[Detection] = []
-        for det in frame.detections:
+        high: List[int] = []
+        low: List[int] = []
+        for k, det in enumerate(frame.detections):
             if not det.is_valid():
                 self._reject(_invalid_reason(det))
             elif det.score >= cfg.high_score:
-                high.append(det)
+                high.append(k)
             elif det.score >= cfg.low_score:
-                low.append(det)
+                low.append(k)
             else:
                 self.ignored_low_score += 1
+        dets = frame.detections
+
+        def rows(indices: List[int]) -> Optional[np.ndarray]:
+            return None if descriptors is None else descriptors[indices]
 
         for track in self._tracks:
             track._kf.predict()
@@ -373,16 +411,20 @@ class Tracker2D:
             track.detection = None
 
         # Stage 1: high-score detections against all tracks.
-        matches, free_tracks, free_high = self._match(self._tracks, high, cfg.iou_threshold)
+        matches, free_tracks, free_high = self._match(
+            self._tracks, [dets[k] for k in high], rows(high), cfg.iou_threshold)
         assigned = [(self._tracks[t], high[d]) for t, d in matches]
         # Stage 2: low-score detections against the tracks left over.
         remaining = [self._tracks[i] for i in free_tracks]
-        matches2, _, _ = self._match(remaining, low, cfg.low_iou_threshold)
+        matches2, _, _ = self._match(remaining, [dets[k] for k in low], rows(low),
+                                     cfg.low_iou_threshold)
         assigned += [(remaining[t], low[d]) for t, d in matches2]
 
-        for track, det in assigned:
+        for track, k in assigned:
+            det = dets[k]
             box = (float(det.center_x), float(det.center_y), float(det.width), float(det.height))
             track._kf.update(box)
+            self._update_appearance(track, descriptors, k)
             track.hits += 1
             track.time_since_update = 0
             track.matched = True
@@ -402,14 +444,27 @@ class Tracker2D:
             live.append(track)
 
         for j in free_high:
-            det = high[j]
+            det = dets[high[j]]
             box = (float(det.center_x), float(det.center_y), float(det.width), float(det.height))
             track = Track2D(id=next(self._ids), min_hits=cfg.min_hits,
                             history=deque(maxlen=cfg.window), detection=det,
                             last_detection=det, start_stamp_ns=stamp, last_stamp_ns=stamp,
                             _kf=_BoxKalman(box, cfg))
+            self._update_appearance(track, descriptors, high[j])
             track.history.append(TrackObservation(box, float(det.score), stamp, det.id, True))
             live.append(track)
 
         self._tracks = live
         return TrackerUpdate(stamp, frame.frame_id, list(live), ended)
+
+    def _update_appearance(self, track: Track2D, descriptors: Optional[np.ndarray],
+                           k: int) -> None:
+        """Blend detection ``k``'s descriptor into the track's moving average."""
+        if descriptors is None or not descriptors[k].any():
+            return
+        row = descriptors[k] / descriptors[k].sum()
+        if track.appearance is None:
+            track.appearance = row
+        else:
+            m = self.config.appearance_momentum
+            track.appearance = m * track.appearance + (1.0 - m) * row

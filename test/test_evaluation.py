@@ -149,6 +149,16 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
     args = parser.parse_args(['--bag', str(scene), '--filter', 'learned', '--model', str(missing)])
     assert command.main(args) == 2
     assert f'no weights at {missing}' in capsys.readouterr().err
+    # --set reaches the core config: a bad value is a clear error, a good one runs.
+    args = parser.parse_args(['--bag', str(scene), '--filter', 'none',
+                              '--set', 'tracker.appearance_gate=1.5'])
+    assert command.main(args) == 2
+    assert 'appearance_gate must be a number in [0, 1]' in capsys.readouterr().err
+    out = tmp_path / 'gate_off.json'
+    args = parser.parse_args(['--bag', str(scene), '--filter', 'none', '--json', str(out),
+                              '--set', 'tracker.appearance_gate=1.0'])
+    assert command.main(args) == 0
+    assert json.loads(out.read_text())['tracks']['count'] > 0
 
 
 def _rig():

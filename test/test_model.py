@@ -292,7 +292,7 @@ def test_cross_attention_fusion_uses_both_streams():
 
 
 def test_train_command_config_overrides():
-    from persistence_ros.model.command import parse_overrides
+    from persistence_ros.overrides import parse_overrides
     overrides = parse_overrides(['classifier.fusion=cross_attention', 'tokenizer.kernel_t=1',
                                  'name=cpu_x'])
     assert overrides == {'classifier.fusion': 'cross_attention', 'tokenizer.kernel_t': 1,

@@ -15,6 +15,8 @@ from persistence_ros.evaluation.runner import (
 from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.filters import FILTER_NAMES, GbdtFilter
 from persistence_ros.model import DEFAULT_WEIGHTS, GBDT_BASELINE
+from persistence_ros.overrides import parse_overrides, replace_fields
+from persistence_ros.pipeline import PipelineConfig
 
 BASELINES = ('none', 'min_hits', 'score', 'stereo', 'ground_plane')
 
@@ -57,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--filters', help='comma-separated filters for --compare (default: '
                                           'the baselines, gbdt with --gbdt/--train-bag, '
                                           'learned with --model or shipped weights)')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='override a core pipeline setting, e.g. '
+                             'tracker.appearance_gate=1.0 (VALUE is read as YAML; repeatable)')
 
 
 def scene_dirs(paths: List[str]) -> List[Path]:
@@ -75,11 +80,11 @@ def scene_dirs(paths: List[str]) -> List[Path]:
     return out
 
 
-def _gbdt_path(args) -> Optional[str]:
+def _gbdt_path(args, config: Optional[PipelineConfig] = None) -> Optional[str]:
     """Return the gbdt training-set file, fitting one on --train-bag first if asked."""
     if not args.train_bag:
         return args.gbdt or (str(GBDT_BASELINE) if GBDT_BASELINE.exists() else None)
-    x, y = collect_gbdt_training(scene_dirs(args.train_bag))
+    x, y = collect_gbdt_training(scene_dirs(args.train_bag), config=config)
     path = args.save_gbdt or str(Path(args.json or 'metrics.json').with_suffix('.gbdt.npz'))
     GbdtFilter(decide_after=5).fit(x, y).save(path)
     print(f'gbdt: fitted on {len(y)} tracks ({int(y.sum())} real), saved to {path}',
@@ -92,23 +97,26 @@ def _filter_kwargs(name: str, model_path: Optional[str]) -> Dict:
 
 
 def run_filters(scene: Path, truth: Truth, filters: List[str],
-                gbdt_path: Optional[str] = None, model_path: Optional[str] = None
-                ) -> Dict[str, Run]:
+                gbdt_path: Optional[str] = None, model_path: Optional[str] = None,
+                config: Optional[PipelineConfig] = None) -> Dict[str, Run]:
     """Run the core pipeline with every filter on one scene; the bag is read once."""
     built = {name: build_filter(name, truth, gbdt_path, **_filter_kwargs(name, model_path))
              for name in filters}
-    with_images = any(needs_images(f) for f in built.values())
+    with_images = any(needs_images(f, config) for f in built.values())
     calibration, frames = read_stereo_bag(scene, with_images=with_images)
-    return {name: run_pipeline(calibration, frames, filt) for name, filt in built.items()}
+    return {name: run_pipeline(calibration, frames, filt, config)
+            for name, filt in built.items()}
 
 
 def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = None,
-            model_path: Optional[str] = None) -> List[dict]:
+            model_path: Optional[str] = None,
+            config: Optional[PipelineConfig] = None) -> List[dict]:
     """Return the metrics of every filter on every scene (bags are read once)."""
     results = []
     for scene in scenes:
         truth = Truth.load(scene / 'truth.json')
-        for name, run in run_filters(scene, truth, filters, gbdt_path, model_path).items():
+        runs = run_filters(scene, truth, filters, gbdt_path, model_path, config)
+        for name, run in runs.items():
             result = score_run(run, truth, name, __version__)
             result['run']['bag'] = str(scene)
             results.append(result)
@@ -139,7 +147,8 @@ def summary_table(results: List[dict]) -> str:
 def main(args: argparse.Namespace) -> int:
     """Run ``evaluate``; return the exit status."""
     try:
-        gbdt_path = _gbdt_path(args)
+        config = replace_fields(PipelineConfig(), parse_overrides(args.set))
+        gbdt_path = _gbdt_path(args, config)
         if args.compare:
             filters = (args.filters.split(',') if args.filters else
                        list(BASELINES) + (['gbdt'] if gbdt_path else [])
@@ -147,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
             unknown = [f for f in filters if f not in FILTER_NAMES]
             if unknown:
                 raise ValueError(f'unknown filters {unknown}; choose from {FILTER_NAMES}')
-            results = compare(scene_dirs(args.bag), filters, gbdt_path, args.model)
+            results = compare(scene_dirs(args.bag), filters, gbdt_path, args.model, config)
             print(summary_table(results))
             output = {'results': results}
         else:
@@ -159,7 +168,8 @@ def main(args: argparse.Namespace) -> int:
                 filt = build_filter(args.filter, truth, gbdt_path,
                                     **_filter_kwargs(args.filter, args.model))
             output = evaluate_bag(args.bag[0], args.truth, args.filter, tracks_bag=args.tracks,
-                                  tracks_topic=args.tracks_topic, persistence_filter=filt)
+                                  tracks_topic=args.tracks_topic, persistence_filter=filt,
+                                  config=config)
             print(json.dumps(output, indent=1))
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f'persistence-ros evaluate: error: {error}', file=sys.stderr)

@@ -134,9 +134,16 @@ def read_track_bag(bag_dir, topic: Optional[str] = None) -> Run:
     return run
 
 
-def needs_images(persistence_filter: PersistenceFilter) -> bool:
-    """Return True if a filter uses image crops (reading images is slow)."""
-    return bool(getattr(persistence_filter, 'uses_images', True))
+def needs_images(persistence_filter: PersistenceFilter,
+                 config: Optional[PipelineConfig] = None) -> bool:
+    """
+    Return True if the run needs the images (reading them is slow).
+
+    They are needed when the filter uses image crops or the trackers gate on colour.
+    """
+    tracker = (config if config is not None else PipelineConfig()).tracker
+    return bool(getattr(persistence_filter, 'uses_images', True)
+                or tracker.appearance_gate < 1.0)
 
 
 def build_filter(filter_name: str, truth: Optional[Truth] = None,
@@ -164,7 +171,7 @@ def evaluate_bag(bag_dir, truth_path=None, filter_name: str = 'none',
         name = 'node'
     else:
         filt = persistence_filter or build_filter(filter_name, truth, gbdt_path)
-        calibration, frames = read_stereo_bag(bag_dir, with_images=needs_images(filt))
+        calibration, frames = read_stereo_bag(bag_dir, with_images=needs_images(filt, config))
         run = run_pipeline(calibration, frames, filt, config)
         name = filt.name
     return score_run(run, truth, name, __version__)

@@ -3,12 +3,10 @@
 import argparse
 import json
 import logging
-from typing import Dict, Sequence
-
-import yaml
 
 from persistence_ros.model.config import load_config
 from persistence_ros.model.train import STAGES, train
+from persistence_ros.overrides import parse_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,17 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='override a config field, e.g. classifier.fusion=cross_attention '
                              '(VALUE is read as YAML; repeatable)')
-
-
-def parse_overrides(items: Sequence[str]) -> Dict[str, object]:
-    """Return ``{dotted key: value}`` of ``KEY=VALUE`` strings (values read with safe_load)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition('=')
-        if not sep or not key:
-            raise ValueError(f'--set expects KEY=VALUE, got {item!r}')
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def main(args: argparse.Namespace) -> int:

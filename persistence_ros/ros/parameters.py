@@ -92,6 +92,9 @@ PARAMETERS: List[Parameter] = [
        range=(0.0, 1.0)),
     _P('tracker.max_age', 30, 'missed frames a 2D track survives', range=(0, 10000)),
     _P('tracker.min_hits', 3, 'matches before a 2D track is confirmed', range=(1, 1000)),
+    _P('tracker.appearance_gate', 0.5,
+       'largest colour-histogram (Hellinger) distance of a 2D match, needs use_images; '
+       '1.0: off', range=(0.0, 1.0)),
     _P('association.max_epipolar_px', 3.0,
        'mean epipolar cost gate (pixels) for pairing left/right tracks', range=(0.01, 1000.0)),
     _P('association.min_common_frames', 3, 'frames both tracks were seen before pairing',

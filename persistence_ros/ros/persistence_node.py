@@ -102,7 +102,8 @@ def pipeline_config(values: Dict[str, Any]) -> PipelineConfig:
                             low_score=values['tracker.low_score'],
                             iou_threshold=values['tracker.iou_threshold'],
                             max_age=values['tracker.max_age'],
-                            min_hits=values['tracker.min_hits'], window=window)
+                            min_hits=values['tracker.min_hits'],
+                            appearance_gate=values['tracker.appearance_gate'], window=window)
     association = AssociationConfig(
         max_epipolar_px=values['association.max_epipolar_px'],
         min_common_frames=values['association.min_common_frames'],

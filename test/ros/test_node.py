@@ -1,5 +1,6 @@
 """persistence_node: lifecycle, configuration errors, bad input, and a cross-process replay."""
 
+from dataclasses import replace
 import math
 import os
 
@@ -17,7 +18,7 @@ from persistence_ros.calibration import CameraCalibration, save_calibration_yaml
 from persistence_ros.detections import Detection, DetectionFrame, stamp_to_ns
 from persistence_ros.evaluation.runner import read_stereo_bag
 from persistence_ros.msg import Track
-from persistence_ros.pipeline import StereoPipeline
+from persistence_ros.pipeline import PipelineConfig, StereoPipeline
 from persistence_ros.ros import messages, parameters
 from persistence_ros.ros.conversions import detections_to_msg, numpy_to_image
 from persistence_ros.ros.persistence_node import build_filter, PersistenceNode, \
@@ -65,6 +66,18 @@ def context():
 def make_node(context, **overrides):
     params = [Parameter(name, value=value) for name, value in overrides.items()]
     return PersistenceNode(context=context, parameter_overrides=params)
+
+
+def test_default_parameters_build_the_core_default_pipeline():
+    """The node's defaults (README table, config yaml) are the core's defaults."""
+    config = pipeline_config(parameters.DEFAULTS)
+    core = PipelineConfig()
+    assert config.tracker == core.tracker
+    assert config.triangulation == core.triangulation
+    assert config.window == core.window
+    # The one deliberate difference: the pairing stamp tolerance comes from sync.slop.
+    assert config.association == replace(
+        core.association, stamp_tolerance_ns=int(parameters.DEFAULTS['sync.slop'] * 1e9))
 
 
 def test_lifecycle_transitions_create_and_release(context, calibration_files):
