@@ -250,3 +250,19 @@ def test_command_single_scene(tmp_path):
     assert truth['rig']['left']['image_width'] == 96 and len(truth['frames']) == 6
     assert (out / 'metadata.yaml').is_file()
     assert command.main(args) == 2  # refuses to overwrite without --overwrite
+
+
+def test_find_scene_dirs_follows_links_and_refuses_an_empty_selection(tmp_path):
+    from persistence_ros.simulation.dataset import find_scene_dirs
+    rendered = tmp_path / 'rendered'
+    for name in ('a-s0001', 'a-s0002'):
+        (rendered / name).mkdir(parents=True)
+        (rendered / name / 'truth.json').write_text('{}')
+    selection = tmp_path / 'selection'
+    selection.mkdir()
+    (selection / 'a-s0002').symlink_to(rendered / 'a-s0002', target_is_directory=True)
+    assert [p.name for p in find_scene_dirs(rendered)] == ['a-s0001', 'a-s0002']
+    assert [p.name for p in find_scene_dirs(selection)] == ['a-s0002']
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='no scene directory'):
+        find_scene_dirs(tmp_path / 'empty')

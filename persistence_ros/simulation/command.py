@@ -139,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
             tracks = sum(e['tracks'] for e in manifest['scenes'])
             print(f'simulate: data set of {len(manifest["scenes"])} scene(s), {tracks} tracks '
                   f'in {args.dataset}')
-    except (ScenarioError, FileExistsError, ValueError) as error:
+    except (ScenarioError, FileExistsError, FileNotFoundError, ValueError) as error:
         print(f'simulate: {error}', file=sys.stderr)
         return 2
     return 0

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence
 
@@ -171,9 +172,18 @@ def load_scene_arrays(dataset_dir, entry: dict, verify: bool = True) -> Dict[str
 
 
 def find_scene_dirs(root) -> List[Path]:
-    """Return the generated scene directories (holding ``truth.json``) under ``root``."""
+    """
+    Return the generated scene directories (holding ``truth.json``) under ``root``.
+
+    Symbolic links to scene directories are followed (a selection of scenes can be a directory
+    of links); no scene at all is an error, not an empty data set.
+    """
     root = Path(root)
-    return sorted(p.parent for p in root.rglob(TRUTH_FILE))
+    found = sorted(Path(d) for d, _, files in os.walk(root, followlinks=True)
+                   if TRUTH_FILE in files)
+    if not found:
+        raise FileNotFoundError(f'{root}: no scene directory ({TRUTH_FILE}) under it')
+    return found
 
 
 def dataset_splits(manifest: dict) -> Dict[str, List[str]]:
