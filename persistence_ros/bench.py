@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--tracks', default='1,8,32,64', help='concurrent track counts')
     parser.add_argument('--scenario', default='mixed_hard', help='render/pipeline scene')
     parser.add_argument('--filter', default='score', help='pipeline target: filter name')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='pipeline target: override a core pipeline setting, e.g. '
+                             'tracker.appearance_gate=1.0 (repeatable)')
     parser.add_argument('--json', help='also write the result as JSON here')
 
 
@@ -61,8 +64,12 @@ def bench_render(scenario: str, frames: int) -> Dict:
             'bytes_per_10s': size * 10.0 * float(spec['fps']) / count}
 
 
-def bench_pipeline(scenario: str, filter_name: str, frames: int) -> Dict:
-    """Time ``StereoPipeline.process`` per frame on a rendered scene."""
+def bench_pipeline(scenario: str, filter_name: str, frames: int, config=None) -> Dict:
+    """
+    Time ``StereoPipeline.process`` per frame on a rendered scene.
+
+    ``config``: the ``PipelineConfig`` (default settings when None).
+    """
     from persistence_ros.evaluation.runner import build_filter, needs_images, read_stereo_bag
     from persistence_ros.evaluation.scoring import Truth
     from persistence_ros.pipeline import StereoPipeline
@@ -75,8 +82,9 @@ def bench_pipeline(scenario: str, filter_name: str, frames: int) -> Dict:
         generate_scene(spec, scene)
         truth = Truth.load(scene / 'truth.json')
         filt = build_filter(filter_name, truth)
-        calibration, stereo_frames = read_stereo_bag(scene, with_images=needs_images(filt))
-    pipeline = StereoPipeline(calibration, None, filt)
+        calibration, stereo_frames = read_stereo_bag(scene,
+                                                     with_images=needs_images(filt, config))
+    pipeline = StereoPipeline(calibration, config, filt)
     times, tracks = [], []
     for frame in stereo_frames:
         started = time.perf_counter()
@@ -91,7 +99,8 @@ def bench_pipeline(scenario: str, filter_name: str, frames: int) -> Dict:
 
 def main(args: argparse.Namespace) -> int:
     """Run a benchmark and print the result with the machine it ran on."""
-    result = {'machine': machine(), 'command': 'persistence-ros bench ' + args.target}
+    result = {'machine': machine(), 'command': ' '.join(
+        ['persistence-ros bench', args.target] + [f'--set {item}' for item in args.set])}
     if args.target == 'model':
         from persistence_ros.model.bench import bench_streaming, format_bench
         tracks = tuple(int(n) for n in args.tracks.split(','))
@@ -104,7 +113,12 @@ def main(args: argparse.Namespace) -> int:
     else:
         import torch
         torch.set_num_threads(args.threads)
-        result['pipeline'] = bench_pipeline(args.scenario, args.filter, args.frames)
+        from persistence_ros.overrides import parse_overrides, replace_fields
+        from persistence_ros.pipeline import PipelineConfig
+        overrides = parse_overrides(args.set)
+        config = replace_fields(PipelineConfig(), overrides)
+        result['pipeline'] = bench_pipeline(args.scenario, args.filter, args.frames, config)
+        result['pipeline']['settings'] = overrides
         print(json.dumps(result['pipeline'], indent=1))
     print('machine:', json.dumps(result['machine']))
     if args.json:
