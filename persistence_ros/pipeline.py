@@ -168,7 +168,7 @@ class StereoPipeline:
     def _descriptors(self, frame: DetectionFrame, image: Optional[np.ndarray]
                      ) -> Optional[np.ndarray]:
         """Return the detections' colour histograms when the trackers gate on appearance."""
-        if image is None or self.config.tracker.appearance_gate >= 1.0:
+        if image is None or not self.config.tracker.uses_appearance:
             return None
         return colour_histograms(image, frame.detections)
 

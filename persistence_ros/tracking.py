@@ -130,6 +130,11 @@ class TrackerConfig:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0.0):
                 raise ValueError(f'{name} must be a finite number > 0, got {value!r}')
 
+    @property
+    def uses_appearance(self) -> bool:
+        """Return True if the appearance gate is on (``appearance_gate < 1``)."""
+        return self.appearance_gate < 1.0
+
 
 @dataclass
 class TrackObservation:
@@ -351,14 +356,13 @@ class Tracker2D:
                                           for d in dets]),
                                 iou_threshold, self.config.small_box_px,
                                 self.config.center_radius_px)
-        if descriptors is not None and self.config.appearance_gate < 1.0:
-            known = [t.appearance for t in tracks if t.appearance is not None]
-            if known:
-                zero = np.zeros_like(known[0])
-                track_desc = np.stack([zero if t.appearance is None else t.appearance
-                                       for t in tracks])
-                far = hellinger_distances(track_desc, descriptors) > self.config.appearance_gate
-                cost = np.where(far, _FORBIDDEN, cost)
+        if descriptors is not None and self.config.uses_appearance:
+            # a track without a histogram yet is a zero row: distance 0, never gated
+            zero = np.zeros(descriptors.shape[1])
+            track_desc = np.stack([zero if t.appearance is None else t.appearance
+                                   for t in tracks])
+            far = hellinger_distances(track_desc, descriptors) > self.config.appearance_gate
+            cost = np.where(far, _FORBIDDEN, cost)
         rows, cols = linear_sum_assignment(cost)
         matches = [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] <= 2.0]
         matched_t = {m[0] for m in matches}

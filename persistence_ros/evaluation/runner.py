@@ -142,8 +142,7 @@ def needs_images(persistence_filter: PersistenceFilter,
     They are needed when the filter uses image crops or the trackers gate on colour.
     """
     tracker = (config if config is not None else PipelineConfig()).tracker
-    return bool(getattr(persistence_filter, 'uses_images', True)
-                or tracker.appearance_gate < 1.0)
+    return bool(getattr(persistence_filter, 'uses_images', True) or tracker.uses_appearance)
 
 
 def build_filter(filter_name: str, truth: Optional[Truth] = None,
