@@ -16,7 +16,7 @@ from persistence_ros.model.decision import Decision, EarlyDecision
 from persistence_ros.model.model import PersistenceModel, StreamState, TrackStreamer
 from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batch
 from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, warn_if_collapsed
-from persistence_ros.model.train import train
+from persistence_ros.model.train import selection_score, train
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -349,12 +349,26 @@ def test_training_learns_synthetic_persistence(tmp_path):
     assert metrics['val_track_auc'] > 0.8
     assert metrics['val_track_accuracy'] > 0.65
     model = load_model(tmp_path / 'ck' / 'model.safetensors')
-    assert json.loads((tmp_path / 'ck' / 'model.json').read_text())['data_manifest_sha256']
+    kept = json.loads((tmp_path / 'ck' / 'model.json').read_text())
+    assert kept['data_manifest_sha256']
+    best = max(history, key=lambda m: selection_score('classifier', m))
+    assert kept['metrics']['epoch'] == best['epoch']
     # Resume continues from the saved epoch and optimizer state.
     more = train('classifier', config, root, tmp_path / 'ck', epochs=10, progress=False,
                  seed=0, resume=True)
     assert more['epoch'] == 9
     assert isinstance(model, PersistenceModel)
+
+
+def test_selection_score_breaks_f1_ties_by_validation_bce():
+    early = {'train_loss': 0.3, 'val_loss': 0.20, 'val_track_f1': 1.0}
+    later = {'train_loss': 0.2, 'val_loss': 0.05, 'val_track_f1': 1.0}
+    worse = {'train_loss': 0.1, 'val_loss': 0.01, 'val_track_f1': 0.9}
+    assert selection_score('classifier', later) > selection_score('classifier', early)
+    assert selection_score('classifier', early) > selection_score('classifier', worse)
+    assert selection_score('tokenizer', later) > selection_score('tokenizer', early)
+    assert selection_score('classifier', {'train_loss': 0.1}) > \
+        selection_score('classifier', {'train_loss': 0.2})
 
 
 def test_state_select_and_cat_round_trip():

@@ -113,6 +113,21 @@ def evaluate(model: PersistenceModel, loader: DataLoader, stage: str, device: st
     return metrics
 
 
+def selection_score(stage: str, metrics: Dict[str, float]) -> list:
+    """
+    Return the score that picks OUT/model.safetensors (higher is better, compared as a list).
+
+    Classifier: validation track F1, ties broken by lower validation BCE (a small validation
+    split saturates at F1 1.0 within a few epochs, and the first such epoch is rarely the
+    best-calibrated). Tokenizer: lower validation loss. Without a validation split: lower
+    training loss.
+    """
+    loss = metrics.get('val_loss', metrics['train_loss'])
+    if stage == 'classifier' and 'val_track_f1' in metrics:
+        return [float(metrics['val_track_f1']), -float(loss)]
+    return [-float(loss)]
+
+
 def _diag(metrics):
     return {k[5:]: v for k, v in metrics.items() if k.startswith('code_')}
 
@@ -187,6 +202,8 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
         load_optimizer_tensors(optimizer, tensors, meta['param_groups'])
         torch.set_rng_state(tensors['rng.torch'])
         start_epoch, step, best = meta['epoch'] + 1, meta['step'], meta.get('best')
+        if isinstance(best, (int, float)):  # train states written before selection_score
+            best = [best]
         LOG.info('resumed from %s at epoch %d', out_dir, start_epoch)
 
     net = model
@@ -259,9 +276,7 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
             LOG.info('%s epoch %d: %s', stage, epoch + 1, json.dumps(metrics))
             with open(out_dir / 'metrics.jsonl', 'a', encoding='utf-8') as stream:
                 stream.write(json.dumps(metrics) + '\n')
-            score = (metrics.get('val_track_f1', -metrics.get('val_loss', 0.0))
-                     if stage == 'classifier' else -metrics.get('val_loss',
-                                                                metrics['train_loss']))
+            score = selection_score(stage, metrics)
             extra = {'stage': stage, 'epoch': epoch, 'step': step, 'seed': seed}
             if best is None or score > best:
                 best = score
