@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 import torch
 
 from persistence_ros.model.checkpoint import CheckpointError, load_model, save_model
+from persistence_ros.model.classifier import attention_rollout
 from persistence_ros.model.config import load_config, ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
 from persistence_ros.model.decision import Decision, EarlyDecision
@@ -132,6 +133,46 @@ def test_window_bounds_attention():
     t, s = torch.meshgrid(torch.arange(9), torch.arange(9), indexing='ij')
     outside = (t - s >= 4) | (s > t)
     assert att[:, outside].abs().max() == 0
+
+
+def test_attention_rollout_of_one_layer_and_of_identity():
+    a = torch.softmax(torch.randn(2, 5, 5).masked_fill(
+        torch.triu(torch.ones(5, 5, dtype=torch.bool), 1), float('-inf')), -1)
+    eye = torch.eye(5).expand(2, 5, 5)
+    assert torch.allclose(attention_rollout([a]), 0.5 * a + 0.5 * eye)
+    # Layers that attend only to themselves leave every frame with itself.
+    assert torch.allclose(attention_rollout([eye, eye, eye]), eye)
+    two = attention_rollout([a, a])
+    assert torch.allclose(two, (0.5 * a + 0.5 * eye) @ (0.5 * a + 0.5 * eye))
+
+
+@pytest.mark.parametrize('layers,window,t', [(2, 4, 11), (3, 3, 9), (1, 5, 7)])
+def test_streamed_rollout_equals_full_rollout(layers, window, t):
+    model = _model(window=window, layers=layers)
+    crops, geom = _inputs(b=2, t=t)
+    with torch.no_grad():
+        full = model(crops, geom, rollout=True)
+    rollout = full['rollout']
+    assert torch.allclose(rollout.sum(-1), torch.ones(2, t), atol=1e-5)
+    span = layers * (window - 1) + 1
+    assert model.classifier.attention_span(rollout=True) == span
+    state, sizes = model.init_state(2, rollout=True), set()
+    for i in range(t):
+        p, attn, state = model.step(crops[:, i], geom[:, i], state)
+        sizes.add(state.nbytes())
+        assert attn.shape == (2, span)
+        lo = max(0, i + 1 - span)
+        assert torch.allclose(attn[:, span - (i + 1 - lo):], rollout[:, i, lo:i + 1], atol=1e-5)
+        assert attn[:, :span - (i + 1 - lo)].abs().max() == 0 if i + 1 < span else True
+        assert torch.allclose(p, full['prob'][:, i], atol=1e-5)
+    assert len(sizes) == 1
+    # With more than one layer, the rollout reaches frames the last layer cannot see.
+    if layers > 1:
+        assert rollout[:, -1, :t - window].sum() > 1e-3
+        assert full['attention'][:, -1, :t - window].abs().max() == 0
+    # A backlog streamed as one clip gives the same rollout as frame-by-frame steps.
+    p, attn_clip, _ = model.extend(crops, geom, model.init_state(2, rollout=True))
+    assert torch.allclose(attn_clip, attn, atol=1e-5)
 
 
 def test_track_streamer_matches_batched_and_skips_decided():

@@ -125,6 +125,38 @@ def test_learned_filter_streams_exactly_what_the_model_sees_in_a_clip(floor_scen
     assert checked > 0
 
 
+def test_learned_filter_publishes_the_attention_rollout_of_the_clip(floor_scene):
+    _, truth, calibration, frames = floor_scene
+    plane = truth['rig']['ground_plane_left_optical']
+    model = _tiny_model(window=4)
+    filt = LearnedFilter(model, plane=plane, attention='rollout',
+                         decision=EarlyDecision(hi=0.999, lo=0.001, min_frames=10 ** 6))
+    span = 2 * (4 - 1) + 1  # two layers of a 4-frame window
+    states = []
+    run = run_pipeline(calibration, frames, filt, on_states=lambda s: states.append(list(s)))
+    last = {t.id: t for t in run[-1][1]}
+    checked = 0
+    for st in states[-1]:
+        rows = side_geometry(st, 'left', (calibration.left.width, calibration.left.height),
+                             plane)
+        n = len(rows.observations)
+        if n <= 4 or n != _matched(st, 'left'):
+            continue  # want clips longer than the window, and whole
+        crops = torch.from_numpy(np.stack([o.crop for o in rows.observations])
+                                 ).permute(0, 3, 1, 2)[None]
+        with torch.no_grad():
+            rollout = model(crops, torch.from_numpy(rows.geometry)[None],
+                            rollout=True)['rollout'][0, -1].numpy()
+        published = last[st.id]
+        assert len(published.attention) == min(n, span) > 4  # further back than the window
+        np.testing.assert_allclose(published.attention, rollout[-min(n, span):], atol=1e-5)
+        assert published.frame_stamps_ns == rows.stamps_ns[-min(n, span):]
+        checked += 1
+    assert checked > 0
+    with pytest.raises(ValueError, match='attention must be one of'):
+        LearnedFilter(model, plane=plane, attention='heads')
+
+
 def _matched(state, side):
     return sum(o.matched for o in (state.left if side == 'left' else state.right))
 

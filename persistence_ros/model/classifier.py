@@ -72,9 +72,10 @@ class WindowedSelfAttention(nn.Module):
         """
         Attend for the next T frames ``[B, T, C]`` with a cache (keys, values, valid) of W-1 slots.
 
-        Returns the outputs ``[B, T, C]`` (equal to ``forward`` over the whole track), the last
-        frame's weights ``[B, W]`` (oldest slot first, that frame last, zeros on empty slots)
-        and the new cache (same size).
+        Returns the outputs ``[B, T, C]`` (equal to ``forward`` over the whole track), the
+        weights ``[B, T, W-1+T]`` of the T new frames over the W-1 cached and T new slots
+        (oldest first, zeros on empty slots and outside each frame's window) and the new cache
+        (same size).
         """
         b, t, _ = x.shape
         q, k, v = self._split(x)
@@ -85,7 +86,7 @@ class WindowedSelfAttention(nn.Module):
         out, weights = self._attend(q, keys, values, valid)
         keep = t  # the last W-1 of the W-1+T slots
         new_cache = (keys[:, :, keep:], values[:, :, keep:], valid[:, keep:])
-        return self.proj(out), weights[:, -1, -self.window:], new_cache
+        return self.proj(out), weights, new_cache
 
     def init_cache(self, batch: int, device, dtype) -> Tuple:
         """Return an empty cache (W-1 invalid slots) for ``batch`` tracks."""
@@ -114,10 +115,62 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln2(x))), weights
 
     def extend(self, x, cache):
-        """Apply the block to the next frames ``[B, T, C]`` of tracks with an attention cache."""
+        """
+        Apply the block to the next frames ``[B, T, C]`` of tracks with an attention cache.
+
+        Returns the output, the new frames' weights ``[B, T, W-1+T]`` and the new cache.
+        """
         h, weights, cache = self.attn.extend(self.ln1(x), cache)
         x = x + self.drop(h)
         return x + self.drop(self.mlp(self.ln2(x))), weights, cache
+
+
+def attention_rollout(layers: List[torch.Tensor]) -> torch.Tensor:
+    """
+    Return the attention rollout ``[B, T, T]`` of per-layer attention ``[B, T, T]`` (first first).
+
+    Abnar and Zuidema (2020): each layer's attention is mixed half-and-half with the identity
+    (the residual path), and the layers are multiplied, so row t says how much each earlier
+    frame flows into frame t's decision through all layers, not only the last one. With a
+    window of W frames, row t reaches back L(W-1) frames.
+    """
+    eye = torch.eye(layers[0].shape[-1], device=layers[0].device, dtype=layers[0].dtype)
+    rollout = None
+    for weights in layers:
+        mixed = 0.5 * weights + 0.5 * eye
+        rollout = mixed if rollout is None else mixed @ rollout
+    return rollout
+
+
+def _skew(rows: torch.Tensor) -> torch.Tensor:
+    """
+    Shift row j of ``[..., W, S]`` right by j: ``[..., W, S+W-1]`` (zeros elsewhere).
+
+    Row j is the rollout of the j-th frame of a window, spanning the S frames that end at it;
+    after the shift every row is aligned on the S+W-1 frames that end at the window's last
+    frame. (The pad-and-reshape trick: rows padded by W zeros, read back one element shorter.)
+    """
+    *lead, w, span = rows.shape
+    padded = F.pad(rows, (0, w)).reshape(*lead, w * (span + w))
+    return padded[..., :w * (span + w - 1)].reshape(*lead, w, span + w - 1)
+
+
+def _rollout_step(weights: torch.Tensor, rows: torch.Tensor, window: int) -> torch.Tensor:
+    """
+    Return the rollout rows ``[B, T, S+W-1]`` of a layer's T new frames (streaming).
+
+    ``weights [B, T, W-1+T]``: the layer's attention of the new frames over the W-1 cached and
+    T new slots; ``rows [B, W-1+T, S]``: the previous layers' rollout row of each slot (the
+    span S frames ending at that slot). Frame i mixes its window's rows by
+    0.5 * attention + 0.5 * itself, exactly as ``attention_rollout`` does on the full clip.
+    """
+    b, t, _ = weights.shape
+    index = (torch.arange(t, device=weights.device)[:, None]
+             + torch.arange(window, device=weights.device)[None, :])
+    mix = 0.5 * weights.gather(2, index.expand(b, t, window))
+    mix[..., -1] += 0.5
+    windows = rows.unfold(1, window, 1).transpose(-1, -2)  # [B, T, W, S]
+    return (mix.unsqueeze(-2) @ _skew(windows)).squeeze(-2)
 
 
 class CrossAttentionFusion(nn.Module):
@@ -219,13 +272,15 @@ class PersistenceClassifier(nn.Module):
         return self.embed(torch.cat(parts, dim=-1))
 
     def forward(self, visual: torch.Tensor, geometry: torch.Tensor,
-                t0: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                t0: Optional[torch.Tensor] = None, rollout: bool = False
+                ) -> Dict[str, torch.Tensor]:
         """
         Classify every frame of clips.
 
         visual ``[B, T, V]``, geometry ``[B, T, G]``, t0 ``[B]`` index of the clip's first frame
         in its track (0 by default). Returns logits ``[B, T]`` and the last layer's attention
-        ``[B, T, T]`` (row t: weights over frames <= t, mean over heads).
+        ``[B, T, T]`` (row t: weights over frames <= t, mean over heads); with ``rollout``
+        also the attention rollout over all layers ``[B, T, T]`` (``attention_rollout``).
         """
         b, t = geometry.shape[:2]
         age = torch.arange(t, device=geometry.device).unsqueeze(0).expand(b, t)
@@ -235,36 +290,72 @@ class PersistenceClassifier(nn.Module):
         if self.gru is not None:
             x, _ = self.gru(x)
             weights = x.new_zeros(b, t, 0)
+        layers = []
         for block in self.blocks:
             x, weights = block(x)
-        return {'logits': self.head(self.ln(x)).squeeze(-1), 'attention': weights}
+            layers.append(weights)
+        out = {'logits': self.head(self.ln(x)).squeeze(-1), 'attention': weights}
+        if rollout:
+            out['rollout'] = attention_rollout(layers) if layers else weights
+        return out
 
-    def init_cache(self, batch: int, device, dtype=torch.float32) -> List[Tuple]:
-        """Return empty key/value caches (GRU: hidden states) for ``batch`` new tracks."""
+    def attention_span(self, rollout: bool = False) -> int:
+        """Return how many frames the streamed attention covers: W, L(W-1)+1 rolled out, 0."""
+        if self.gru is not None:
+            return 0
+        window = self.config.window
+        return len(self.blocks) * (window - 1) + 1 if rollout else window
+
+    def init_cache(self, batch: int, device, dtype=torch.float32, rollout: bool = False
+                   ) -> List[Tuple]:
+        """
+        Return empty caches for ``batch`` new tracks: per layer (keys, values, valid).
+
+        With ``rollout`` each layer's cache also keeps the previous layers' rollout rows of the
+        W-1 cached frames (``[B, W-1, (l-1)(W-1)+1]`` for layer l), so the streamed attention
+        is the rollout. The GRU keeps its hidden states (and has no attention).
+        """
         if self.gru is not None:
             shape = (batch, self.gru.num_layers, self.gru.hidden_size)
             return [torch.zeros(shape, device=device, dtype=dtype)]
-        return [blk.attn.init_cache(batch, device, dtype) for blk in self.blocks]
+        caches = [blk.attn.init_cache(batch, device, dtype) for blk in self.blocks]
+        if rollout:
+            w = self.config.window
+            caches = [c + (torch.ones(batch, w - 1, 1, device=device, dtype=dtype) if i == 0
+                           else torch.zeros(batch, w - 1, i * (w - 1) + 1, device=device,
+                                            dtype=dtype),)
+                      for i, c in enumerate(caches)]
+        return caches
 
     def extend(self, visual: torch.Tensor, geometry: torch.Tensor, age: torch.Tensor,
                cache: List) -> Tuple[torch.Tensor, torch.Tensor, List]:
         """
         Classify the next T frames of tracks (``[B, T, V]``, ``[B, T, G]``, ``age [B, T]``).
 
-        Returns logits ``[B, T]``, the last frame's attention ``[B, W]`` over the window (newest
-        last; ``[B, 0]`` for the GRU) and the new cache.
+        Returns logits ``[B, T]``, the last frame's attention over the frames it can see
+        (newest last): ``[B, W]`` of the last layer, or ``[B, L(W-1)+1]`` of the rollout when
+        the cache was made with ``rollout``; ``[B, 0]`` for the GRU. And the new cache.
         """
         x = self._tokens(visual, geometry, age)
         if self.gru is not None:  # hidden states are kept track-first, GRU wants layer-first
             x, hidden = self.gru(x, cache[0].transpose(0, 1).contiguous())
             return (self.head(self.ln(x)).squeeze(-1), x.new_zeros(x.shape[0], 0),
                     [hidden.transpose(0, 1)])
+        b, t = x.shape[:2]
+        window = self.config.window
         new_cache = []
         weights = None
+        rows = x.new_ones(b, t, 1)  # rollout of no layer: each frame is itself
         for block, c in zip(self.blocks, cache):
-            x, weights, c = block.extend(x, c)
-            new_cache.append(c)
-        return self.head(self.ln(x)).squeeze(-1), weights, new_cache
+            x, weights, kv = block.extend(x, c[:3])
+            if len(c) == 4:  # rollout: mix the previous layers' rows of the window's frames
+                slots = torch.cat([c[3], rows.to(c[3].dtype)], dim=1)
+                rows = _rollout_step(weights, slots, window)
+                kv = kv + (slots[:, t:],)
+            new_cache.append(kv)
+        if len(cache[-1]) == 4:
+            return self.head(self.ln(x)).squeeze(-1), rows[:, -1], new_cache
+        return self.head(self.ln(x)).squeeze(-1), weights[:, -1, -window:], new_cache
 
 
 def frame_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

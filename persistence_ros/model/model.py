@@ -19,7 +19,8 @@ class StreamState:
     Batched streaming state of B tracks; every tensor has a fixed size (no growth with time).
 
     conv: per causal encoder layer, the last k_t - 1 input frames (nested tuples for residual
-    blocks); kv: per transformer layer, (keys, values, valid) of the last W - 1 frames;
+    blocks); kv: per transformer layer, (keys, values, valid) of the last W - 1 frames, plus
+    the previous layers' attention-rollout rows of those frames when streaming the rollout;
     t: frames seen per track.
     """
 
@@ -107,12 +108,13 @@ class PersistenceModel(nn.Module):
 
     def forward(self, crops: torch.Tensor, geometry: torch.Tensor,
                 t0: Optional[torch.Tensor] = None, reconstruct: bool = False,
-                tokenizer_grad: bool = True) -> Dict[str, torch.Tensor]:
+                tokenizer_grad: bool = True, rollout: bool = False) -> Dict[str, torch.Tensor]:
         """
         Run a clip: crops ``[B, T, 3, H, W]`` (uint8 or [0, 1]), geometry ``[B, T, G]``.
 
-        Returns logits ``[B, T]``, prob, attention ``[B, T, T]``, latents ``z`` and, with
-        ``reconstruct``, the tokenizer outputs (recon, target, indices, aux_loss).
+        Returns logits ``[B, T]``, prob, attention ``[B, T, T]`` (last layer), latents ``z``,
+        with ``rollout`` the attention rollout ``[B, T, T]`` and, with ``reconstruct``, the
+        tokenizer outputs (recon, target, indices, aux_loss).
         """
         out = {}
         with torch.set_grad_enabled(tokenizer_grad and torch.is_grad_enabled()):
@@ -126,13 +128,18 @@ class PersistenceModel(nn.Module):
                 z = self.tokenizer.encode(crops)
                 out['z'] = z
                 visual = self._visual(z)
-        cls = self.classifier(visual, geometry, t0)
+        cls = self.classifier(visual, geometry, t0, rollout)
         out.update(cls)
         out['prob'] = torch.sigmoid(cls['logits'].float())
         return out
 
-    def init_state(self, batch: int, device=None) -> StreamState:
-        """Return the state of ``batch`` new tracks (zero causal padding, empty KV cache)."""
+    def init_state(self, batch: int, device=None, rollout: bool = False) -> StreamState:
+        """
+        Return the state of ``batch`` new tracks (zero causal padding, empty KV cache).
+
+        With ``rollout`` the attention that ``extend`` and ``step`` return is the attention
+        rollout over all layers (``PersistenceClassifier.init_cache``), not the last layer's.
+        """
         device = device or next(self.parameters()).device
         size = self.config.input_size
         conv = []
@@ -149,7 +156,7 @@ class PersistenceModel(nn.Module):
                 shape = (batch, c, layer.conv1.kernel_t - 1, size, size)
                 conv.append((torch.zeros(shape, device=device),
                              torch.zeros(shape, device=device)))
-        return StreamState(conv, self.classifier.init_cache(batch, device),
+        return StreamState(conv, self.classifier.init_cache(batch, device, rollout=rollout),
                            torch.zeros(batch, dtype=torch.long, device=device))
 
     @torch.no_grad()
@@ -202,12 +209,15 @@ class TrackStreamer:
     Stream many concurrent tracks through one model, one batched step per camera frame.
 
     States are kept per track (batch 1) and concatenated per call; decided tracks are skipped
-    unless the decision rule has ``recheck``.
+    unless the decision rule has ``recheck``. ``rollout``: each result's attention is the
+    attention rollout over all layers (span L(W-1)+1 frames) instead of the last layer's (W).
     """
 
-    def __init__(self, model: PersistenceModel, decision: Optional[EarlyDecision] = None):
+    def __init__(self, model: PersistenceModel, decision: Optional[EarlyDecision] = None,
+                 rollout: bool = False):
         self.model = model.eval()
         self.decision = decision or replace(model.config.decision)
+        self.rollout = bool(rollout)
         self.device = next(model.parameters()).device
         self._state: Dict[Hashable, StreamState] = {}
         self._last: Dict[Hashable, TrackResult] = {}
@@ -248,7 +258,7 @@ class TrackStreamer:
         if not run:
             return results
         new = [track_ids[i] for i in run if track_ids[i] not in self._state]
-        fresh = self.model.init_state(len(new), self.device) if new else None
+        fresh = self.model.init_state(len(new), self.device, self.rollout) if new else None
         states, k = [], 0
         for i in run:
             tid = track_ids[i]

@@ -8,7 +8,8 @@ stereo track's probability is the mean of its sides' latest probabilities; ``Ear
 turns it into PERSISTENT/TRANSIENT after ``min_frames`` observed frames, and a decided track
 stops costing model time unless ``recheck`` is set.  Attention is the left side's (the
 right's when the left has none): the decision token's weights over its recent frames, with
-their stamps.
+their stamps; the last layer's (W frames) or, with ``attention='rollout'``, the rollout over
+all layers (L(W-1)+1 frames).
 """
 
 from collections import deque
@@ -23,7 +24,7 @@ import torch
 from persistence_ros.features import side_geometry, SIDES
 from persistence_ros.filters import (
     FilterDecision, PersistenceFilter, PERSISTENT, StereoTrackState, TENTATIVE, TRANSIENT)
-from persistence_ros.model import DEFAULT_WEIGHTS
+from persistence_ros.model import ATTENTION_MODES, DEFAULT_WEIGHTS
 from persistence_ros.model.checkpoint import load_model
 from persistence_ros.model.decision import Decision, EarlyDecision
 from persistence_ros.model.model import PersistenceModel, TrackStreamer
@@ -62,12 +63,17 @@ class LearnedFilter(PersistenceFilter):
 
     def __init__(self, model: PersistenceModel, plane: Optional[Sequence[float]] = None,
                  decision: Optional[EarlyDecision] = None,
-                 image_size: Optional[Tuple[int, int]] = None):
+                 image_size: Optional[Tuple[int, int]] = None, attention: str = 'last_layer'):
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f'learned filter: attention must be one of {ATTENTION_MODES}, '
+                             f'got {attention!r}')
         self.model = model.eval()
+        self.attention = attention
         self.decision = decision or dataclasses.replace(model.config.decision)
         self.plane = None if plane is None else [float(v) for v in plane]
         self.image_size = image_size
-        self.window = int(model.config.classifier.window)
+        # frames whose stamps are kept per track: what the published attention covers
+        self.attention_span = model.classifier.attention_span(attention == 'rollout') or 1
         self.stats = LearnedFilterStats()
         if self.plane is None:
             warnings.warn('learned filter without a ground plane: the height feature is 0 '
@@ -76,7 +82,7 @@ class LearnedFilter(PersistenceFilter):
 
     def reset(self) -> None:
         """Forget every track."""
-        self._streamer = TrackStreamer(self.model, _NEVER)
+        self._streamer = TrackStreamer(self.model, _NEVER, self.attention == 'rollout')
         self._last_stamp: Dict[Hashable, int] = {}
         self._stamps: Dict[Hashable, Deque[int]] = {}
         self._latched: Dict[int, FilterDecision] = {}
@@ -131,7 +137,8 @@ class LearnedFilter(PersistenceFilter):
             self.stats.model_calls += 1
             self.stats.frames_encoded += length * len(keys)
             for key in keys:
-                self._stamps.setdefault(key, deque(maxlen=self.window)).extend(pending[key][2])
+                stamps = self._stamps.setdefault(key, deque(maxlen=self.attention_span))
+                stamps.extend(pending[key][2])
 
     def _attention(self, track_id: int):
         for side in SIDES:
@@ -186,12 +193,13 @@ class LearnedFilter(PersistenceFilter):
 def load_persistence_filter(model_path: Optional[str] = None, device: str = 'auto',
                             plane: Optional[Sequence[float]] = None,
                             image_size: Optional[Tuple[int, int]] = None,
-                            **decision) -> LearnedFilter:
+                            attention: str = 'last_layer', **decision) -> LearnedFilter:
     """
     Return a ``LearnedFilter`` with the weights at ``model_path`` (default: shipped ``cpu``).
 
-    ``decision`` overrides the checkpoint's early-decision settings (hi, lo, min_frames,
-    recheck).  Fails with a message naming the missing file when no weights are found.
+    ``attention``: 'last_layer' or 'rollout' (``LearnedFilter``). ``decision`` overrides the
+    checkpoint's early-decision settings (hi, lo, min_frames, recheck).  Fails with a message
+    naming the missing file when no weights are found.
     """
     path = Path(model_path) if model_path else DEFAULT_WEIGHTS
     if not path.exists():
@@ -206,4 +214,4 @@ def load_persistence_filter(model_path: Optional[str] = None, device: str = 'aut
                          f'choose from {sorted(settings)}')
     settings.update({k: v for k, v in decision.items() if v is not None})
     return LearnedFilter(model, plane=plane, decision=EarlyDecision(**settings),
-                         image_size=image_size)
+                         image_size=image_size, attention=attention)

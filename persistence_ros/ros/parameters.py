@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from persistence_ros.filters import FILTER_NAMES
-from persistence_ros.model import DEFAULT_WEIGHTS
+from persistence_ros.model import ATTENTION_MODES, DEFAULT_WEIGHTS
 
 RELIABILITIES = ('best_effort', 'reliable')
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -84,6 +84,10 @@ PARAMETERS: List[Parameter] = [
     _P('model.path', '', 'learned filter: safetensors checkpoint of the persistence model '
        "('': the shipped cpu weights)"),
     _P('model.device', 'auto', 'device of the learned model: auto|cpu|cuda', choices=DEVICES),
+    _P('model.attention', 'last_layer',
+       'attention published per track: last_layer (the decision layer, over the last W '
+       'frames) or rollout (all layers, over the last L(W-1)+1 frames)',
+       choices=ATTENTION_MODES),
     _P('tracker.high_score', 0.5, 'detections at or above it start and extend 2D tracks',
        range=(0.0, 1.0)),
     _P('tracker.low_score', 0.1, 'detections at or above it only extend 2D tracks',

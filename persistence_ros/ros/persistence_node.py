@@ -90,7 +90,8 @@ def build_filter(values: Dict[str, Any], device: str):
     elif name == 'ground_plane':
         kwargs = {'decide_after': decide_after, 'margin_m': values['filter.ground_margin_m']}
     elif name == 'learned':
-        kwargs = {'model_path': values['model.path'], 'device': device}
+        kwargs = {'model_path': values['model.path'], 'device': device,
+                  'attention': values['model.attention']}
     return make_filter(name, plane=parameters.plane_of(values),
                        gbdt_path=values['filter.gbdt_path'] or None, **kwargs)
 
