@@ -6,13 +6,13 @@ from typing import Dict, Sequence
 import yaml
 
 
-def parse_overrides(items: Sequence[str]) -> Dict[str, object]:
+def parse_overrides(items: Sequence[str], option: str = '--set') -> Dict[str, object]:
     """Return ``{dotted key: value}`` of ``KEY=VALUE`` strings (values read with safe_load)."""
     out = {}
     for item in items:
         key, sep, value = item.partition('=')
         if not sep or not key:
-            raise ValueError(f'--set expects KEY=VALUE, got {item!r}')
+            raise ValueError(f'{option} expects KEY=VALUE, got {item!r}')
         out[key.strip()] = yaml.safe_load(value)
     return out
 

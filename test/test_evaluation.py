@@ -159,6 +159,19 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
                               '--set', 'tracker.appearance_gate=1.0'])
     assert command.main(args) == 0
     assert json.loads(out.read_text())['tracks']['count'] > 0
+    # --decision reaches the learned filter's early-decision rule.
+    decided = {}
+    for frames in (2, 8):
+        out = tmp_path / f'learned_{frames}.json'
+        args = parser.parse_args(['--bag', str(scene), '--filter', 'learned', '--json',
+                                  str(out), '--decision', f'min_frames={frames}'])
+        assert command.main(args) == 0
+        decided[frames] = json.loads(out.read_text())['decision']
+    assert decided[8]['median_frames'] >= 8 > decided[2]['median_frames'] >= 2
+    args = parser.parse_args(['--bag', str(scene), '--filter', 'learned',
+                              '--decision', 'threshold=0.3'])
+    assert command.main(args) == 2
+    assert 'unknown decision settings' in capsys.readouterr().err
 
 
 def _rig():

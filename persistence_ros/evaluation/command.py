@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='override a core pipeline setting, e.g. '
                              'tracker.appearance_gate=1.0 (VALUE is read as YAML; repeatable)')
+    parser.add_argument('--decision', action='append', default=[], metavar='KEY=VALUE',
+                        help="override the learned filter's early-decision rule (hi, lo, "
+                             "min_frames, recheck; default: the checkpoint's), e.g. "
+                             'min_frames=3 (repeatable)')
 
 
 def scene_dirs(paths: List[str]) -> List[Path]:
@@ -92,15 +96,22 @@ def _gbdt_path(args, config: Optional[PipelineConfig] = None) -> Optional[str]:
     return path
 
 
-def _filter_kwargs(name: str, model_path: Optional[str]) -> Dict:
-    return {'model_path': model_path} if name == 'learned' else {}
+def _filter_kwargs(name: str, model_path: Optional[str],
+                   decision: Optional[Dict] = None) -> Dict:
+    return {'model_path': model_path, **(decision or {})} if name == 'learned' else {}
 
 
 def run_filters(scene: Path, truth: Truth, filters: List[str],
                 gbdt_path: Optional[str] = None, model_path: Optional[str] = None,
-                config: Optional[PipelineConfig] = None) -> Dict[str, Run]:
-    """Run the core pipeline with every filter on one scene; the bag is read once."""
-    built = {name: build_filter(name, truth, gbdt_path, **_filter_kwargs(name, model_path))
+                config: Optional[PipelineConfig] = None,
+                decision: Optional[Dict] = None) -> Dict[str, Run]:
+    """
+    Run the core pipeline with every filter on one scene; the bag is read once.
+
+    ``decision`` overrides the learned filter's early-decision settings (``EarlyDecision``).
+    """
+    built = {name: build_filter(name, truth, gbdt_path,
+                                **_filter_kwargs(name, model_path, decision))
              for name in filters}
     with_images = any(needs_images(f, config) for f in built.values())
     calibration, frames = read_stereo_bag(scene, with_images=with_images)
@@ -110,12 +121,13 @@ def run_filters(scene: Path, truth: Truth, filters: List[str],
 
 def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = None,
             model_path: Optional[str] = None,
-            config: Optional[PipelineConfig] = None) -> List[dict]:
+            config: Optional[PipelineConfig] = None,
+            decision: Optional[Dict] = None) -> List[dict]:
     """Return the metrics of every filter on every scene (bags are read once)."""
     results = []
     for scene in scenes:
         truth = Truth.load(scene / 'truth.json')
-        runs = run_filters(scene, truth, filters, gbdt_path, model_path, config)
+        runs = run_filters(scene, truth, filters, gbdt_path, model_path, config, decision)
         for name, run in runs.items():
             result = score_run(run, truth, name, __version__)
             result['run']['bag'] = str(scene)
@@ -148,6 +160,7 @@ def main(args: argparse.Namespace) -> int:
     """Run ``evaluate``; return the exit status."""
     try:
         config = replace_fields(PipelineConfig(), parse_overrides(args.set))
+        decision = parse_overrides(args.decision, '--decision')
         gbdt_path = _gbdt_path(args, config)
         if args.compare:
             filters = (args.filters.split(',') if args.filters else
@@ -156,7 +169,8 @@ def main(args: argparse.Namespace) -> int:
             unknown = [f for f in filters if f not in FILTER_NAMES]
             if unknown:
                 raise ValueError(f'unknown filters {unknown}; choose from {FILTER_NAMES}')
-            results = compare(scene_dirs(args.bag), filters, gbdt_path, args.model, config)
+            results = compare(scene_dirs(args.bag), filters, gbdt_path, args.model, config,
+                              decision)
             print(summary_table(results))
             output = {'results': results}
         else:
@@ -166,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
             if args.tracks is None:
                 truth = Truth.load(args.truth or Path(args.bag[0]) / 'truth.json')
                 filt = build_filter(args.filter, truth, gbdt_path,
-                                    **_filter_kwargs(args.filter, args.model))
+                                    **_filter_kwargs(args.filter, args.model, decision))
             output = evaluate_bag(args.bag[0], args.truth, args.filter, tracks_bag=args.tracks,
                                   tracks_topic=args.tracks_topic, persistence_filter=filt,
                                   config=config)
