@@ -90,7 +90,7 @@ def _gbdt_path(args, config: Optional[PipelineConfig] = None) -> Optional[str]:
         return args.gbdt or (str(GBDT_BASELINE) if GBDT_BASELINE.exists() else None)
     x, y = collect_gbdt_training(scene_dirs(args.train_bag), config=config)
     path = args.save_gbdt or str(Path(args.json or 'metrics.json').with_suffix('.gbdt.npz'))
-    GbdtFilter(decide_after=5).fit(x, y).save(path)
+    GbdtFilter().fit(x, y).save(path)
     print(f'gbdt: fitted on {len(y)} tracks ({int(y.sum())} real), saved to {path}',
           file=sys.stderr)
     return path

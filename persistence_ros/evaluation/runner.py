@@ -13,7 +13,7 @@ from persistence_ros.calibration import (
 from persistence_ros.detections import detection_frame_from_msg, DetectionFrame, stamp_to_ns
 from persistence_ros.evaluation.scoring import score_run, track_labels, Truth
 from persistence_ros.filters import (
-    GbdtFilter, make_filter, NoFilter, PersistenceFilter, StereoTrackState)
+    GBDT_DECIDE_AFTER, GbdtFilter, make_filter, NoFilter, PersistenceFilter, StereoTrackState)
 from persistence_ros.pipeline import PipelineConfig, PipelineTrack, StereoPipeline
 
 CAMERAS = ('left', 'right')
@@ -176,7 +176,7 @@ def evaluate_bag(bag_dir, truth_path=None, filter_name: str = 'none',
     return score_run(run, truth, name, __version__)
 
 
-def collect_gbdt_training(bag_dirs: Iterable, decide_after: int = 5,
+def collect_gbdt_training(bag_dirs: Iterable, decide_after: int = GBDT_DECIDE_AFTER,
                           config: Optional[PipelineConfig] = None
                           ) -> Tuple[np.ndarray, np.ndarray]:
     """
@@ -211,7 +211,7 @@ def collect_gbdt_training(bag_dirs: Iterable, decide_after: int = 5,
     return np.stack(xs), np.array(ys, dtype=np.int64)
 
 
-def train_gbdt(bag_dirs: Iterable, out_path: str, decide_after: int = 5,
+def train_gbdt(bag_dirs: Iterable, out_path: str, decide_after: int = GBDT_DECIDE_AFTER,
                plane: Optional[Sequence[float]] = None) -> GbdtFilter:
     """Fit the gbdt filter on training bags and save its training set to ``out_path``."""
     x, y = collect_gbdt_training(bag_dirs, decide_after)

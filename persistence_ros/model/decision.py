@@ -23,7 +23,7 @@ class EarlyDecision:
 
     hi: float = 0.9
     lo: float = 0.1
-    min_frames: int = 5
+    min_frames: int = 3
     recheck: bool = False
 
     def __post_init__(self):
