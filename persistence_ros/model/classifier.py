@@ -343,19 +343,18 @@ class PersistenceClassifier(nn.Module):
                     [hidden.transpose(0, 1)])
         b, t = x.shape[:2]
         window = self.config.window
+        rollout = len(cache[0]) == 4  # init_cache(rollout=True) adds the rows to each layer
+        rows = x.new_ones(b, t, 1) if rollout else None  # no layer yet: each frame is itself
         new_cache = []
-        weights = None
-        rows = x.new_ones(b, t, 1)  # rollout of no layer: each frame is itself
         for block, c in zip(self.blocks, cache):
             x, weights, kv = block.extend(x, c[:3])
-            if len(c) == 4:  # rollout: mix the previous layers' rows of the window's frames
+            if rollout:  # mix the previous layers' rows of each new frame's window
                 slots = torch.cat([c[3], rows.to(c[3].dtype)], dim=1)
                 rows = _rollout_step(weights, slots, window)
                 kv = kv + (slots[:, t:],)
             new_cache.append(kv)
-        if len(cache[-1]) == 4:
-            return self.head(self.ln(x)).squeeze(-1), rows[:, -1], new_cache
-        return self.head(self.ln(x)).squeeze(-1), weights[:, -1, -window:], new_cache
+        attention = rows[:, -1] if rollout else weights[:, -1, -window:]
+        return self.head(self.ln(x)).squeeze(-1), attention, new_cache
 
 
 def frame_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -167,8 +167,9 @@ class PersistenceModel(nn.Module):
         Process the next T frames of B tracks in one call (a late track's backlog).
 
         crops ``[B, T, 3, H, W]``, geometry ``[B, T, G]``; returns p(persistent) ``[B, T]``,
-        the last frame's attention ``[B, W]`` and the new state: the same as T calls of
-        ``step``, at the cost of one clip forward.
+        the last frame's attention (``[B, W]``, or ``[B, L(W-1)+1]`` for a state made with
+        ``rollout``) and the new state: the same as T calls of ``step``, at the cost of one
+        clip forward.
         """
         b, t = crops.shape[:2]
         if state is None:
@@ -186,8 +187,9 @@ class PersistenceModel(nn.Module):
         Process one new frame of B tracks.
 
         crops ``[B, 3, H, W]``, geometry ``[B, G]``; returns p(persistent) ``[B]``, attention
-        ``[B, W]`` over the window (oldest first, this frame last; empty slots are 0) and the
-        new state. Cost per call is constant in the track length.
+        ``[B, W]`` over the window (oldest first, this frame last; empty slots are 0; the
+        rollout's ``[B, L(W-1)+1]`` for a state made with ``rollout``) and the new state. Cost
+        per call is constant in the track length.
         """
         prob, attention, state = self.extend(crops.unsqueeze(1), geometry.unsqueeze(1), state)
         return prob[:, 0], attention, state
