@@ -1,10 +1,12 @@
 """config/persistence.yaml, the code defaults and the README table agree exactly."""
 
+import json
 from pathlib import Path
 import re
 
 import yaml
 
+from persistence_ros.model import DEFAULT_WEIGHTS
 from persistence_ros.ros.parameters import DEFAULTS, flatten, PARAMETERS, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +54,11 @@ def test_every_parameter_is_described_and_ranged_defaults_are_in_range():
             assert p.range[0] <= p.default <= p.range[1], p.name
         if p.choices is not None:
             assert p.default in p.choices
+
+
+def test_learned_decision_defaults_are_the_shipped_weights_and_are_checked():
+    # the node's defaults reproduce the model card's rule (the JSON beside the weights)
+    shipped = json.loads(DEFAULT_WEIGHTS.with_suffix('.json').read_text())['config']['decision']
+    assert {k: DEFAULTS[f'model.decision.{k}'] for k in shipped} == shipped
+    values = dict(DEFAULTS, **{'model.decision.lo': 0.5, 'model.decision.hi': 0.5})
+    assert validate(values) == ['model.decision.lo (0.5) must be < model.decision.hi (0.5)']

@@ -88,6 +88,17 @@ PARAMETERS: List[Parameter] = [
        'attention published per track: last_layer (the decision layer, over the last W '
        'frames) or rollout (all layers, over the last L(W-1)+1 frames)',
        choices=ATTENTION_MODES),
+    _P('model.decision.hi', 0.9,
+       'learned filter: decided persistent once p(persistent) is at or above this',
+       range=(0.5, 1.0)),
+    _P('model.decision.lo', 0.1,
+       'learned filter: decided transient once p(persistent) is at or below this',
+       range=(0.0, 0.5)),
+    _P('model.decision.min_frames', 3, 'learned filter: observed frames before it decides',
+       range=(1, 1000)),
+    _P('model.decision.recheck', False,
+       'learned filter: keep scoring decided tracks (a transient one can still turn '
+       'persistent); false: decided tracks cost no model time'),
     _P('tracker.high_score', 0.5, 'detections at or above it start and extend 2D tracks',
        range=(0.0, 1.0)),
     _P('tracker.low_score', 0.1, 'detections at or above it only extend 2D tracks',
@@ -195,6 +206,9 @@ def _semantic_errors(v: Dict[str, Any]) -> List[str]:
     if filter_name == 'gbdt' and not v['filter.gbdt_path']:
         errors.append('filter.name is gbdt: set filter.gbdt_path to a file written by '
                       'GbdtFilter.save (or choose another filter.name)')
+    if v['model.decision.lo'] >= v['model.decision.hi']:
+        errors.append(f"model.decision.lo ({v['model.decision.lo']}) must be < "
+                      f"model.decision.hi ({v['model.decision.hi']})")
     if filter_name == 'learned' and not v['model.path'] and not DEFAULT_WEIGHTS.exists():
         errors.append(f'filter.name is learned: no shipped weights at {DEFAULT_WEIGHTS}; set '
                       'model.path to a trained checkpoint (or choose another filter.name, '

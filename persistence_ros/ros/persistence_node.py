@@ -91,7 +91,9 @@ def build_filter(values: Dict[str, Any], device: str):
         kwargs = {'decide_after': decide_after, 'margin_m': values['filter.ground_margin_m']}
     elif name == 'learned':
         kwargs = {'model_path': values['model.path'], 'device': device,
-                  'attention': values['model.attention']}
+                  'attention': values['model.attention'],
+                  **{key: values[f'model.decision.{key}']
+                     for key in ('hi', 'lo', 'min_frames', 'recheck')}}
     return make_filter(name, plane=parameters.plane_of(values),
                        gbdt_path=values['filter.gbdt_path'] or None, **kwargs)
 

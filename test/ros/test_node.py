@@ -200,6 +200,15 @@ def test_processing_queue_drops_oldest_and_counts(context, calibration_files):
         node.destroy_node()
 
 
+def test_learned_filter_takes_the_decision_parameters():
+    values = dict(parameters.DEFAULTS, **{'model.decision.hi': 0.95, 'model.decision.lo': 0.2,
+                                          'model.decision.min_frames': 7,
+                                          'model.decision.recheck': True})
+    decision = build_filter(values, 'cpu').decision
+    assert (decision.hi, decision.lo, decision.min_frames, decision.recheck) == (0.95, 0.2, 7,
+                                                                                 True)
+
+
 def _core_results(bag, truth):
     """Run the core pipeline in-process on the bag, with the node's default parameters."""
     values = dict(parameters.DEFAULTS)
