@@ -343,7 +343,7 @@ def test_train_command_config_overrides():
         'cross_attention', 1, 'cpu_x')
     with pytest.raises(ValueError, match='KEY=VALUE'):
         parse_overrides(['classifier.fusion'])
-    with pytest.raises(ValueError, match='unknown config key'):
+    with pytest.raises(ValueError, match="unknown field 'classifier.fuse'; fields of classifier"):
         load_config('cpu', parse_overrides(['classifier.fuse=1']))
     with pytest.raises(ValueError, match='lo < hi'):  # the decision section is checked too
         load_config('cpu', parse_overrides(['decision.lo=0.95']))

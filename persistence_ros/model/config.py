@@ -9,6 +9,7 @@ import yaml
 
 from persistence_ros.features import GEOMETRY_FEATURES
 from persistence_ros.model.decision import EarlyDecision
+from persistence_ros.overrides import replace_fields
 
 CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
 
@@ -119,18 +120,4 @@ def load_config(name_or_path: Union[str, Path], overrides: Optional[Dict] = None
     with open(path, 'r', encoding='utf-8') as stream:
         data = yaml.safe_load(stream) or {}
     config = ModelConfig.from_dict(data)
-    if overrides:
-        merged = config.to_dict()
-        for key, value in overrides.items():
-            _set_dotted(merged, key, value)
-        config = ModelConfig.from_dict(merged)
-    return config
-
-
-def _set_dotted(data, key, value):
-    parts = key.split('.')
-    for part in parts[:-1]:
-        data = data[part]
-    if parts[-1] not in data:
-        raise ValueError(f'unknown config key {key!r}')
-    data[parts[-1]] = value
+    return replace_fields(config, overrides) if overrides else config
