@@ -172,6 +172,10 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
                               '--decision', 'threshold=0.3'])
     assert command.main(args) == 2
     assert 'unknown decision settings' in capsys.readouterr().err
+    for filters in (['--filter', 'gbdt'], ['--compare', '--filters', 'none,stereo']):
+        args = parser.parse_args(['--bag', str(scene), *filters, '--decision', 'min_frames=2'])
+        assert command.main(args) == 2
+        assert 'no learned filter runs here' in capsys.readouterr().err
 
 
 def _rig():

@@ -156,6 +156,12 @@ def summary_table(results: List[dict]) -> str:
     return '\n'.join(lines)
 
 
+def _check_decision(decision: Dict, runs_learned: bool) -> None:
+    if decision and not runs_learned:
+        raise ValueError('--decision sets the rule of the learned filter, and no learned '
+                         'filter runs here (add learned to --filters, or drop --decision)')
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``evaluate``; return the exit status."""
     try:
@@ -169,6 +175,7 @@ def main(args: argparse.Namespace) -> int:
             unknown = [f for f in filters if f not in FILTER_NAMES]
             if unknown:
                 raise ValueError(f'unknown filters {unknown}; choose from {FILTER_NAMES}')
+            _check_decision(decision, 'learned' in filters)
             results = compare(scene_dirs(args.bag), filters, gbdt_path, args.model, config,
                               decision)
             print(summary_table(results))
@@ -176,6 +183,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             if len(args.bag) != 1:
                 raise ValueError('give one --bag (or use --compare)')
+            _check_decision(decision, args.filter == 'learned' and args.tracks is None)
             filt = None
             if args.tracks is None:
                 truth = Truth.load(args.truth or Path(args.bag[0]) / 'truth.json')
