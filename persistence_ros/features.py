@@ -14,7 +14,13 @@ matched to a detection (oldest first); columns are ``GEOMETRY_FEATURES``:
 * ``disparity_norm``: left minus right box-centre x, in image widths;
 * ``height_m``: signed height of the triangulated point above the ground plane (0 without a
   plane or a valid point; clipped to +-``MAX_HEIGHT_M``);
-* ``has_partner``: 1 when the other camera's track was matched at the same stamp.
+* ``has_partner``: 1 when the other camera's track was matched at the same stamp;
+* ``brightness``, ``saturation``, ``contrast``: the crop's mean HSV value, mean HSV
+  saturation and grey-level standard deviation in [0, 1] (``filters.crop_statistics``, the
+  gbdt baseline's strongest cues, given to the model per frame; 0 without a crop).
+
+A model reads the columns its config names (``classifier.geometry_features``), so weights
+trained on fewer columns keep working when columns are added here.
 """
 
 from dataclasses import dataclass
@@ -23,11 +29,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from persistence_ros.filters import plane_heights, StereoTrackState
+from persistence_ros.filters import crop_statistics, plane_heights, StereoTrackState
 from persistence_ros.tracking import TrackObservation
 
 GEOMETRY_FEATURES = ('cx_norm', 'cy_norm', 'w_norm', 'h_norm', 'score', 'vx_norm', 'vy_norm',
-                     'epipolar_px', 'disparity_norm', 'height_m', 'has_partner')
+                     'epipolar_px', 'disparity_norm', 'height_m', 'has_partner',
+                     'brightness', 'saturation', 'contrast')
+APPEARANCE_FEATURES = ('brightness', 'saturation', 'contrast')
 SIDES = ('left', 'right')
 MAX_EPIPOLAR_PX = 50.0
 MAX_HEIGHT_M = 5.0
@@ -52,13 +60,15 @@ def _finite_or_zero(value: float, bound: float) -> float:
 
 def side_geometry(state: StereoTrackState, side: str, image_size: Tuple[int, int],
                   plane: Optional[Sequence[float]] = None,
-                  after_ns: Optional[int] = None) -> SideGeometry:
+                  after_ns: Optional[int] = None, appearance: bool = True) -> SideGeometry:
     """
     Return the geometry rows of ``side`` ('left' or 'right') of a stereo track.
 
     ``image_size`` is (width, height) in pixels; ``plane`` the ground plane ``[a, b, c, d]``
     in the left optical frame (``filters.plane_heights``); rows at or before ``after_ns``
-    are left out (their velocity still uses them).
+    are left out (their velocity still uses them). ``appearance=False`` leaves the
+    ``APPEARANCE_FEATURES`` columns NaN (the crop statistics cost ~0.13 ms per row on 2 CPU
+    cores; skip them when the model does not read them).
     """
     if side not in SIDES:
         raise ValueError(f'side must be left or right, got {side!r}')
@@ -93,8 +103,12 @@ def side_geometry(state: StereoTrackState, side: str, image_size: Tuple[int, int
                 epipolar = _finite_or_zero(residuals[k], MAX_EPIPOLAR_PX)
                 if k < len(heights):
                     height_m = _finite_or_zero(heights[k], MAX_HEIGHT_M)
+        stats = (math.nan,) * 3
+        if appearance:
+            stats = (0.0, 0.0, 0.0) if obs.crop is None else tuple(
+                _finite_or_zero(v, 1.0) for v in crop_statistics(obs.crop))
         observations.append(obs)
         rows.append([cx / width, cy / height, w / width, h / height, float(obs.score),
-                     vx, vy, epipolar, disparity, height_m, has_partner])
+                     vx, vy, epipolar, disparity, height_m, has_partner, *stats])
     geometry = np.asarray(rows, dtype=np.float32).reshape(-1, len(GEOMETRY_FEATURES))
     return SideGeometry(observations, geometry)

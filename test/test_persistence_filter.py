@@ -64,12 +64,38 @@ def test_side_geometry_against_hand_computed_rows():
         side_geometry(state, 'middle', (200, 100))
 
 
-def _tiny_model(seed=0, window=8):
+def test_side_geometry_appearance_columns_of_known_crops():
+    # pure red: HSV value 1, saturation 1, one grey level; grey 50 %: no saturation;
+    # a half black / half white crop: value 0.5, grey std 0.5 (255 * 0.5 / 255)
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255
+    grey = np.full((8, 8, 3), 128, np.uint8)
+    halves = np.zeros((8, 8, 3), np.uint8)
+    halves[:, 4:] = 255
+    obs = [TrackObservation((50.0, 50.0, 8.0, 8.0), 0.9, k + 1, f'd{k}', True, crop)
+           for k, crop in enumerate((red, grey, halves, None))]
+    state = StereoTrackState(1, 1, 2, obs, [], stamps_ns=[1, 2, 3, 4],
+                             epipolar_residuals=np.full(4, np.nan), points=np.full((4, 3), np.nan))
+    g = side_geometry(state, 'left', (100, 100)).geometry
+    cols = [COL['brightness'], COL['saturation'], COL['contrast']]
+    np.testing.assert_allclose(g[:, cols], [[1.0, 1.0, 0.0], [128 / 255, 0.0, 0.0],
+                                            [0.5, 0.0, 127.5 / 255], [0.0, 0.0, 0.0]], atol=1e-6)
+    # without the crop statistics (a model that does not read them): NaN, the rest unchanged
+    bare = side_geometry(state, 'left', (100, 100), appearance=False).geometry
+    assert np.isnan(bare[:, cols]).all()
+    others = [i for i in range(len(GEOMETRY_FEATURES)) if i not in cols]
+    np.testing.assert_array_equal(bare[:, others], g[:, others])
+
+
+def _tiny_model(seed=0, window=8, features=None):
     torch.manual_seed(seed)
     config = load_config('cpu')
     config.classifier.window = window
+    if features is not None:
+        config.classifier.geometry_features = list(features)
     model = PersistenceModel(config).eval()
-    model.set_geometry_normalization(np.zeros(11), np.ones(11))
+    g = len(config.classifier.geometry_features)
+    model.set_geometry_normalization(np.zeros(g), np.ones(g))
     return model
 
 
@@ -85,11 +111,15 @@ def floor_scene(tmp_path_factory):
     return scene, truth, calibration, frames
 
 
-def test_learned_filter_streams_exactly_what_the_model_sees_in_a_clip(floor_scene):
+# all columns; or a subset in another order, as weights trained before columns were added
+@pytest.mark.parametrize('features', [GEOMETRY_FEATURES, GEOMETRY_FEATURES[10::-1]])
+def test_learned_filter_streams_exactly_what_the_model_sees_in_a_clip(floor_scene, features):
     _, truth, calibration, frames = floor_scene
-    model = _tiny_model(window=8)
+    model = _tiny_model(window=8, features=features)
     filt = LearnedFilter(model, plane=truth['rig']['ground_plane_left_optical'],
                          decision=EarlyDecision(hi=0.999, lo=0.001, min_frames=10 ** 6))
+    # the crop statistics are computed only for a model that reads them
+    assert filt.appearance == ('saturation' in features)
     states = []
     run = run_pipeline(calibration, frames, filt, on_states=lambda s: states.append(list(s)))
     tracks = [t for _, ts in run for t in ts]
@@ -115,14 +145,21 @@ def test_learned_filter_streams_exactly_what_the_model_sees_in_a_clip(floor_scen
                 break  # the history was cut by the tracker window: not a whole clip
             crops = torch.from_numpy(np.stack([o.crop for o in rows.observations])
                                      ).permute(0, 3, 1, 2)[None]
+            geometry = rows.geometry[:, [COL[f] for f in features]]
             with torch.no_grad():
-                out = model(crops, torch.from_numpy(rows.geometry)[None])
+                out = model(crops, torch.from_numpy(geometry)[None])
             probs.append(float(out['prob'][0, -1]))
         else:
             streamed = [t for t in run[-1][1] if t.id == tid][0].probability
             assert streamed == pytest.approx(np.mean(probs), abs=1e-4)
             checked += 1
     assert checked > 0
+
+
+def test_learned_filter_rejects_a_model_reading_unknown_columns():
+    model = _tiny_model(features=[*GEOMETRY_FEATURES[:3], 'depth_of_field'])
+    with pytest.raises(ValueError, match="columns \\['depth_of_field'\\]"):
+        LearnedFilter(model, plane=[0.0, -1.0, 0.0, 1.0])
 
 
 def test_learned_filter_publishes_the_attention_rollout_of_the_clip(floor_scene):
@@ -145,7 +182,7 @@ def test_learned_filter_publishes_the_attention_rollout_of_the_clip(floor_scene)
         crops = torch.from_numpy(np.stack([o.crop for o in rows.observations])
                                  ).permute(0, 3, 1, 2)[None]
         with torch.no_grad():
-            rollout = model(crops, torch.from_numpy(rows.geometry)[None],
+            rollout = model(crops, torch.from_numpy(rows.geometry[:, filt.columns])[None],
                             rollout=True)['rollout'][0, -1].numpy()
         published = last[st.id]
         assert len(published.attention) == min(n, span) > 4  # further back than the window

@@ -21,7 +21,8 @@ import warnings
 import numpy as np
 import torch
 
-from persistence_ros.features import side_geometry, SIDES
+from persistence_ros.features import (
+    APPEARANCE_FEATURES, GEOMETRY_FEATURES, side_geometry, SIDES)
 from persistence_ros.filters import (
     FilterDecision, PersistenceFilter, PERSISTENT, StereoTrackState, TENTATIVE, TRANSIENT)
 from persistence_ros.model import ATTENTION_MODES, DEFAULT_WEIGHTS
@@ -67,8 +68,19 @@ class LearnedFilter(PersistenceFilter):
         if attention not in ATTENTION_MODES:
             raise ValueError(f'learned filter: attention must be one of {ATTENTION_MODES}, '
                              f'got {attention!r}')
+        unknown = [f for f in model.config.classifier.geometry_features
+                   if f not in GEOMETRY_FEATURES]
+        if unknown:
+            raise ValueError(f'learned filter: the model reads geometry columns {unknown} '
+                             f'that this package does not compute (known: '
+                             f'{list(GEOMETRY_FEATURES)}); use weights made for this version')
         self.model = model.eval()
         self.attention = attention
+        # the side_geometry columns this model was trained on, in its order
+        self.columns = [GEOMETRY_FEATURES.index(f)
+                        for f in model.config.classifier.geometry_features]
+        self.appearance = bool(set(APPEARANCE_FEATURES)
+                               & set(model.config.classifier.geometry_features))
         self.decision = decision or dataclasses.replace(model.config.decision)
         self.plane = None if plane is None else [float(v) for v in plane]
         self.image_size = image_size
@@ -107,14 +119,15 @@ class LearnedFilter(PersistenceFilter):
                         self.stats.frames_skipped_decided += len(new)
                         self._last_stamp[key] = new[-1]
                     continue
-                rows = side_geometry(st, side, self.image_size, self.plane, after_ns=last)
+                rows = side_geometry(st, side, self.image_size, self.plane, after_ns=last,
+                                     appearance=self.appearance)
                 if not rows.observations:
                     continue
                 keep = [i for i, o in enumerate(rows.observations) if o.crop is not None]
                 self.stats.frames_without_crop += len(rows.observations) - len(keep)
                 if keep:
                     pending[key] = ([rows.observations[i].crop for i in keep],
-                                    rows.geometry[keep],
+                                    rows.geometry[np.ix_(keep, self.columns)],
                                     [rows.observations[i].stamp_ns for i in keep])
                 self._last_stamp[key] = rows.observations[-1].stamp_ns
         return pending
