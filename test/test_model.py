@@ -357,6 +357,15 @@ def test_config_rejects_unknown_keys():
     assert load_config('gpu').classifier.layers == 4
 
 
+def test_configs_read_the_default_columns_and_the_data_set_offers_more():
+    from persistence_ros.features import APPEARANCE_FEATURES, DEFAULT_MODEL_FEATURES, \
+        GEOMETRY_FEATURES
+    assert ModelConfig().classifier.geometry_features == list(DEFAULT_MODEL_FEATURES)
+    for name in ('cpu', 'gpu'):
+        assert load_config(name).classifier.geometry_features == list(DEFAULT_MODEL_FEATURES)
+    assert GEOMETRY_FEATURES == DEFAULT_MODEL_FEATURES + APPEARANCE_FEATURES
+
+
 def test_dataset_windows_and_short_tracks(tmp_path):
     root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',), tracks_per_scene=12,
                                   max_frames=20, seed=3)

@@ -193,7 +193,8 @@ def test_dataset_builder(tmp_path, floor_scene, noisy_scene):
         arrays = ds.load_scene_arrays(tmp_path / 'data', entry)
         n, f = entry['tracks'], entry['frames']
         assert arrays['crops'].shape == (f, 64, 64, 3) and arrays['crops'].dtype == np.uint8
-        assert arrays['geometry'].shape == (f, 11) and arrays['geometry'].dtype == np.float32
+        assert arrays['geometry'].shape == (f, len(ds.GEOMETRY_FEATURES))
+        assert arrays['geometry'].dtype == np.float32
         assert arrays['track_offsets'][0] == 0 and arrays['track_offsets'][-1] == f
         assert arrays['track_label'].shape == (n,) and arrays['track_kind'].dtype.kind == 'U'
         # every row is a detection of the scene, labelled with its true kind

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
-from persistence_ros.features import GEOMETRY_FEATURES
+from persistence_ros.features import DEFAULT_MODEL_FEATURES
 from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.overrides import replace_fields
 
@@ -45,7 +45,7 @@ class ClassifierConfig:
     fusion: str = 'concat'
     temporal: str = 'transformer'
     fusion_queries: int = 4
-    geometry_features: List[str] = field(default_factory=lambda: list(GEOMETRY_FEATURES))
+    geometry_features: List[str] = field(default_factory=lambda: list(DEFAULT_MODEL_FEATURES))
     age_max: int = 64
     dropout: float = 0.1
 

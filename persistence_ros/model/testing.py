@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from persistence_ros.model.config import GEOMETRY_FEATURES
+from persistence_ros.features import DEFAULT_MODEL_FEATURES, GEOMETRY_FEATURES
 
 
 def _background(rng, size):
@@ -104,7 +104,7 @@ def make_synthetic_dataset(root, splits: Sequence[str] = ('train',) * 4 + ('val'
 
 
 def synthetic_batch(n_tracks: int = 8, frames: int = 12, size: int = 64, seed: int = 0,
-                    geometry_dim: int = len(GEOMETRY_FEATURES),
+                    geometry_dim: int = len(DEFAULT_MODEL_FEATURES),
                     kinds: Optional[Sequence[str]] = None):
     """Return (crops uint8 [N, T, 3, H, W], geometry [N, T, G], labels [N]) arrays."""
     rng = np.random.default_rng(seed)
