@@ -1,7 +1,7 @@
 """2D detections as the core sees them: one box of one camera at one stamp."""
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 
@@ -22,6 +22,11 @@ class Detection:
     score: float = 1.0
     class_id: str = ''
     id: str = ''
+
+    def cxcywh(self) -> Tuple[float, float, float, float]:
+        """Return the box as ``(centre x, centre y, width, height)`` floats (a track's box)."""
+        return (float(self.center_x), float(self.center_y), float(self.width),
+                float(self.height))
 
     def xyxy(self) -> np.ndarray:
         """Return the box as ``[x_min, y_min, x_max, y_max]``."""

@@ -426,7 +426,7 @@ class Tracker2D:
 
         for track, k in assigned:
             det = dets[k]
-            box = (float(det.center_x), float(det.center_y), float(det.width), float(det.height))
+            box = det.cxcywh()
             track._kf.update(box)
             self._update_appearance(track, descriptors, k)
             track.hits += 1
@@ -449,7 +449,7 @@ class Tracker2D:
 
         for j in free_high:
             det = dets[high[j]]
-            box = (float(det.center_x), float(det.center_y), float(det.width), float(det.height))
+            box = det.cxcywh()
             track = Track2D(id=next(self._ids), min_hits=cfg.min_hits,
                             history=deque(maxlen=cfg.window), detection=det,
                             last_detection=det, start_stamp_ns=stamp, last_stamp_ns=stamp,

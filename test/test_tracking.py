@@ -208,3 +208,14 @@ def test_config_validation(kwargs, message):
     with pytest.raises(ValueError) as info:
         TrackerConfig(**kwargs)
     assert message in str(info.value)
+
+
+def test_history_boxes_are_the_matched_detections_as_plain_floats():
+    tracker = Tracker2D(TrackerConfig(min_hits=1))
+    for k in range(3):
+        det = Detection(center_x=np.float32(50.5 + k), center_y=np.float64(20.0), width=8,
+                        height=np.float32(12.25), score=0.9, id=f'd{k}')
+        update = tracker.update(DetectionFrame(stamp_ns=k + 1, frame_id='cam', detections=[det]))
+    (track,) = update.tracks
+    assert [o.box for o in track.history] == [(50.5 + k, 20.0, 8.0, 12.25) for k in range(3)]
+    assert all(type(v) is float for o in track.history for v in o.box)
