@@ -166,8 +166,20 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
         args = parser.parse_args(['--bag', str(scene), '--filter', 'learned', '--json',
                                   str(out), '--decision', f'min_frames={frames}'])
         assert command.main(args) == 0
-        decided[frames] = json.loads(out.read_text())['decision']
-    assert decided[8]['median_frames'] >= 8 > decided[2]['median_frames'] >= 2
+        decided[frames] = json.loads(out.read_text())
+    assert decided[8]['decision']['median_frames'] >= 8 > decided[2]['decision']['median_frames']
+    assert decided[2]['decision']['median_frames'] >= 2
+    # the model's work: deciding later encodes more frames and skips fewer
+    early, late = decided[2]['compute'], decided[8]['compute']
+    assert late['frames_encoded'] > early['frames_encoded'] > 0
+    assert early['frames_skipped_decided'] > late['frames_skipped_decided']
+    assert (early['frames_encoded'] + early['frames_skipped_decided']
+            == late['frames_encoded'] + late['frames_skipped_decided'])
+    results = command.compare([scene], ['none', 'learned'], decision={'min_frames': 2})
+    assert [r['compute'] for r in results if 'compute' in r] == [early]
+    assert command.compute_summary(results)[0].startswith(
+        f"learned: the model encoded {early['frames_encoded']} frames and skipped "
+        f"{early['frames_skipped_decided']} ")
     args = parser.parse_args(['--bag', str(scene), '--filter', 'learned',
                               '--decision', 'threshold=0.3'])
     assert command.main(args) == 2

@@ -1,6 +1,7 @@
 """``persistence-ros evaluate``: score a run against ``truth.json``; ``--compare`` filters."""
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 import sys
@@ -101,6 +102,32 @@ def _filter_kwargs(name: str, model_path: Optional[str],
     return {'model_path': model_path, **(decision or {})} if name == 'learned' else {}
 
 
+def _build_filters(truth: Truth, filters: List[str], gbdt_path: Optional[str],
+                   model_path: Optional[str], decision: Optional[Dict]) -> Dict[str, object]:
+    return {name: build_filter(name, truth, gbdt_path,
+                               **_filter_kwargs(name, model_path, decision))
+            for name in filters}
+
+
+def _run_built(scene: Path, built: Dict[str, object],
+               config: Optional[PipelineConfig]) -> Dict[str, Run]:
+    with_images = any(needs_images(f, config) for f in built.values())
+    calibration, frames = read_stereo_bag(scene, with_images=with_images)
+    return {name: run_pipeline(calibration, frames, filt, config)
+            for name, filt in built.items()}
+
+
+def model_compute(persistence_filter) -> Optional[Dict[str, int]]:
+    """
+    Return the model work of a filter that has a model (``LearnedFilter.stats``), else None.
+
+    ``frames_encoded``: frames the model ran on; ``frames_skipped_decided``: frames of
+    already decided tracks it did not run on (the compute the early decision saved).
+    """
+    stats = getattr(persistence_filter, 'stats', None)
+    return None if stats is None else dataclasses.asdict(stats)
+
+
 def run_filters(scene: Path, truth: Truth, filters: List[str],
                 gbdt_path: Optional[str] = None, model_path: Optional[str] = None,
                 config: Optional[PipelineConfig] = None,
@@ -110,29 +137,45 @@ def run_filters(scene: Path, truth: Truth, filters: List[str],
 
     ``decision`` overrides the learned filter's early-decision settings (``EarlyDecision``).
     """
-    built = {name: build_filter(name, truth, gbdt_path,
-                                **_filter_kwargs(name, model_path, decision))
-             for name in filters}
-    with_images = any(needs_images(f, config) for f in built.values())
-    calibration, frames = read_stereo_bag(scene, with_images=with_images)
-    return {name: run_pipeline(calibration, frames, filt, config)
-            for name, filt in built.items()}
+    return _run_built(scene, _build_filters(truth, filters, gbdt_path, model_path, decision),
+                      config)
 
 
 def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = None,
             model_path: Optional[str] = None,
             config: Optional[PipelineConfig] = None,
             decision: Optional[Dict] = None) -> List[dict]:
-    """Return the metrics of every filter on every scene (bags are read once)."""
+    """
+    Return the metrics of every filter on every scene (bags are read once).
+
+    A filter with a model also reports its ``compute`` (``model_compute``).
+    """
     results = []
     for scene in scenes:
         truth = Truth.load(scene / 'truth.json')
-        runs = run_filters(scene, truth, filters, gbdt_path, model_path, config, decision)
+        built = _build_filters(truth, filters, gbdt_path, model_path, decision)
+        runs = _run_built(scene, built, config)
         for name, run in runs.items():
             result = score_run(run, truth, name, __version__)
             result['run']['bag'] = str(scene)
+            compute = model_compute(built[name])
+            if compute is not None:
+                result['compute'] = compute
             results.append(result)
     return results
+
+
+def compute_summary(results: List[dict]) -> List[str]:
+    """Return one line per filter with a model: frames encoded and skipped, over all scenes."""
+    totals: Dict[str, List[int]] = {}
+    for r in results:
+        if 'compute' in r:
+            t = totals.setdefault(r['run']['filter'], [0, 0])
+            t[0] += r['compute']['frames_encoded']
+            t[1] += r['compute']['frames_skipped_decided']
+    return [f'{name}: the model encoded {enc} frames and skipped {skip} of decided tracks '
+            f'({100.0 * skip / max(enc + skip, 1):.1f} % of the frames it would run with '
+            'recheck)' for name, (enc, skip) in totals.items()]
 
 
 def _value(result: dict, section: str, key: str) -> Optional[float]:
@@ -179,6 +222,8 @@ def main(args: argparse.Namespace) -> int:
             results = compare(scene_dirs(args.bag), filters, gbdt_path, args.model, config,
                               decision)
             print(summary_table(results))
+            for line in compute_summary(results):
+                print(line)
             output = {'results': results}
         else:
             if len(args.bag) != 1:
@@ -192,6 +237,9 @@ def main(args: argparse.Namespace) -> int:
             output = evaluate_bag(args.bag[0], args.truth, args.filter, tracks_bag=args.tracks,
                                   tracks_topic=args.tracks_topic, persistence_filter=filt,
                                   config=config)
+            compute = model_compute(filt)
+            if compute is not None:
+                output['compute'] = compute
             print(json.dumps(output, indent=1))
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f'persistence-ros evaluate: error: {error}', file=sys.stderr)
