@@ -32,12 +32,11 @@ import numpy as np
 from persistence_ros.filters import crop_statistics, plane_heights, StereoTrackState
 from persistence_ros.tracking import TrackObservation
 
-GEOMETRY_FEATURES = ('cx_norm', 'cy_norm', 'w_norm', 'h_norm', 'score', 'vx_norm', 'vy_norm',
-                     'epipolar_px', 'disparity_norm', 'height_m', 'has_partner',
-                     'brightness', 'saturation', 'contrast')
-APPEARANCE_FEATURES = ('brightness', 'saturation', 'contrast')
 # what a model reads unless its config names other columns (the cpu/gpu configs: these)
-DEFAULT_MODEL_FEATURES = tuple(f for f in GEOMETRY_FEATURES if f not in APPEARANCE_FEATURES)
+DEFAULT_MODEL_FEATURES = ('cx_norm', 'cy_norm', 'w_norm', 'h_norm', 'score', 'vx_norm',
+                          'vy_norm', 'epipolar_px', 'disparity_norm', 'height_m', 'has_partner')
+APPEARANCE_FEATURES = ('brightness', 'saturation', 'contrast')
+GEOMETRY_FEATURES = DEFAULT_MODEL_FEATURES + APPEARANCE_FEATURES
 SIDES = ('left', 'right')
 MAX_EPIPOLAR_PX = 50.0
 MAX_HEIGHT_M = 5.0
