@@ -25,8 +25,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from persistence_ros import __version__
-from persistence_ros.evaluation.command import run_filters, summary_table
-from persistence_ros.evaluation.runner import read_stereo_bag, Run
+from persistence_ros.evaluation.command import run_filters_on_frames, summary_table
+from persistence_ros.evaluation.runner import read_stereo_bag, Run, StereoFrame
 from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.filters import FILTER_NAMES
 from persistence_ros.model import DEFAULT_WEIGHTS, GBDT_BASELINE
@@ -156,9 +156,8 @@ def _plot_attention(decided: Run, path: Path) -> bool:
     return True
 
 
-def _plot_image(scene: Path, decided: Run, truth: Truth, path: Path) -> None:
+def _plot_image(frames: List[StereoFrame], decided: Run, truth: Truth, path: Path) -> None:
     import cv2
-    _, frames = read_stereo_bag(scene, with_images=True)
     index = len(frames) * 2 // 3
     stamp_ns = frames[index].stamp_ns
     image = cv2.cvtColor(frames[index].left_image, cv2.COLOR_RGB2BGR)
@@ -197,7 +196,8 @@ def main(args: argparse.Namespace) -> int:
             node_result = evaluate_bag(scene, tracks_bag=recorded)
     filters = available_filters()
     _say(f'3/4 core pipeline with filters: {", ".join(filters)}')
-    runs = run_filters(scene, truth, filters, str(GBDT_BASELINE))
+    calibration, frames = read_stereo_bag(scene, with_images=True)  # read once, images kept
+    runs = run_filters_on_frames(calibration, frames, truth, filters, str(GBDT_BASELINE))
     results = [score_run(run, truth, name, __version__) for name, run in runs.items()]
     if node_result is not None:
         results.append(node_result)
@@ -209,7 +209,7 @@ def main(args: argparse.Namespace) -> int:
     _say(f'4/4 figures and report (decisions shown: {best})')
     _plot_trajectories(runs['none'], runs[best], truth, out / 'trajectories.png')
     has_attention = _plot_attention(runs[best], out / 'attention.png')
-    _plot_image(scene, runs[best], truth, out / 'left_image.png')
+    _plot_image(frames, runs[best], truth, out / 'left_image.png')
     write_report(out, args, results, best, has_attention, node_result is not None,
                  time.monotonic() - started)
     _say(f'done in {time.monotonic() - started:.0f} s: {out / "report.md"}')

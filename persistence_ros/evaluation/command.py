@@ -5,14 +5,15 @@ import dataclasses
 import json
 from pathlib import Path
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from persistence_ros import __version__
+from persistence_ros.calibration import StereoCalibration
 from persistence_ros.evaluation.runner import (
     build_filter, collect_gbdt_training, evaluate_bag, needs_images, read_stereo_bag, Run,
-    run_pipeline)
+    run_pipeline, StereoFrame)
 from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.filters import FILTER_NAMES, GbdtFilter
 from persistence_ros.model import DEFAULT_WEIGHTS, GBDT_BASELINE
@@ -113,6 +114,12 @@ def _run_built(scene: Path, built: Dict[str, object],
                config: Optional[PipelineConfig]) -> Dict[str, Run]:
     with_images = any(needs_images(f, config) for f in built.values())
     calibration, frames = read_stereo_bag(scene, with_images=with_images)
+    return _run_on_frames(calibration, frames, built, config)
+
+
+def _run_on_frames(calibration: StereoCalibration, frames: Sequence[StereoFrame],
+                   built: Dict[str, object], config: Optional[PipelineConfig]
+                   ) -> Dict[str, Run]:
     return {name: run_pipeline(calibration, frames, filt, config)
             for name, filt in built.items()}
 
@@ -128,17 +135,12 @@ def model_compute(persistence_filter) -> Optional[Dict[str, int]]:
     return None if stats is None else dataclasses.asdict(stats)
 
 
-def run_filters(scene: Path, truth: Truth, filters: List[str],
-                gbdt_path: Optional[str] = None, model_path: Optional[str] = None,
-                config: Optional[PipelineConfig] = None,
-                decision: Optional[Dict] = None) -> Dict[str, Run]:
-    """
-    Run the core pipeline with every filter on one scene; the bag is read once.
-
-    ``decision`` overrides the learned filter's early-decision settings (``EarlyDecision``).
-    """
-    return _run_built(scene, _build_filters(truth, filters, gbdt_path, model_path, decision),
-                      config)
+def run_filters_on_frames(calibration: StereoCalibration, frames: Sequence[StereoFrame],
+                          truth: Truth, filters: List[str],
+                          gbdt_path: Optional[str] = None) -> Dict[str, Run]:
+    """Run every filter on frames already read (``read_stereo_bag``, with images)."""
+    return _run_on_frames(calibration, frames,
+                          _build_filters(truth, filters, gbdt_path, None, None), None)
 
 
 def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = None,
