@@ -85,6 +85,18 @@ def test_track_point_decision_scores_on_hand_built_truth():
                              'package_version': '0.0', 'frames': 3}
 
 
+def test_track_errors_name_the_false_positive_and_the_missed_real_track():
+    assert 'errors' not in score_run(_run(), _truth(), 'hand')['tracks']
+    errors = score_run(_run(), _truth(), 'hand', errors=True)['tracks']['errors']
+    assert errors == [
+        {'id': 2, 'outcome': 'fp', 'left_track_id': 2, 'right_track_id': 12,
+         'kinds': {'reflection': 6}, 'state': 'persistent', 'probability': 0.5,
+         'frames_observed': 3, 'decision_frame': 2},
+        {'id': 4, 'outcome': 'fn', 'left_track_id': 4, 'right_track_id': 14,
+         'kinds': {'object': 6}, 'state': 'tentative', 'probability': 0.5,
+         'frames_observed': 3, 'decision_frame': 0}]
+
+
 def test_mot_counts_published_reflections_as_false_positives():
     mot = score_run(_run(), _truth(), 'hand')['mot']
     left = mot['per_camera']['left']
@@ -127,7 +139,8 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
     metrics = {}
     for name in ('none', 'ground_plane'):
         out = tmp_path / f'{name}.json'
-        args = parser.parse_args(['--bag', str(scene), '--filter', name, '--json', str(out)])
+        args = parser.parse_args(['--bag', str(scene), '--filter', name, '--json', str(out),
+                                  '--errors'])
         assert command.main(args) == 0
         metrics[name] = json.loads(out.read_text())
     for m in metrics.values():
@@ -140,6 +153,11 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
             assert all(k in m[section] for k in keys), (section, m[section])
         assert set(m['mot']['per_camera']) == {'left', 'right'}
     assert metrics['none']['run']['filter'] == 'none'
+    for m in metrics.values():  # --errors lists exactly the false positives and negatives
+        outcomes = [e['outcome'] for e in m['tracks']['errors']]
+        assert (outcomes.count('fp'), outcomes.count('fn')) == (m['tracks']['fp'],
+                                                                 m['tracks']['fn'])
+    assert metrics['none']['tracks']['fp'] > 0  # nothing filtered: every reflection is an FP
     assert metrics['none']['tracks']['count'] > 0
     assert metrics['none']['tracks']['precision'] < metrics['ground_plane']['tracks']['precision']
     assert (metrics['ground_plane']['points']['spurious_fraction']

@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='override a core pipeline setting, e.g. '
                              'tracker.appearance_gate=1.0 (VALUE is read as YAML; repeatable)')
+    parser.add_argument('--errors', action='store_true',
+                        help='list the wrongly decided stereo tracks under tracks.errors in '
+                             'the JSON (outcome, true kinds of their detections, last state)')
     parser.add_argument('--decision', action='append', default=[], metavar='KEY=VALUE',
                         help="override the learned filter's early-decision rule (hi, lo, "
                              "min_frames, recheck; default: the checkpoint's), e.g. "
@@ -146,11 +149,12 @@ def run_filters_on_frames(calibration: StereoCalibration, frames: Sequence[Stere
 def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = None,
             model_path: Optional[str] = None,
             config: Optional[PipelineConfig] = None,
-            decision: Optional[Dict] = None) -> List[dict]:
+            decision: Optional[Dict] = None, errors: bool = False) -> List[dict]:
     """
     Return the metrics of every filter on every scene (bags are read once).
 
-    A filter with a model also reports its ``compute`` (``model_compute``).
+    A filter with a model also reports its ``compute`` (``model_compute``); ``errors`` adds
+    ``tracks.errors`` (``scoring.track_errors``).
     """
     results = []
     for scene in scenes:
@@ -158,7 +162,7 @@ def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = N
         built = _build_filters(truth, filters, gbdt_path, model_path, decision)
         runs = _run_built(scene, built, config)
         for name, run in runs.items():
-            result = score_run(run, truth, name, __version__)
+            result = score_run(run, truth, name, __version__, errors)
             result['run']['bag'] = str(scene)
             compute = model_compute(built[name])
             if compute is not None:
@@ -222,7 +226,7 @@ def main(args: argparse.Namespace) -> int:
                 raise ValueError(f'unknown filters {unknown}; choose from {FILTER_NAMES}')
             _check_decision(decision, 'learned' in filters)
             results = compare(scene_dirs(args.bag), filters, gbdt_path, args.model, config,
-                              decision)
+                              decision, args.errors)
             print(summary_table(results))
             for line in compute_summary(results):
                 print(line)
@@ -238,7 +242,7 @@ def main(args: argparse.Namespace) -> int:
                                     **_filter_kwargs(args.filter, args.model, decision))
             output = evaluate_bag(args.bag[0], args.truth, args.filter, tracks_bag=args.tracks,
                                   tracks_topic=args.tracks_topic, persistence_filter=filt,
-                                  config=config)
+                                  config=config, errors=args.errors)
             compute = model_compute(filt)
             if compute is not None:
                 output['compute'] = compute

@@ -156,9 +156,11 @@ def evaluate_bag(bag_dir, truth_path=None, filter_name: str = 'none',
                  tracks_bag=None, gbdt_path: Optional[str] = None,
                  config: Optional[PipelineConfig] = None,
                  persistence_filter: Optional[PersistenceFilter] = None,
-                 tracks_topic: Optional[str] = None) -> dict:
+                 tracks_topic: Optional[str] = None, errors: bool = False) -> dict:
     """
     Return the metrics of one scene (the JSON of ``persistence-ros evaluate``).
+
+    ``errors`` adds the wrongly decided tracks (``tracks.errors``, ``scoring.track_errors``).
 
     With ``tracks_bag`` the recorded ``TrackArray`` messages are scored (``run.filter`` is
     ``'node'``); otherwise the core pipeline runs over ``bag_dir`` with the filter.
@@ -173,7 +175,7 @@ def evaluate_bag(bag_dir, truth_path=None, filter_name: str = 'none',
         calibration, frames = read_stereo_bag(bag_dir, with_images=needs_images(filt, config))
         run = run_pipeline(calibration, frames, filt, config)
         name = filt.name
-    return score_run(run, truth, name, __version__)
+    return score_run(run, truth, name, __version__, errors)
 
 
 def collect_gbdt_training(bag_dirs: Iterable, decide_after: int = GBDT_DECIDE_AFTER,

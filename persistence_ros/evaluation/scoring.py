@@ -147,25 +147,53 @@ def labels_from_kind_counts(kinds: Dict[int, Counter]) -> Dict[int, Optional[boo
     return labels
 
 
-def score_tracks(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[str, float]:
-    """Return precision / recall / f1 of the PERSISTENT decision per stereo track."""
-    labels = track_labels(run, truth)
+def _track_outcomes(run: Sequence[Tuple[int, Sequence]], truth: Truth
+                    ) -> Tuple[Dict[int, Counter], Dict[int, Tuple[bool, bool]]]:
+    """Return the kinds per stereo track and, per labelled track, (real, ever PERSISTENT)."""
+    kinds = track_kind_counts(run, truth)
     persistent = set()
     for _, tracks in run:
         persistent.update(t.id for t in tracks if _state_name(t.state) == PERSISTENT)
-    tp = fp = fn = tn = 0
-    for tid, label in labels.items():
-        if label is None:
-            continue
-        pred = tid in persistent
-        tp += pred and label
-        fp += pred and not label
-        fn += (not pred) and label
-        tn += (not pred) and (not label)
+    outcomes = {tid: (label, tid in persistent)
+                for tid, label in labels_from_kind_counts(kinds).items() if label is not None}
+    return kinds, outcomes
+
+
+def score_tracks(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[str, float]:
+    """Return precision / recall / f1 of the PERSISTENT decision per stereo track."""
+    kinds, outcomes = _track_outcomes(run, truth)
+    counts = Counter(outcomes.values())  # (real, predicted persistent) -> tracks
+    tp, fp = counts[(True, True)], counts[(False, True)]
+    fn, tn = counts[(True, False)], counts[(False, False)]
     out = _prf(tp, fp, fn)
     out.update({'count': tp + fp + fn + tn, 'tp': tp, 'fp': fp, 'fn': fn, 'tn': tn,
-                'unlabelled': sum(1 for v in labels.values() if v is None)})
+                'unlabelled': len(kinds) - len(outcomes)})
     return out
+
+
+def track_errors(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> List[dict]:
+    """
+    Return the wrongly decided stereo tracks (the false positives and negatives of ``tracks``).
+
+    Per track: ``outcome`` ("fp": a transient that was PERSISTENT; "fn": a real track that
+    never was), the true ``kinds`` of the detections it used (counted; a mix of kinds means
+    the 2D trackers swapped targets), and its last output: ``state``, ``probability``,
+    ``frames_observed``, ``decision_frame`` (0: never decided).
+    """
+    kinds, outcomes = _track_outcomes(run, truth)
+    last = {t.id: t for _, tracks in run for t in tracks}
+    errors = []
+    for tid, (label, pred) in sorted(outcomes.items()):
+        if label == pred:
+            continue
+        t = last[tid]
+        errors.append({
+            'id': tid, 'outcome': 'fn' if label else 'fp',
+            'left_track_id': int(t.left_track_id), 'right_track_id': int(t.right_track_id),
+            'kinds': dict(sorted(kinds[tid].items())), 'state': _state_name(t.state),
+            'probability': float(t.probability), 'frames_observed': int(t.frames_observed),
+            'decision_frame': int(t.decision_frame)})
+    return errors
 
 
 def _point_object(track, truth: Truth, label: Optional[bool]) -> Optional[str]:
@@ -262,11 +290,15 @@ def score_mot(run: Sequence[Tuple[int, Sequence]], truth: Truth,
 
 
 def score_run(run: Sequence[Tuple[int, Sequence]], truth: Truth, filter_name: str,
-              package_version: str = '') -> dict:
-    """Return the full metrics dictionary (the JSON written by ``evaluate``)."""
+              package_version: str = '', errors: bool = False) -> dict:
+    """
+    Return the full metrics dictionary (the JSON written by ``evaluate``).
+
+    ``errors``: also list the wrongly decided tracks under ``tracks.errors`` (``track_errors``).
+    """
     mot = score_mot(run, truth)
     left = mot['left']
-    return {
+    out = {
         'tracks': score_tracks(run, truth),
         'points': score_points(run, truth),
         'decision': score_decisions(run),
@@ -275,3 +307,6 @@ def score_run(run: Sequence[Tuple[int, Sequence]], truth: Truth, filter_name: st
         'run': {'scenario': truth.scenario, 'seed': truth.seed, 'filter': filter_name,
                 'package_version': package_version, 'frames': len(run)},
     }
+    if errors:
+        out['tracks']['errors'] = track_errors(run, truth)
+    return out
