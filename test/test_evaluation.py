@@ -155,8 +155,8 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
     assert metrics['none']['run']['filter'] == 'none'
     for m in metrics.values():  # --errors lists exactly the false positives and negatives
         outcomes = [e['outcome'] for e in m['tracks']['errors']]
-        assert (outcomes.count('fp'), outcomes.count('fn')) == (m['tracks']['fp'],
-                                                                 m['tracks']['fn'])
+        counted = (outcomes.count('fp'), outcomes.count('fn'))
+        assert counted == (m['tracks']['fp'], m['tracks']['fn'])
     assert metrics['none']['tracks']['fp'] > 0  # nothing filtered: every reflection is an FP
     assert metrics['none']['tracks']['count'] > 0
     assert metrics['none']['tracks']['precision'] < metrics['ground_plane']['tracks']['precision']
