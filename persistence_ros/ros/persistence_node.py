@@ -22,6 +22,7 @@ stamp, frame: ``frame_id`` or the left optical frame): ``~/points``, ``~/markers
 
 import argparse
 from collections import Counter, deque
+import dataclasses
 import sys
 import threading
 import time
@@ -41,6 +42,7 @@ from persistence_ros.calibration import (calibration_from_camera_info, Calibrati
 from persistence_ros.detections import detection_frame_from_msg, DetectionFrame
 from persistence_ros.filters import make_filter
 from persistence_ros.image_codec import to_rgb8
+from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.msg import Detection2DArray, TrackArray
 from persistence_ros.pipeline import PipelineConfig, StereoPipeline
 from persistence_ros.ros import messages, parameters
@@ -92,8 +94,8 @@ def build_filter(values: Dict[str, Any], device: str):
     elif name == 'learned':
         kwargs = {'model_path': values['model.path'], 'device': device,
                   'attention': values['model.attention'],
-                  **{key: values[f'model.decision.{key}']
-                     for key in ('hi', 'lo', 'min_frames', 'recheck')}}
+                  **{f.name: values[f'model.decision.{f.name}']
+                     for f in dataclasses.fields(EarlyDecision)}}
     return make_filter(name, plane=parameters.plane_of(values),
                        gbdt_path=values['filter.gbdt_path'] or None, **kwargs)
 
