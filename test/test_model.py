@@ -17,7 +17,7 @@ from persistence_ros.model.decision import Decision, EarlyDecision
 from persistence_ros.model.model import PersistenceModel, StreamState, TrackStreamer
 from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batch
 from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, warn_if_collapsed
-from persistence_ros.model.train import selection_score, train
+from persistence_ros.model.train import resume_mismatches, selection_score, train
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -407,6 +407,22 @@ def test_training_learns_synthetic_persistence(tmp_path):
     more = train('classifier', config, root, tmp_path / 'ck', epochs=10, progress=False,
                  seed=0, resume=True)
     assert more['epoch'] == 9
+    # ... and refuses to resume a different run into the same directory.
+    config.classifier.fusion = 'cross_attention'
+    with pytest.raises(ValueError, match="classifier.fusion: 'concat' then, "
+                                         "'cross_attention' now"):
+        train('classifier', config, root, tmp_path / 'ck', epochs=11, progress=False,
+              seed=0, resume=True)
+    config.classifier.fusion = 'concat'
+    with pytest.raises(ValueError, match='seed: 0 then, 1 now'):
+        train('classifier', config, root, tmp_path / 'ck', epochs=11, progress=False,
+              seed=1, resume=True)
+    saved = json.loads((tmp_path / 'ck' / 'last.json').read_text())
+    assert resume_mismatches(saved, config, 'classifier', 0, root / 'manifest.json') == []
+    other = tmp_path / 'other_manifest.json'
+    other.write_text('{}')
+    assert resume_mismatches(saved, config, 'classifier', 0, other) == [
+        f'data set: {other} is not the one it was trained on']
     assert isinstance(model, PersistenceModel)
 
 

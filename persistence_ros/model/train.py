@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 import random
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from persistence_ros.model.checkpoint import (
-    CheckpointError, load_tensors, save_model, save_tensors)
+    CheckpointError, file_sha256, load_tensors, save_model, save_tensors)
 from persistence_ros.model.classifier import frame_bce
 from persistence_ros.model.config import ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
@@ -128,6 +128,37 @@ def selection_score(stage: str, metrics: Dict[str, float]) -> list:
     return [-float(loss)]
 
 
+def resume_mismatches(saved: Dict, config: ModelConfig, stage: str, seed: int,
+                      manifest: Path) -> List[str]:
+    """
+    Return what differs between a checkpoint's metadata and a run that resumes from it.
+
+    Everything must match except ``train.epochs`` (resuming to train longer is the point):
+    the model config, the stage, the seed and the data set (its manifest's sha256).
+    """
+    def flat(d, prefix=''):
+        out = {}
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f'{prefix}{key}.'))
+            else:
+                out[f'{prefix}{key}'] = value
+        return out
+
+    before = flat(saved.get('config', {}))
+    now = flat(json.loads(json.dumps(config.to_dict())))
+    found = [f'{key}: {before.get(key)!r} then, {now.get(key)!r} now'
+             for key in sorted(set(before) | set(now))
+             if key != 'train.epochs' and before.get(key) != now.get(key)]
+    for key, value in (('stage', stage), ('seed', seed)):
+        if saved.get(key) != value:
+            found.append(f'{key}: {saved.get(key)!r} then, {value!r} now')
+    digest = saved.get('data_manifest_sha256')
+    if digest and manifest.exists() and digest != file_sha256(manifest):
+        found.append(f'data set: {manifest} is not the one it was trained on')
+    return found
+
+
 def _diag(metrics):
     return {k[5:]: v for k, v in metrics.items() if k.startswith('code_')}
 
@@ -196,7 +227,14 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
     start_epoch, step, best = 0, 0, None
     state_path = out_dir / 'train_state.safetensors'
     if resume and (out_dir / 'last.safetensors').exists():
-        weights, _ = load_tensors(out_dir / 'last.safetensors', device)
+        weights, last_meta = load_tensors(out_dir / 'last.safetensors', device)
+        mismatches = resume_mismatches(last_meta, config, stage, seed,
+                                       Path(data_dir) / 'manifest.json')
+        if mismatches:
+            raise ValueError(f'cannot resume from {out_dir}/last: it was trained with '
+                             f'different settings ({"; ".join(mismatches)}); give the same '
+                             '--config/--set/--seed/--data (only --epochs may change), or a '
+                             'new --out')
         model.load_state_dict(weights, strict=True)
         tensors, meta = load_tensors(state_path)
         load_optimizer_tensors(optimizer, tensors, meta['param_groups'])
