@@ -2,7 +2,10 @@
 
 import json
 import logging
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -424,6 +427,28 @@ def test_training_learns_synthetic_persistence(tmp_path):
     assert resume_mismatches(saved, config, 'classifier', 0, other) == [
         f'data set: {other} is not the one it was trained on']
     assert isinstance(model, PersistenceModel)
+
+
+@pytest.mark.parametrize('stage', ['tokenizer', 'classifier'])
+def test_distributed_training_on_two_cpu_processes_keeps_replicas_in_sync(tmp_path, stage):
+    # torchrun, 2 processes, gloo on the loopback interface: the DistributedDataParallel path
+    # that a multi-GPU run takes (train() raises if the replicas end with different weights;
+    # the tokenizer stage once bypassed the wrapper and did).
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',) * 4 + ('val',),
+                                  tracks_per_scene=8, max_frames=12, seed=2)
+    env = dict(os.environ, OMP_NUM_THREADS='1', GLOO_SOCKET_IFNAME='lo',
+               MASTER_ADDR='127.0.0.1')
+    out = tmp_path / 'ck'
+    done = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+         '-m', 'persistence_ros.cli', 'train', stage, '--config', 'cpu', '--data', str(root),
+         '--out', str(out), '--epochs', '2', '--no-progress'],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = (out / 'metrics.jsonl').read_text().splitlines()
+    assert [json.loads(line)['epoch'] for line in history] == [0, 1]  # rank 0 writes alone
+    assert json.loads((out / 'model.json').read_text())['stage'] == stage
+    load_model(out / 'model.safetensors')
 
 
 def test_selection_score_breaks_f1_ties_by_validation_bce():

@@ -159,6 +159,16 @@ def resume_mismatches(saved: Dict, config: ModelConfig, stage: str, seed: int,
     return found
 
 
+def replicas_in_sync(model: torch.nn.Module) -> bool:
+    """Return True if every rank of the process group holds the same parameters (collective)."""
+    import torch.distributed as dist
+    with torch.no_grad():
+        local = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
+        gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, local)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
 def _diag(metrics):
     return {k[5:]: v for k, v in metrics.items() if k.startswith('code_')}
 
@@ -244,10 +254,12 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
             best = [best]
         LOG.info('resumed from %s at epoch %d', out_dir, start_epoch)
 
-    net = model
+    # The module the loss runs through; under DDP its forward must go through the wrapper,
+    # or gradients are not synchronised (the tokenizer stage used to call net.module).
+    net = model.tokenizer if stage == 'tokenizer' else model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
-        net = DistributedDataParallel(model, find_unused_parameters=True)
+        net = DistributedDataParallel(net, find_unused_parameters=True)
         sampler = DistributedSampler(train_set, seed=seed)
     elif tc.steps_per_epoch > 0:
         sampler = RandomSampler(train_set, replacement=True,
@@ -277,8 +289,7 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
             valid = batch['valid'].to(device)
             with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp):
                 if stage == 'tokenizer':
-                    tok_net = net.module.tokenizer if distributed else model.tokenizer
-                    out = tok_net(crops)
+                    out = net(crops)
                     loss = recon_loss(out, valid) + out['aux_loss']
                 else:
                     want_recon = tc.finetune_tokenizer and tc.recon_weight > 0
@@ -331,5 +342,9 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
             break
     if distributed:
         import torch.distributed as dist
+        in_sync = replicas_in_sync(net.module)
         dist.destroy_process_group()
+        if not in_sync:
+            raise RuntimeError('DistributedDataParallel replicas ended with different weights '
+                               '(gradients were not synchronised)')
     return metrics
