@@ -154,7 +154,7 @@ def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = N
     Return the metrics of every filter on every scene (bags are read once).
 
     A filter with a model also reports its ``compute`` (``model_compute``); ``errors`` adds
-    ``tracks.errors`` (``scoring.track_errors``).
+    ``tracks.errors`` (``scoring.score_tracks``).
     """
     results = []
     for scene in scenes:

@@ -160,10 +160,9 @@ def evaluate_bag(bag_dir, truth_path=None, filter_name: str = 'none',
     """
     Return the metrics of one scene (the JSON of ``persistence-ros evaluate``).
 
-    ``errors`` adds the wrongly decided tracks (``tracks.errors``, ``scoring.track_errors``).
-
     With ``tracks_bag`` the recorded ``TrackArray`` messages are scored (``run.filter`` is
     ``'node'``); otherwise the core pipeline runs over ``bag_dir`` with the filter.
+    ``errors`` adds the wrongly decided tracks (``tracks.errors``, ``scoring.score_tracks``).
     """
     truth_path = Path(truth_path) if truth_path else Path(bag_dir) / 'truth.json'
     truth = Truth.load(truth_path)

@@ -147,53 +147,44 @@ def labels_from_kind_counts(kinds: Dict[int, Counter]) -> Dict[int, Optional[boo
     return labels
 
 
-def _track_outcomes(run: Sequence[Tuple[int, Sequence]], truth: Truth
-                    ) -> Tuple[Dict[int, Counter], Dict[int, Tuple[bool, bool]]]:
-    """Return the kinds per stereo track and, per labelled track, (real, ever PERSISTENT)."""
+def score_tracks(run: Sequence[Tuple[int, Sequence]], truth: Truth,
+                 errors: bool = False) -> Dict[str, float]:
+    """
+    Return precision / recall / f1 of the PERSISTENT decision per stereo track.
+
+    ``errors``: also list the wrongly decided tracks under ``errors``: per track its
+    ``outcome`` ("fp": a transient that was PERSISTENT; "fn": a real track that never was),
+    the true ``kinds`` of the detections it used (counted; a mix of kinds means the 2D
+    trackers swapped targets), and its last output: ``state``, ``probability``,
+    ``frames_observed``, ``decision_frame`` (0: never decided).
+    """
     kinds = track_kind_counts(run, truth)
     persistent = set()
     for _, tracks in run:
         persistent.update(t.id for t in tracks if _state_name(t.state) == PERSISTENT)
-    outcomes = {tid: (label, tid in persistent)
+    outcomes = {tid: (label, tid in persistent)  # (real, predicted persistent)
                 for tid, label in labels_from_kind_counts(kinds).items() if label is not None}
-    return kinds, outcomes
-
-
-def score_tracks(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[str, float]:
-    """Return precision / recall / f1 of the PERSISTENT decision per stereo track."""
-    kinds, outcomes = _track_outcomes(run, truth)
-    counts = Counter(outcomes.values())  # (real, predicted persistent) -> tracks
+    counts = Counter(outcomes.values())
     tp, fp = counts[(True, True)], counts[(False, True)]
     fn, tn = counts[(True, False)], counts[(False, False)]
     out = _prf(tp, fp, fn)
     out.update({'count': tp + fp + fn + tn, 'tp': tp, 'fp': fp, 'fn': fn, 'tn': tn,
                 'unlabelled': len(kinds) - len(outcomes)})
+    if errors:
+        last = {t.id: t for _, tracks in run for t in tracks}
+        out['errors'] = [_error_row(tid, label, kinds[tid], last[tid])
+                         for tid, (label, pred) in sorted(outcomes.items()) if label != pred]
     return out
 
 
-def track_errors(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> List[dict]:
-    """
-    Return the wrongly decided stereo tracks (the false positives and negatives of ``tracks``).
-
-    Per track: ``outcome`` ("fp": a transient that was PERSISTENT; "fn": a real track that
-    never was), the true ``kinds`` of the detections it used (counted; a mix of kinds means
-    the 2D trackers swapped targets), and its last output: ``state``, ``probability``,
-    ``frames_observed``, ``decision_frame`` (0: never decided).
-    """
-    kinds, outcomes = _track_outcomes(run, truth)
-    last = {t.id: t for _, tracks in run for t in tracks}
-    errors = []
-    for tid, (label, pred) in sorted(outcomes.items()):
-        if label == pred:
-            continue
-        t = last[tid]
-        errors.append({
-            'id': tid, 'outcome': 'fn' if label else 'fp',
-            'left_track_id': int(t.left_track_id), 'right_track_id': int(t.right_track_id),
-            'kinds': dict(sorted(kinds[tid].items())), 'state': _state_name(t.state),
-            'probability': float(t.probability), 'frames_observed': int(t.frames_observed),
-            'decision_frame': int(t.decision_frame)})
-    return errors
+def _error_row(tid: int, real: bool, kinds: Counter, last) -> dict:
+    return {'id': tid, 'outcome': 'fn' if real else 'fp',
+            'left_track_id': int(last.left_track_id),
+            'right_track_id': int(last.right_track_id),
+            'kinds': dict(sorted(kinds.items())), 'state': _state_name(last.state),
+            'probability': float(last.probability),
+            'frames_observed': int(last.frames_observed),
+            'decision_frame': int(last.decision_frame)}
 
 
 def _point_object(track, truth: Truth, label: Optional[bool]) -> Optional[str]:
@@ -294,12 +285,12 @@ def score_run(run: Sequence[Tuple[int, Sequence]], truth: Truth, filter_name: st
     """
     Return the full metrics dictionary (the JSON written by ``evaluate``).
 
-    ``errors``: also list the wrongly decided tracks under ``tracks.errors`` (``track_errors``).
+    ``errors``: also list the wrongly decided tracks under ``tracks.errors`` (``score_tracks``).
     """
     mot = score_mot(run, truth)
     left = mot['left']
-    out = {
-        'tracks': score_tracks(run, truth),
+    return {
+        'tracks': score_tracks(run, truth, errors),
         'points': score_points(run, truth),
         'decision': score_decisions(run),
         'mot': {'hota': left['hota'], 'mota': left['mota'], 'idf1': left['idf1'],
@@ -307,6 +298,3 @@ def score_run(run: Sequence[Tuple[int, Sequence]], truth: Truth, filter_name: st
         'run': {'scenario': truth.scenario, 'seed': truth.seed, 'filter': filter_name,
                 'package_version': package_version, 'frames': len(run)},
     }
-    if errors:
-        out['tracks']['errors'] = track_errors(run, truth)
-    return out
