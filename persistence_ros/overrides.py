@@ -1,7 +1,7 @@
 """``--set KEY=VALUE`` options of the command line, and applying them to core configs."""
 
 import dataclasses
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 import yaml
 
@@ -14,6 +14,18 @@ def parse_overrides(items: Sequence[str], option: str = '--set') -> Dict[str, ob
         if not sep or not key:
             raise ValueError(f'{option} expects KEY=VALUE, got {item!r}')
         out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+    """Return ``{dotted name: value}`` of a nested dict (ros__parameters, a config's dict)."""
+    out: Dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            out.update(flatten(value, name + '.'))
+        else:
+            out[name] = value
     return out
 
 

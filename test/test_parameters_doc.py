@@ -7,7 +7,8 @@ import re
 import yaml
 
 from persistence_ros.model import DEFAULT_WEIGHTS
-from persistence_ros.ros.parameters import DEFAULTS, flatten, PARAMETERS, validate
+from persistence_ros.overrides import flatten
+from persistence_ros.ros.parameters import DEFAULTS, PARAMETERS, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 

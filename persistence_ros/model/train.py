@@ -20,6 +20,7 @@ from persistence_ros.model.config import ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
 from persistence_ros.model.model import PersistenceModel
 from persistence_ros.model.tokenizer import codebook_diagnostics, recon_loss, warn_if_collapsed
+from persistence_ros.overrides import flatten
 
 LOG = logging.getLogger(__name__)
 STAGES = ('tokenizer', 'classifier')
@@ -136,17 +137,8 @@ def resume_mismatches(saved: Dict, config: ModelConfig, stage: str, seed: int,
     Everything must match except ``train.epochs`` (resuming to train longer is the point):
     the model config, the stage, the seed and the data set (its manifest's sha256).
     """
-    def flat(d, prefix=''):
-        out = {}
-        for key, value in d.items():
-            if isinstance(value, dict):
-                out.update(flat(value, f'{prefix}{key}.'))
-            else:
-                out[f'{prefix}{key}'] = value
-        return out
-
-    before = flat(saved.get('config', {}))
-    now = flat(json.loads(json.dumps(config.to_dict())))
+    before = flatten(saved.get('config', {}))
+    now = flatten(json.loads(json.dumps(config.to_dict())))  # tuples as JSON lists
     found = [f'{key}: {before.get(key)!r} then, {now.get(key)!r} now'
              for key in sorted(set(before) | set(now))
              if key != 'train.epochs' and before.get(key) != now.get(key)]

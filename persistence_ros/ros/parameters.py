@@ -234,18 +234,6 @@ def nested(values: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     return out
 
 
-def flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
-    """Return dotted names of a nested ros__parameters dict."""
-    out: Dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f'{prefix}{key}'
-        if isinstance(value, dict):
-            out.update(flatten(value, name + '.'))
-        else:
-            out[name] = value
-    return out
-
-
 # -- rclpy side (imported lazily so the table above needs no ROS) ---------------------------
 
 def descriptor(parameter: Parameter):
