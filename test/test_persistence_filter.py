@@ -182,7 +182,7 @@ def test_learned_filter_publishes_the_attention_rollout_of_the_clip(floor_scene)
         crops = torch.from_numpy(np.stack([o.crop for o in rows.observations])
                                  ).permute(0, 3, 1, 2)[None]
         with torch.no_grad():
-            rollout = model(crops, torch.from_numpy(rows.geometry[:, filt.columns])[None],
+            rollout = model(crops, torch.from_numpy(rows.geometry[:, filt.columns[0]])[None],
                             rollout=True)['rollout'][0, -1].numpy()
         published = last[st.id]
         assert len(published.attention) == min(n, span) > 4  # further back than the window
@@ -192,6 +192,31 @@ def test_learned_filter_publishes_the_attention_rollout_of_the_clip(floor_scene)
     assert checked > 0
     with pytest.raises(ValueError, match='attention must be one of'):
         LearnedFilter(model, plane=plane, attention='heads')
+
+
+def test_ensemble_probability_is_the_mean_of_its_members(floor_scene):
+    # two different models (other weights, other geometry columns in another order)
+    _, truth, calibration, frames = floor_scene
+    plane = truth['rig']['ground_plane_left_optical']
+    never = EarlyDecision(hi=0.999, lo=0.001, min_frames=10 ** 6)
+    first = _tiny_model(seed=0)
+    second = _tiny_model(seed=1, features=GEOMETRY_FEATURES[10::-1])
+
+    def tracks(model):
+        run = run_pipeline(calibration, frames, LearnedFilter(model, plane=plane,
+                                                              decision=never))
+        return {(k, t.id): t for k, (_, ts) in enumerate(run) for t in ts}
+
+    alone, other, both = tracks(first), tracks(second), tracks([first, second])
+    assert alone.keys() == other.keys() == both.keys() and alone
+    for key, track in both.items():
+        assert track.probability == pytest.approx(
+            (alone[key].probability + other[key].probability) / 2, abs=1e-6)
+        assert track.attention == alone[key].attention  # the first member's
+        assert track.frame_stamps_ns == alone[key].frame_stamps_ns
+    assert any(abs(alone[k].probability - other[k].probability) > 1e-3 for k in alone)
+    with pytest.raises(ValueError, match='no model'):
+        LearnedFilter([], plane=plane)
 
 
 def _matched(state, side):
@@ -218,8 +243,8 @@ def test_early_decision_latches_and_saves_model_time(floor_scene):
     run_pipeline(calibration, frames, patient)
     assert eager.stats.frames_encoded < patient.stats.frames_encoded
     # ended tracks leave no state behind
-    assert not patient._streamer.tracks or {k[0] for k in patient._streamer.tracks} <= {
-        t.id for t in run[-1][1]}
+    streamer = patient._streamers[0]
+    assert not streamer.tracks or {k[0] for k in streamer.tracks} <= {t.id for t in run[-1][1]}
 
 
 def test_load_persistence_filter(tmp_path):

@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', metavar='PATH', help='write the metrics to this JSON file')
     parser.add_argument('--filter', default='learned', choices=FILTER_NAMES,
                         help='persistence filter for the core pipeline (default: learned)')
-    parser.add_argument('--model', metavar='PATH',
-                        help='checkpoint of the learned filter (default: the shipped weights)')
+    parser.add_argument('--model', metavar='PATH', action='append',
+                        help='checkpoint of the learned filter (default: the shipped weights; '
+                             'repeat for an ensemble: p is the mean of the members)')
     parser.add_argument('--gbdt', metavar='NPZ',
                         help='gbdt training set written by a previous --save-gbdt (default: '
                              'the shipped one, model/weights/gbdt_baseline.npz)')
@@ -101,13 +102,14 @@ def _gbdt_path(args, config: Optional[PipelineConfig] = None) -> Optional[str]:
     return path
 
 
-def _filter_kwargs(name: str, model_path: Optional[str],
+def _filter_kwargs(name: str, model_path: Optional[Sequence[str]],
                    decision: Optional[Dict] = None) -> Dict:
     return {'model_path': model_path, **(decision or {})} if name == 'learned' else {}
 
 
 def _build_filters(truth: Truth, filters: List[str], gbdt_path: Optional[str],
-                   model_path: Optional[str], decision: Optional[Dict]) -> Dict[str, object]:
+                   model_path: Optional[Sequence[str]], decision: Optional[Dict]
+                   ) -> Dict[str, object]:
     return {name: build_filter(name, truth, gbdt_path,
                                **_filter_kwargs(name, model_path, decision))
             for name in filters}
@@ -147,7 +149,7 @@ def run_filters_on_frames(calibration: StereoCalibration, frames: Sequence[Stere
 
 
 def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = None,
-            model_path: Optional[str] = None,
+            model_path: Optional[Sequence[str]] = None,
             config: Optional[PipelineConfig] = None,
             decision: Optional[Dict] = None, errors: bool = False) -> List[dict]:
     """

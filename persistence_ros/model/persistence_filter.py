@@ -9,13 +9,15 @@ turns it into PERSISTENT/TRANSIENT after ``min_frames`` observed frames, and a d
 stops costing model time unless ``recheck`` is set.  Attention is the left side's (the
 right's when the left has none): the decision token's weights over its recent frames, with
 their stamps; the last layer's (W frames) or, with ``attention='rollout'``, the rollout over
-all layers (L(W-1)+1 frames).
+all layers (L(W-1)+1 frames).  Several models make an ensemble (an evaluation tool: each
+member streams every frame, p is the mean of the members' p, attention is the first
+member's).
 """
 
 from collections import deque
 import dataclasses
 from pathlib import Path
-from typing import Deque, Dict, Hashable, Optional, Sequence, Tuple
+from typing import Deque, Dict, Hashable, Optional, Sequence, Tuple, Union
 import warnings
 
 import numpy as np
@@ -62,30 +64,39 @@ class LearnedFilter(PersistenceFilter):
     name = 'learned'
     uses_images = True
 
-    def __init__(self, model: PersistenceModel, plane: Optional[Sequence[float]] = None,
+    def __init__(self, model: Union[PersistenceModel, Sequence[PersistenceModel]],
+                 plane: Optional[Sequence[float]] = None,
                  decision: Optional[EarlyDecision] = None,
                  image_size: Optional[Tuple[int, int]] = None, attention: str = 'last_layer'):
         if attention not in ATTENTION_MODES:
             raise ValueError(f'learned filter: attention must be one of {ATTENTION_MODES}, '
                              f'got {attention!r}')
-        unknown = [f for f in model.config.classifier.geometry_features
-                   if f not in GEOMETRY_FEATURES]
-        if unknown:
-            raise ValueError(f'learned filter: the model reads geometry columns {unknown} '
-                             f'that this package does not compute (known: '
-                             f'{list(GEOMETRY_FEATURES)}); use weights made for this version')
-        self.model = model.eval()
+        self.models = [model] if isinstance(model, PersistenceModel) else list(model)
+        if not self.models:
+            raise ValueError('learned filter: no model given')
+        for member in self.models:
+            unknown = [f for f in member.config.classifier.geometry_features
+                       if f not in GEOMETRY_FEATURES]
+            if unknown:
+                raise ValueError(f'learned filter: the model reads geometry columns {unknown} '
+                                 f'that this package does not compute (known: '
+                                 f'{list(GEOMETRY_FEATURES)}); use weights made for this '
+                                 'version')
+            member.eval()
+        self.model = self.models[0]  # the first member gives decision defaults and attention
         self.attention = attention
-        # the side_geometry columns this model was trained on, in its order
-        self.columns = [GEOMETRY_FEATURES.index(f)
-                        for f in model.config.classifier.geometry_features]
-        self.appearance = bool(set(APPEARANCE_FEATURES)
-                               & set(model.config.classifier.geometry_features))
-        self.decision = decision or dataclasses.replace(model.config.decision)
+        # per member, the side_geometry columns it was trained on, in its order
+        self.columns = [[GEOMETRY_FEATURES.index(f)
+                         for f in member.config.classifier.geometry_features]
+                        for member in self.models]
+        self.appearance = any(set(APPEARANCE_FEATURES)
+                              & set(member.config.classifier.geometry_features)
+                              for member in self.models)
+        self.decision = decision or dataclasses.replace(self.model.config.decision)
         self.plane = None if plane is None else [float(v) for v in plane]
         self.image_size = image_size
         # frames whose stamps are kept per track: what the published attention covers
-        self.attention_span = model.classifier.attention_span(attention == 'rollout') or 1
+        self.attention_span = self.model.classifier.attention_span(attention == 'rollout') or 1
         self.stats = LearnedFilterStats()
         if self.plane is None:
             warnings.warn('learned filter without a ground plane: the height feature is 0 '
@@ -94,7 +105,8 @@ class LearnedFilter(PersistenceFilter):
 
     def reset(self) -> None:
         """Forget every track."""
-        self._streamer = TrackStreamer(self.model, _NEVER, self.attention == 'rollout')
+        self._streamers = [TrackStreamer(member, _NEVER, self.attention == 'rollout')
+                           for member in self.models]
         self._last_stamp: Dict[Hashable, int] = {}
         self._stamps: Dict[Hashable, Deque[int]] = {}
         self._latched: Dict[int, FilterDecision] = {}
@@ -127,7 +139,7 @@ class LearnedFilter(PersistenceFilter):
                 self.stats.frames_without_crop += len(rows.observations) - len(keep)
                 if keep:
                     pending[key] = ([rows.observations[i].crop for i in keep],
-                                    rows.geometry[np.ix_(keep, self.columns)],
+                                    rows.geometry[keep],
                                     [rows.observations[i].stamp_ns for i in keep])
                 self._last_stamp[key] = rows.observations[-1].stamp_ns
         return pending
@@ -146,7 +158,8 @@ class LearnedFilter(PersistenceFilter):
         for length, keys in sorted(by_length.items()):
             crops = np.stack([np.stack(pending[key][0]) for key in keys])
             geometry = np.stack([pending[key][1] for key in keys])
-            self._streamer.extend(keys, crops, geometry)
+            for streamer, columns in zip(self._streamers, self.columns):
+                streamer.extend(keys, crops, geometry[..., columns])
             self.stats.model_calls += 1
             self.stats.frames_encoded += length * len(keys)
             for key in keys:
@@ -155,7 +168,7 @@ class LearnedFilter(PersistenceFilter):
 
     def _attention(self, track_id: int):
         for side in SIDES:
-            result = self._streamer.result((track_id, side))
+            result = self._streamers[0].result((track_id, side))
             stamps = self._stamps.get((track_id, side))
             if result is not None and stamps and len(result.attention):
                 n = min(len(result.attention), len(stamps))
@@ -173,7 +186,8 @@ class LearnedFilter(PersistenceFilter):
         live = {st.id for st in tracks}
         # every side the streamer or the attention stamps know has a _last_stamp entry
         gone = [key for key in self._last_stamp if key[0] not in live]
-        self._streamer.drop(gone)
+        for streamer in self._streamers:
+            streamer.drop(gone)
         for key in gone:
             self._last_stamp.pop(key, None)
             self._stamps.pop(key, None)
@@ -187,12 +201,12 @@ class LearnedFilter(PersistenceFilter):
             if latched is not None and not self.decision.recheck:
                 out[st.id] = latched
                 continue
-            probs = [r.probability for r in (self._streamer.result((st.id, s)) for s in SIDES)
-                     if r is not None]
-            if not probs:
+            probs = [[r.probability for r in (streamer.result((st.id, s)) for s in SIDES)
+                      if r is not None] for streamer in self._streamers]
+            if not probs[0]:
                 out[st.id] = FilterDecision(0.5, TENTATIVE)
                 continue
-            p = float(np.mean(probs))
+            p = float(np.mean([np.mean(member) for member in probs]))
             previous = _DECISIONS[latched.state] if latched else Decision.UNDECIDED
             decision = self.decision.decide(p, int(st.frames_observed), previous)
             attention, stamps = self._attention(st.id)
@@ -203,28 +217,36 @@ class LearnedFilter(PersistenceFilter):
         return out
 
 
-def load_persistence_filter(model_path: Optional[str] = None, device: str = 'auto',
-                            plane: Optional[Sequence[float]] = None,
+def load_persistence_filter(model_path: Union[None, str, Sequence[str]] = None,
+                            device: str = 'auto', plane: Optional[Sequence[float]] = None,
                             image_size: Optional[Tuple[int, int]] = None,
                             attention: str = 'last_layer', **decision) -> LearnedFilter:
     """
     Return a ``LearnedFilter`` with the weights at ``model_path`` (default: shipped ``cpu``).
 
-    ``attention``: 'last_layer' or 'rollout' (``LearnedFilter``). ``decision`` overrides the
-    checkpoint's early-decision settings (hi, lo, min_frames, recheck).  Fails with a message
-    naming the missing file when no weights are found.
+    Several paths make an ensemble: p is the mean of the members' p, the first member gives
+    the decision settings and the attention.  ``attention``: 'last_layer' or 'rollout'
+    (``LearnedFilter``). ``decision`` overrides the checkpoint's early-decision settings (hi,
+    lo, min_frames, recheck).  Fails with a message naming the missing file when no weights
+    are found.
     """
-    path = Path(model_path) if model_path else DEFAULT_WEIGHTS
-    if not path.exists():
-        raise FileNotFoundError(
-            f'learned filter: no weights at {path}; train them with `persistence-ros train '
-            'classifier` (docs/model.md) or set model.path')
-    model = load_model(path, resolve_device(device))
-    settings = dict(vars(model.config.decision))
+    if not model_path:
+        paths = [DEFAULT_WEIGHTS]
+    else:
+        paths = [Path(model_path)] if isinstance(model_path, (str, Path)) else [
+            Path(p) for p in model_path]
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(
+                f'learned filter: no weights at {path}; train them with `persistence-ros '
+                'train classifier` (docs/model.md) or set model.path')
+    device = resolve_device(device)
+    models = [load_model(path, device) for path in paths]
+    settings = dict(vars(models[0].config.decision))
     unknown = sorted(set(decision) - set(settings))
     if unknown:
         raise ValueError(f'learned filter: unknown decision settings {unknown}; '
                          f'choose from {sorted(settings)}')
     settings.update({k: v for k, v in decision.items() if v is not None})
-    return LearnedFilter(model, plane=plane, decision=EarlyDecision(**settings),
+    return LearnedFilter(models, plane=plane, decision=EarlyDecision(**settings),
                          image_size=image_size, attention=attention)
