@@ -447,6 +447,7 @@ def test_distributed_training_on_two_cpu_processes_keeps_replicas_in_sync(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     history = (out / 'metrics.jsonl').read_text().splitlines()
     assert [json.loads(line)['epoch'] for line in history] == [0, 1]  # rank 0 writes alone
+    assert all('val_loss' in json.loads(line) for line in history)  # and validates
     assert json.loads((out / 'model.json').read_text())['stage'] == stage
     load_model(out / 'model.safetensors')
 

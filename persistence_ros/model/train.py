@@ -170,11 +170,12 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
           max_steps: Optional[int] = None, progress: bool = True,
           tokenizer_checkpoint: Optional[str] = None) -> Dict[str, float]:
     """
-    Train ``stage`` ('tokenizer' or 'classifier'); return the last validation metrics.
+    Train ``stage`` ('tokenizer' or 'classifier'); return the last epoch's metrics.
 
     Writes OUT/last.safetensors (+ .json) every ``checkpoint_every`` epochs, OUT/model.safetensors
     for the best validation score, OUT/train_state.safetensors (+ .json: optimizer, RNG, epoch)
-    and OUT/metrics.jsonl. Runs DistributedDataParallel when WORLD_SIZE > 1 (torchrun).
+    and OUT/metrics.jsonl. Runs DistributedDataParallel when WORLD_SIZE > 1 (torchrun); rank 0
+    validates, writes and returns the validation metrics, the other ranks only train.
     """
     if stage not in STAGES:
         raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
@@ -305,7 +306,7 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
                 break
         metrics = {'epoch': epoch, 'step': step,
                    'train_loss': sums['loss'] / max(sums['n'], 1)}
-        if len(val_set):
+        if len(val_set) and rank == 0:  # the other ranks would repeat the same work
             metrics.update({f'val_{k}': v for k, v in
                             evaluate(model, val_loader, stage, device, amp).items()})
             if 'val_code_usage_fraction' in metrics:
