@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 import torch
 
-from persistence_ros.model.checkpoint import CheckpointError, load_model, save_model
+from persistence_ros.model.checkpoint import CheckpointError, load_model, load_tensors, save_model
 from persistence_ros.model.classifier import attention_rollout
 from persistence_ros.model.config import load_config, ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
@@ -20,7 +20,7 @@ from persistence_ros.model.decision import Decision, EarlyDecision
 from persistence_ros.model.model import PersistenceModel, StreamState, TrackStreamer
 from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batch
 from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, warn_if_collapsed
-from persistence_ros.model.train import resume_mismatches, selection_score, train
+from persistence_ros.model.train import restore_rng, resume_mismatches, selection_score, train
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -429,6 +429,19 @@ def test_training_learns_synthetic_persistence(tmp_path):
     assert isinstance(model, PersistenceModel)
 
 
+def _torchrun_train(stage, root, out, epochs, *extra):
+    """Train on 2 CPU processes with torchrun (gloo on the loopback interface)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', GLOO_SOCKET_IFNAME='lo',
+               MASTER_ADDR='127.0.0.1')
+    done = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+         '-m', 'persistence_ros.cli', 'train', stage, '--config', 'cpu', '--data', str(root),
+         '--out', str(out), '--epochs', str(epochs), '--no-progress', *extra],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.mark.parametrize('stage', ['tokenizer', 'classifier'])
 def test_distributed_training_on_two_cpu_processes_keeps_replicas_in_sync(tmp_path, stage):
     # torchrun, 2 processes, gloo on the loopback interface: the DistributedDataParallel path
@@ -436,20 +449,35 @@ def test_distributed_training_on_two_cpu_processes_keeps_replicas_in_sync(tmp_pa
     # the tokenizer stage once bypassed the wrapper and did).
     root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',) * 4 + ('val',),
                                   tracks_per_scene=8, max_frames=12, seed=2)
-    env = dict(os.environ, OMP_NUM_THREADS='1', GLOO_SOCKET_IFNAME='lo',
-               MASTER_ADDR='127.0.0.1')
     out = tmp_path / 'ck'
-    done = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-         '-m', 'persistence_ros.cli', 'train', stage, '--config', 'cpu', '--data', str(root),
-         '--out', str(out), '--epochs', '2', '--no-progress'],
-        env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _torchrun_train(stage, root, out, 2)
     history = (out / 'metrics.jsonl').read_text().splitlines()
     assert [json.loads(line)['epoch'] for line in history] == [0, 1]  # rank 0 writes alone
     assert all('val_loss' in json.loads(line) for line in history)  # and validates
     assert json.loads((out / 'model.json').read_text())['stage'] == stage
     load_model(out / 'model.safetensors')
+
+
+def test_distributed_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    # Each rank draws its own dropout masks; a resumed rank must get its own RNG state back
+    # (rank 1 used to get rank 0's, and its weights went another way than without the stop).
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',) * 4 + ('val',),
+                                  tracks_per_scene=8, max_frames=12, seed=4)
+    _torchrun_train('classifier', root, tmp_path / 'straight', 2)
+    _torchrun_train('classifier', root, tmp_path / 'resumed', 1)
+    state, _ = load_tensors(tmp_path / 'resumed' / 'train_state.safetensors')
+    assert not torch.equal(state['rng.torch'], state['rng.torch.rank1'])
+    assert restore_rng(state, 1, 'cpu')
+    assert torch.equal(torch.get_rng_state(), state['rng.torch.rank1'])
+    # a state written by one process has nothing for rank 1: train() then warns and reseeds
+    assert not restore_rng({'rng.torch': state['rng.torch']}, 1, 'cpu')
+    _torchrun_train('classifier', root, tmp_path / 'resumed', 2, '--resume')
+    straight, _ = load_tensors(tmp_path / 'straight' / 'last.safetensors')
+    resumed, meta = load_tensors(tmp_path / 'resumed' / 'last.safetensors')
+    assert meta['metrics']['epoch'] == 1
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight), [
+        k for k in straight if not torch.equal(straight[k], resumed[k])][:5]
 
 
 def test_selection_score_breaks_f1_ties_by_validation_bce():

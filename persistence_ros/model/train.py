@@ -151,14 +151,49 @@ def resume_mismatches(saved: Dict, config: ModelConfig, stage: str, seed: int,
     return found
 
 
+def gather_from_ranks(tensor: torch.Tensor) -> List[torch.Tensor]:
+    """Return ``tensor`` of every rank, indexed by rank, on the CPU (collective)."""
+    import torch.distributed as dist
+    local = tensor.to('cuda' if dist.get_backend() == 'nccl' else 'cpu')  # NCCL: CUDA only
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local)
+    return [part.cpu() for part in parts]
+
+
 def replicas_in_sync(model: torch.nn.Module) -> bool:
     """Return True if every rank of the process group holds the same parameters (collective)."""
-    import torch.distributed as dist
     with torch.no_grad():
-        local = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
-        gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
-        dist.all_gather(gathered, local)
+        local = torch.stack([p.detach().double().sum() for p in model.parameters()])
+    gathered = gather_from_ranks(local)
     return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def rng_tensors(device: str, distributed: bool) -> Dict[str, torch.Tensor]:
+    """
+    Return the torch RNG states of every rank for the train state (collective under DDP).
+
+    Rank 0's are ``rng.torch`` (and ``rng.cuda`` on a GPU), rank r's carry ``.rank{r}``: each
+    rank draws its own dropout masks, so a resumed rank must get its own state back.
+    """
+    states = {'torch': torch.get_rng_state()}
+    if device.startswith('cuda'):
+        states['cuda'] = torch.cuda.get_rng_state()
+    tensors = {}
+    for name, state in states.items():
+        for r, part in enumerate(gather_from_ranks(state) if distributed else [state]):
+            tensors[f'rng.{name}' + (f'.rank{r}' if r else '')] = part
+    return tensors
+
+
+def restore_rng(tensors: Dict[str, torch.Tensor], rank: int, device: str) -> bool:
+    """Set this rank's RNG states from a train state; False if it holds none for ``rank``."""
+    suffix = f'.rank{rank}' if rank else ''
+    if 'rng.torch' + suffix not in tensors:
+        return False
+    torch.set_rng_state(tensors['rng.torch' + suffix])
+    if device.startswith('cuda') and 'rng.cuda' + suffix in tensors:
+        torch.cuda.set_rng_state(tensors['rng.cuda' + suffix])
+    return True
 
 
 def _diag(metrics):
@@ -173,7 +208,8 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
     Train ``stage`` ('tokenizer' or 'classifier'); return the last epoch's metrics.
 
     Writes OUT/last.safetensors (+ .json) every ``checkpoint_every`` epochs, OUT/model.safetensors
-    for the best validation score, OUT/train_state.safetensors (+ .json: optimizer, RNG, epoch)
+    for the best validation score, OUT/train_state.safetensors (+ .json: optimizer, every
+    rank's RNG, epoch)
     and OUT/metrics.jsonl. Runs DistributedDataParallel when WORLD_SIZE > 1 (torchrun); rank 0
     validates, writes and returns the validation metrics, the other ranks only train.
     """
@@ -241,8 +277,12 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
         model.load_state_dict(weights, strict=True)
         tensors, meta = load_tensors(state_path)
         load_optimizer_tensors(optimizer, tensors, meta['param_groups'])
-        torch.set_rng_state(tensors['rng.torch'])
         start_epoch, step, best = meta['epoch'] + 1, meta['step'], meta.get('best')
+        if not restore_rng(tensors, rank, device):
+            LOG.warning('%s holds no RNG state for rank %d (it was written by fewer processes);'
+                        ' seeding that rank from the seed, rank and epoch instead', state_path,
+                        rank)
+            seed_everything(seed + rank + world * start_epoch)
         if isinstance(best, (int, float)):  # train states written before selection_score
             best = [best]
         LOG.info('resumed from %s at epoch %d', out_dir, start_epoch)
@@ -314,6 +354,9 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
                                    if k.startswith('val_code_')},
                                   tc.collapse_min_usage, tc.collapse_min_perplexity, LOG)
         history.append(metrics)
+        last = epoch + 1 == epochs or (max_steps is not None and step >= max_steps)
+        checkpoint = (epoch + 1) % max(tc.checkpoint_every, 1) == 0 or last
+        rng = rng_tensors(device, distributed) if checkpoint else {}  # every rank takes part
         if rank == 0:
             LOG.info('%s epoch %d: %s', stage, epoch + 1, json.dumps(metrics))
             with open(out_dir / 'metrics.jsonl', 'a', encoding='utf-8') as stream:
@@ -323,11 +366,10 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
             if best is None or score > best:
                 best = score
                 save_model(model, out_dir / 'model.safetensors', metrics, manifest, extra)
-            last = epoch + 1 == epochs or (max_steps is not None and step >= max_steps)
-            if (epoch + 1) % max(tc.checkpoint_every, 1) == 0 or last:
+            if checkpoint:
                 save_model(model, out_dir / 'last.safetensors', metrics, manifest, extra)
                 tensors, groups = optimizer_tensors(optimizer)
-                tensors['rng.torch'] = torch.get_rng_state()
+                tensors.update(rng)
                 save_tensors(tensors, state_path, {
                     'param_groups': groups, 'epoch': epoch, 'step': step, 'best': best,
                     'stage': stage, 'seed': seed})
