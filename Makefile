@@ -34,11 +34,11 @@ $(VENV)/.system-stamp: scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
 	@touch $@
 
-$(VENV)/.deps-stamp: requirements.txt requirements-nodeps.txt $(VENV)/.system-stamp
+$(VENV)/.deps-stamp: requirements.txt requirements-nodeps.txt constraints.txt $(VENV)/.system-stamp
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo 'Installing Python dependencies into $(VENV) (first time: several minutes)...'
-	$(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
-	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt -c constraints.txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(PY) -c 'import rclpy, torch, torchvision, cv2, mujoco, rosbags, trackeval'
 	@touch $@
 
