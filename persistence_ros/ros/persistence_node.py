@@ -31,7 +31,8 @@ from typing import Any, Deque, Dict, List, Optional
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -56,6 +57,8 @@ INPUTS = ('left/detections', 'right/detections', 'left/image_raw', 'right/image_
 # A stamp more than this far behind the last one starts a new sequence (bag played in a loop).
 TIME_JUMP_RESET_NS = 1_000_000_000
 SPIN_TIMEOUT_S = 0.5
+# raised by rcl calls (rclpy re-exports it only from its own modules, e.g. rclpy.subscription)
+RCLError = rclpy_implementation.RCLError
 
 
 def _qos(reliability: str, depth: int) -> QoSProfile:
@@ -525,6 +528,24 @@ class PersistenceNode(LifecycleNode):
             self.get_fully_qualified_name(), values, level, message))
 
 
+def spin_once_unless_shut_down(executor: Executor, timeout_sec: float) -> bool:
+    """
+    Run one ``executor.spin_once``; return False if the context was shut down meanwhile.
+
+    A signal can shut the context down between the caller's ``rclpy.ok()`` and the wait set
+    ``spin_once`` builds, which then raises RCLError ("the given context is not valid"; a
+    replay's SIGTERM once made the node exit 1 that way): that is a normal stop. Any other
+    error, or one while the context is still valid, is raised.
+    """
+    try:
+        executor.spin_once(timeout_sec=timeout_sec)
+    except RCLError:
+        if executor.context.ok():
+            raise
+        return False
+    return True
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the node (configure + activate unless --managed); return the exit status."""
     argv = sys.argv if argv is None else list(argv)
@@ -548,8 +569,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Bounded waits instead of executor.spin(): a replay under load once caught the node
         # still waiting for callbacks 15 s after SIGTERM (a missed wake-up); with a timeout
         # the loop re-checks the context twice a second.
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
+        while rclpy.ok() and spin_once_unless_shut_down(executor, SPIN_TIMEOUT_S):
+            pass
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

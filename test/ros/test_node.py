@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import rclpy
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo
@@ -22,7 +23,7 @@ from persistence_ros.pipeline import PipelineConfig, StereoPipeline
 from persistence_ros.ros import messages, parameters
 from persistence_ros.ros.conversions import detections_to_msg, numpy_to_image
 from persistence_ros.ros.persistence_node import build_filter, PersistenceNode, \
-    pipeline_config
+    pipeline_config, spin_once_unless_shut_down
 from persistence_ros.ros.replay import replay
 
 LEFT, RIGHT = 'stereo_left_optical', 'stereo_right_optical'
@@ -197,6 +198,23 @@ def test_processing_queue_drops_oldest_and_counts(context, calibration_files):
         assert node.queue_drops == 3 and node.rejected['processing_queue_full'] == 3
         assert [stamp_to_ns(m[0].header.stamp) for _, m in node._frames] == [3, 4]
     finally:
+        node.destroy_node()
+
+
+def test_spin_stops_quietly_when_a_signal_shut_the_context_down(context):
+    # The node's loop checks rclpy.ok() and then spins; a SIGTERM in between shut the context
+    # down first, spin_once raised RCLError and a replay saw the node exit 1.
+    node = make_node(context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        assert spin_once_unless_shut_down(executor, 0.01)
+        context.shutdown()
+        with pytest.raises(Exception, match='context is not valid'):
+            executor.spin_once(timeout_sec=0.01)  # the error the loop used to die of
+        assert not spin_once_unless_shut_down(executor, 0.01)
+    finally:
+        executor.shutdown()
         node.destroy_node()
 
 
