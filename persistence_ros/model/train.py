@@ -168,6 +168,11 @@ def replicas_in_sync(model: torch.nn.Module) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
+def _rng_key(name: str, rank: int) -> str:
+    """Train-state key of ``rank``'s RNG state ``name`` (rank 0 keeps the unsuffixed key)."""
+    return f'rng.{name}' + (f'.rank{rank}' if rank else '')
+
+
 def rng_tensors(device: str, distributed: bool) -> Dict[str, torch.Tensor]:
     """
     Return the torch RNG states of every rank for the train state (collective under DDP).
@@ -181,18 +186,17 @@ def rng_tensors(device: str, distributed: bool) -> Dict[str, torch.Tensor]:
     tensors = {}
     for name, state in states.items():
         for r, part in enumerate(gather_from_ranks(state) if distributed else [state]):
-            tensors[f'rng.{name}' + (f'.rank{r}' if r else '')] = part
+            tensors[_rng_key(name, r)] = part
     return tensors
 
 
 def restore_rng(tensors: Dict[str, torch.Tensor], rank: int, device: str) -> bool:
     """Set this rank's RNG states from a train state; False if it holds none for ``rank``."""
-    suffix = f'.rank{rank}' if rank else ''
-    if 'rng.torch' + suffix not in tensors:
+    if _rng_key('torch', rank) not in tensors:
         return False
-    torch.set_rng_state(tensors['rng.torch' + suffix])
-    if device.startswith('cuda') and 'rng.cuda' + suffix in tensors:
-        torch.cuda.set_rng_state(tensors['rng.cuda' + suffix])
+    torch.set_rng_state(tensors[_rng_key('torch', rank)])
+    if device.startswith('cuda') and _rng_key('cuda', rank) in tensors:
+        torch.cuda.set_rng_state(tensors[_rng_key('cuda', rank)])
     return True
 
 
@@ -209,9 +213,9 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
 
     Writes OUT/last.safetensors (+ .json) every ``checkpoint_every`` epochs, OUT/model.safetensors
     for the best validation score, OUT/train_state.safetensors (+ .json: optimizer, every
-    rank's RNG, epoch)
-    and OUT/metrics.jsonl. Runs DistributedDataParallel when WORLD_SIZE > 1 (torchrun); rank 0
-    validates, writes and returns the validation metrics, the other ranks only train.
+    rank's RNG, epoch) and OUT/metrics.jsonl. Runs DistributedDataParallel when WORLD_SIZE > 1
+    (torchrun); rank 0 validates, writes and returns the validation metrics, the other ranks
+    only train.
     """
     if stage not in STAGES:
         raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')

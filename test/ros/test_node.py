@@ -23,7 +23,7 @@ from persistence_ros.pipeline import PipelineConfig, StereoPipeline
 from persistence_ros.ros import messages, parameters
 from persistence_ros.ros.conversions import detections_to_msg, numpy_to_image
 from persistence_ros.ros.persistence_node import build_filter, PersistenceNode, \
-    pipeline_config, spin_once_unless_shut_down
+    pipeline_config, RCLError, spin_once_unless_shut_down
 from persistence_ros.ros.replay import replay
 
 LEFT, RIGHT = 'stereo_left_optical', 'stereo_right_optical'
@@ -210,7 +210,7 @@ def test_spin_stops_quietly_when_a_signal_shut_the_context_down(context):
     try:
         assert spin_once_unless_shut_down(executor, 0.01)
         context.shutdown()
-        with pytest.raises(Exception, match='context is not valid'):
+        with pytest.raises(RCLError, match='context is not valid'):
             executor.spin_once(timeout_sec=0.01)  # the error the loop used to die of
         assert not spin_once_unless_shut_down(executor, 0.01)
     finally:
