@@ -1,5 +1,6 @@
 """Tests of the persistence model: streaming exactness, causality, checkpoints, training."""
 
+import functools
 import json
 import logging
 import os
@@ -12,7 +13,8 @@ import pytest
 from safetensors.torch import load_file, save_file
 import torch
 
-from persistence_ros.model.checkpoint import CheckpointError, load_model, load_tensors, save_model
+from persistence_ros.model.checkpoint import (
+    CheckpointError, load_model, load_tensors, save_model, save_tensors)
 from persistence_ros.model.classifier import attention_rollout
 from persistence_ros.model.config import load_config, ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
@@ -311,8 +313,12 @@ def test_checkpoint_rejects_pickle_and_mismatch(tmp_path):
     # A config that does not match the weights.
     data = json.loads(meta.read_text())
     data['config']['classifier']['width'] = 32
-    path.with_suffix('.json').write_text(json.dumps(data))
+    wide = save_tensors(load_file(str(path)), tmp_path / 'wide.safetensors', data)
     with pytest.raises(CheckpointError, match='shape mismatches'):
+        load_model(wide)
+    # The same JSON beside weights saved with another one: the header's sha256 tells.
+    path.with_suffix('.json').write_text(wide.with_suffix('.json').read_text())
+    with pytest.raises(CheckpointError, match='come from different saves'):
         load_model(path)
     with pytest.raises(CheckpointError, match='not found'):
         load_model(tmp_path / 'missing.safetensors')
@@ -479,6 +485,31 @@ def test_distributed_resume_continues_exactly_like_an_uninterrupted_run(tmp_path
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight), [
         k for k in straight if not torch.equal(straight[k], resumed[k])][:5]
+
+
+def test_resume_reads_one_train_state_so_a_stop_while_saving_is_harmless(tmp_path):
+    # GPU time comes in short windows: a run killed between writing last.* and
+    # train_state.* used to resume with the newer weights and the older optimizer and epoch.
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',) * 2 + ('val',),
+                                  tracks_per_scene=8, max_frames=12, seed=5)
+    config = load_config('cpu')
+    config.train.batch_size = 8
+    out = tmp_path / 'ck'
+    run = functools.partial(train, 'classifier', config, root, out, progress=False, seed=0)
+    run(epochs=1)
+    saved = {name: (out / name).read_bytes()
+             for name in ('train_state.safetensors', 'train_state.json')}
+    run(epochs=2, resume=True)
+    straight, _ = load_tensors(out / 'last.safetensors')
+    for name, data in saved.items():  # stopped after last.* of epoch 2, before train_state.*
+        (out / name).write_bytes(data)
+    assert run(epochs=2, resume=True)['epoch'] == 1
+    again, _ = load_tensors(out / 'last.safetensors')
+    assert all(torch.equal(straight[k], again[k]) for k in straight)
+    # stopped between the two renames of one save: weights of one, metadata of the other
+    (out / 'train_state.json').write_bytes(saved['train_state.json'])
+    with pytest.raises(CheckpointError, match='come from different saves'):
+        run(epochs=3, resume=True)
 
 
 def test_selection_score_breaks_f1_ties_by_validation_bce():

@@ -7,7 +7,7 @@ from pathlib import Path
 import platform
 from typing import Any, Dict, Optional, Tuple, Union
 
-from safetensors import SafetensorError
+from safetensors import safe_open, SafetensorError
 from safetensors.torch import load_file, save_file
 import torch
 
@@ -16,6 +16,7 @@ from persistence_ros.model.model import PersistenceModel
 
 FORMAT = 'persistence_ros.model'
 FORMAT_VERSION = 1
+METADATA_SHA256 = 'metadata_sha256'  # safetensors header key: sha256 of the JSON beside it
 PathLike = Union[str, Path]
 
 
@@ -53,18 +54,28 @@ def file_sha256(path: PathLike) -> str:
 
 def save_tensors(tensors: Dict[str, torch.Tensor], path: PathLike,
                  metadata: Dict[str, Any]) -> Path:
-    """Write tensors as safetensors and ``metadata`` as JSON beside them; return the path."""
+    """
+    Write tensors as safetensors and ``metadata`` as JSON beside them; return the path.
+
+    Each file is written under a temporary name and renamed into place; the safetensors
+    header holds the sha256 of the JSON, so a reader can tell when a save was interrupted
+    between the two renames (the weights of one save beside the metadata of another).
+    """
     weights, meta_path = _paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to('cpu').contiguous() for k, v in tensors.items()}
-    tmp = weights.with_name(weights.name + '.tmp')
-    save_file(tensors, str(tmp), metadata={'format': FORMAT})
-    tmp.replace(weights)
+    text = json.dumps(metadata, indent=2, sort_keys=True, default=_json_default)
     meta_tmp = meta_path.with_name(meta_path.name + '.tmp')
-    with open(meta_tmp, 'w', encoding='utf-8') as stream:
-        json.dump(metadata, stream, indent=2, sort_keys=True, default=_json_default)
+    meta_tmp.write_text(text, encoding='utf-8')
+    tmp = weights.with_name(weights.name + '.tmp')
+    save_file(tensors, str(tmp), metadata={'format': FORMAT, METADATA_SHA256: _sha256(text)})
+    tmp.replace(weights)
     meta_tmp.replace(meta_path)
     return weights
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
 
 
 def _json_default(value):
@@ -83,14 +94,20 @@ def load_tensors(path: PathLike, device: str = 'cpu'
         raise CheckpointError(f'checkpoint metadata not found: {meta_path}')
     try:
         tensors = load_file(str(weights), device=device)
+        with safe_open(str(weights), framework='pt') as handle:
+            header = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f'{weights} is not a valid safetensors file '
                               f'(pickled checkpoints are refused): {exc}') from exc
     try:
-        with open(meta_path, 'r', encoding='utf-8') as stream:
-            metadata = json.load(stream)
+        text = meta_path.read_text(encoding='utf-8')
+        metadata = json.loads(text)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f'{meta_path} is not valid JSON: {exc}') from exc
+    expected = header.get(METADATA_SHA256)  # absent in files written before it existed
+    if expected is not None and expected != _sha256(text):
+        raise CheckpointError(f'{weights} and {meta_path} come from different saves (a save was '
+                              'interrupted, or the JSON edited); use another checkpoint')
     return tensors, metadata
 
 

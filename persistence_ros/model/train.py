@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from persistence_ros.model.checkpoint import (
-    CheckpointError, file_sha256, load_tensors, save_model, save_tensors)
+    CheckpointError, file_sha256, load_tensors, model_metadata, save_model, save_tensors)
 from persistence_ros.model.classifier import frame_bce
 from persistence_ros.model.config import ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
@@ -24,6 +24,7 @@ from persistence_ros.overrides import flatten
 
 LOG = logging.getLogger(__name__)
 STAGES = ('tokenizer', 'classifier')
+MODEL_PREFIX = 'model.'  # the model's weights inside the train state
 
 
 def seed_everything(seed: int) -> None:
@@ -212,7 +213,7 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
     Train ``stage`` ('tokenizer' or 'classifier'); return the last epoch's metrics.
 
     Writes OUT/last.safetensors (+ .json) every ``checkpoint_every`` epochs, OUT/model.safetensors
-    for the best validation score, OUT/train_state.safetensors (+ .json: optimizer, every
+    for the best validation score, OUT/train_state.safetensors (+ .json: weights, optimizer, every
     rank's RNG, epoch) and OUT/metrics.jsonl. Runs DistributedDataParallel when WORLD_SIZE > 1
     (torchrun); rank 0 validates, writes and returns the validation metrics, the other ranks
     only train.
@@ -269,17 +270,22 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
 
     start_epoch, step, best = 0, 0, None
     state_path = out_dir / 'train_state.safetensors'
-    if resume and (out_dir / 'last.safetensors').exists():
-        weights, last_meta = load_tensors(out_dir / 'last.safetensors', device)
-        mismatches = resume_mismatches(last_meta, config, stage, seed,
+    if resume and state_path.exists():
+        tensors, meta = load_tensors(state_path)
+        mismatches = resume_mismatches(meta, config, stage, seed,
                                        Path(data_dir) / 'manifest.json')
         if mismatches:
-            raise ValueError(f'cannot resume from {out_dir}/last: it was trained with '
+            raise ValueError(f'cannot resume from {state_path}: it was trained with '
                              f'different settings ({"; ".join(mismatches)}); give the same '
                              '--config/--set/--seed/--data (only --epochs may change), or a '
                              'new --out')
+        weights = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items()
+                   if k.startswith(MODEL_PREFIX)}
+        if not weights:
+            raise CheckpointError(f'{state_path} holds no model weights (written by an older '
+                                  'version that kept them in last.safetensors); start a new '
+                                  '--out')
         model.load_state_dict(weights, strict=True)
-        tensors, meta = load_tensors(state_path)
         load_optimizer_tensors(optimizer, tensors, meta['param_groups'])
         start_epoch, step, best = meta['epoch'] + 1, meta['step'], meta.get('best')
         if not restore_rng(tensors, rank, device):
@@ -287,9 +293,10 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
                         ' seeding that rank from the seed, rank and epoch instead', state_path,
                         rank)
             seed_everything(seed + rank + world * start_epoch)
-        if isinstance(best, (int, float)):  # train states written before selection_score
-            best = [best]
-        LOG.info('resumed from %s at epoch %d', out_dir, start_epoch)
+        LOG.info('resumed from %s at epoch %d', state_path, start_epoch)
+    elif resume and (out_dir / 'last.safetensors').exists():
+        raise CheckpointError(f'cannot resume: {out_dir} has last.safetensors but no '
+                              'train_state.safetensors; start a new --out')
 
     # The module the loss runs through; under DDP its forward must go through the wrapper,
     # or gradients are not synchronised (the tokenizer stage used to call net.module).
@@ -372,11 +379,14 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
                 save_model(model, out_dir / 'model.safetensors', metrics, manifest, extra)
             if checkpoint:
                 save_model(model, out_dir / 'last.safetensors', metrics, manifest, extra)
+                # One file holds everything a resume needs (weights, optimizer, RNG): a run
+                # stopped while saving resumes from the previous state, never from a mix.
                 tensors, groups = optimizer_tensors(optimizer)
                 tensors.update(rng)
-                save_tensors(tensors, state_path, {
-                    'param_groups': groups, 'epoch': epoch, 'step': step, 'best': best,
-                    'stage': stage, 'seed': seed})
+                tensors.update({MODEL_PREFIX + k: v for k, v in model.state_dict().items()})
+                save_tensors(tensors, state_path, dict(
+                    model_metadata(model, metrics, manifest, extra),
+                    param_groups=groups, best=best))
         if max_steps is not None and step >= max_steps:
             break
     if distributed:
