@@ -18,6 +18,11 @@ import yaml
 
 DISTORTION_MODELS = ('plumb_bob', 'rational_polynomial', 'equidistant')
 
+# Termination of the iterative undistortion. cv2.undistortPoints stops after 5 fixed-point
+# iterations, which leaves pixels of strongly distorted lenses several pixels off (k1 = -0.35:
+# 2.6 to 10 px inside the image); iterate until the reprojection error is negligible instead.
+UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-10)
+
 
 class CalibrationError(ValueError):
     """A calibration that cannot be used; the message says what is wrong."""
@@ -97,9 +102,12 @@ class CameraCalibration:
             return points.copy()
         src = points.reshape(-1, 1, 2)
         if self.distortion_model == 'equidistant':
-            out = cv2.fisheye.undistortPoints(src, self.K, self.D, R=self.R, P=self.P[:, :3])
+            coefficients = self.D if self.D.size else np.zeros(4)  # fisheye needs exactly 4
+            out = cv2.fisheye.undistortPoints(src, self.K, coefficients, R=self.R,
+                                              P=self.P[:, :3], criteria=UNDISTORT_CRITERIA)
         else:
-            out = cv2.undistortPoints(src, self.K, self.D, R=self.R, P=self.P[:, :3])
+            out = cv2.undistortPointsIter(src, self.K, self.D, self.R, self.P[:, :3],
+                                          UNDISTORT_CRITERIA)
         return out.reshape(-1, 2)
 
     def to_dict(self) -> dict:
@@ -142,6 +150,15 @@ class CameraCalibration:
                    camera_name=str(data.get('camera_name', '')), frame_id=frame_id)
 
 
+def _centre(projection: np.ndarray) -> np.ndarray:
+    """Return the optical centre of ``P = K [I | t]`` (K upper triangular): ``-K^-1 P[:, 3]``."""
+    (fx, skew, cx, px), (_, fy, cy, py), (_, _, _, pz) = projection
+    tz = pz
+    ty = (py - cy * tz) / fy
+    tx = (px - skew * ty - cx * tz) / fx
+    return -np.array([tx, ty, tz])
+
+
 @dataclass(frozen=True)
 class StereoCalibration:
     """A calibrated stereo pair; both projection matrices share the rectified left frame."""
@@ -154,18 +171,36 @@ class StereoCalibration:
         if self.right.P[0, 3] == 0.0 and self.right.P[1, 3] == 0.0:
             raise CalibrationError(
                 'right P has no baseline term (P[0,3] == P[1,3] == 0): give the right '
-                'camera the stereo projection matrix (Tx = -fx * baseline)')
+                'camera the stereo projection matrix (Tx = -fx * baseline, or '
+                'Ty = -fy * baseline for a vertical rig)')
+
+    @property
+    def baseline_vector(self) -> np.ndarray:
+        """
+        Return the right optical centre minus the left one, in the rectified left frame (m).
+
+        ``(B, 0, 0)`` for a horizontal rig (``Tx = -fx * B``), ``(0, B, 0)`` for a vertical one
+        (``Ty = -fy * B``, as ``cv2.stereoRectify`` writes it).
+        """
+        return _centre(self.right.P) - _centre(self.left.P)
 
     @property
     def baseline_m(self) -> float:
-        """Return the baseline in metres from the right projection matrix."""
-        return float(-self.right.P[0, 3] / self.right.P[0, 0])
+        """Return the baseline in metres: the distance between the two optical centres."""
+        return float(np.linalg.norm(self.baseline_vector))
 
     @property
     def is_rectified(self) -> bool:
-        """Return True if rectified pixels of both cameras share rows (horizontal epipolars)."""
+        """
+        Return True if rectified pixels of both cameras share rows (horizontal epipolars).
+
+        That holds for every point iff both P have the same second and third rows (fy, cy, Ty
+        and Tz): ``cv2.stereoRectify`` of a horizontal rig, with or without
+        ``CALIB_ZERO_DISPARITY`` (without it cx differs, which shifts the disparity but not the
+        rows). A vertical rig shares columns instead and is not row-aligned.
+        """
         return (np.allclose(self.left.P[1], self.right.P[1])
-                and np.allclose(self.left.P[:, :3], self.right.P[:, :3]))
+                and np.allclose(self.left.P[2], self.right.P[2]))
 
     def fundamental_matrix(self) -> np.ndarray:
         """Return F with x_right^T F x_left = 0 for rectified pixel coordinates."""

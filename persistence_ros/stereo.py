@@ -12,7 +12,13 @@ Triangulation (``Triangulator``) uses ``cv2.triangulatePoints`` (DLT) on the rec
 projection matrices, optionally after ``cv2.correctMatches`` (the optimal Hartley-Sturm
 correction), and reports per point the 3D position in the LEFT OPTICAL frame
 (``X_optical = R_left.T @ X_rectified``), the reprojection error, the depth uncertainty
-``sigma_Z = Z^2 * sqrt(2) * sigma_px / (f * B)`` and a validity flag with a rejection reason.
+``sigma_Z = Z^2 * sqrt(2) * sigma_px / (f * B)`` (B the distance between the optical centres,
+f the focal length along the baseline: fx for a horizontal rig, fy for a vertical one) and a
+validity flag with a rejection reason.
+
+The epipolar cost is the row difference ``|y_l - y_r|`` on a row-aligned rig (both P share
+their second and third rows; ``StereoCalibration.is_rectified``) and the Sampson distance
+otherwise (a vertical rig, a rig with a forward offset).
 
 Pixel inputs are raw image pixels (as the detector saw them) unless ``points_are_rectified``
 is set; they are mapped to rectified pixels of P with ``CameraCalibration.rectify_points``.
@@ -63,10 +69,21 @@ def sampson_distance(fundamental: np.ndarray, left: np.ndarray, right: np.ndarra
     return np.abs(algebraic) / np.sqrt(np.maximum(denom, 1e-300))
 
 
-def _disparity_sign(calibration: StereoCalibration) -> float:
-    """Return +1/-1 such that sign * (x_l - x_r) > 0 in front of a row-aligned rig."""
-    tx = calibration.left.P[0, 3] - calibration.right.P[0, 3]
-    return 1.0 if tx >= 0.0 else -1.0
+def _disparity_model(calibration: StereoCalibration) -> Optional[Tuple[float, float]]:
+    """
+    Return (sign, offset) with sign * (x_l - x_r - offset) > 0 iff a point is in front.
+
+    For a row-aligned rig whose P share fx and skew, ``x_l - x_r = offset + D / w`` with
+    ``offset = cx_l - cx_r`` (non-zero without ``CALIB_ZERO_DISPARITY``), w the depth (the
+    same in both cameras) and ``D = Tx_l - Tx_r - Tz * offset``. None for other rigs: their
+    association checks cheirality by triangulating.
+    """
+    p_left, p_right = calibration.left.P, calibration.right.P
+    if not (calibration.is_rectified and np.allclose(p_left[0, :2], p_right[0, :2])):
+        return None
+    offset = p_left[0, 2] - p_right[0, 2]
+    tx = p_left[0, 3] - p_right[0, 3] - p_left[2, 3] * offset
+    return (1.0 if tx >= 0.0 else -1.0), offset
 
 
 def _depths(projection: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -157,8 +174,17 @@ class Triangulator:
         self.config = config if config is not None else TriangulationConfig()
         self._fundamental = calibration.fundamental_matrix()
         self._row_aligned = bool(calibration.is_rectified)
-        self._focal = float(calibration.left.P[0, 0])
-        self._baseline = abs(float(calibration.baseline_m))
+        # Focal length along the baseline direction (fx for a horizontal rig, fy for a vertical
+        # one): the disparity of a point at depth Z is f * B / Z along that direction. Only the
+        # image-plane part of the direction counts (f * B = |K_2x2 @ baseline_xy|).
+        baseline = calibration.baseline_vector
+        self._baseline = float(np.linalg.norm(baseline))
+        direction = baseline / self._baseline if self._baseline > 0.0 else np.zeros(3)
+        k = calibration.left.P
+        self._focal = math.hypot(k[0, 0] * direction[0] + k[0, 1] * direction[1],
+                                 k[1, 1] * direction[1])
+        if self._focal == 0.0:  # baseline along the optical axis: no stereo disparity
+            self._focal = float(k[0, 0])
 
     def rectify(self, left_px: np.ndarray,
                 right_px: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -177,7 +203,11 @@ class Triangulator:
         return sampson_distance(self._fundamental, left_rect, right_rect)
 
     def depth_sigma(self, depth: np.ndarray) -> np.ndarray:
-        """Return sigma_Z = Z^2 * sqrt(2) * sigma_px / (f * B) for depths Z (metres)."""
+        """
+        Return sigma_Z = Z^2 * sqrt(2) * sigma_px / (f * B) for depths Z (metres).
+
+        B is the baseline and f the focal length along it (fx horizontal, fy vertical rig).
+        """
         return np.square(depth) * math.sqrt(2.0) * self.config.sigma_px / (
             self._focal * self._baseline)
 
@@ -277,9 +307,10 @@ class AssociationConfig:
         Only the most recent ``cost_window`` common frames enter the mean (so that a pair
         that becomes inconsistent is noticed).
     min_disparity_px:
-        Row-aligned rig: the mean disparity ``x_l - x_r`` must exceed it (a left/right swap
-        has a negative disparity). Other rigs: most common frames must triangulate in front
-        of both cameras.
+        Row-aligned rig with equal fx: the mean disparity ``x_l - x_r - (cx_l - cx_r)`` (sign
+        flipped if the right camera is the left one) must exceed it (a left/right swap has a
+        negative disparity). Other rigs: most common frames must triangulate in front of both
+        cameras.
     stamp_tolerance_ns:
         Left and right observations within this many nanoseconds count as the same frame
         (0: stamps must be equal, as with hardware-synchronised stereo drivers).
@@ -322,7 +353,8 @@ class StereoPair:
 
     ``id`` is the stereo-track id (integers from 1, never reused); ``cost_px`` the mean
     epipolar cost and ``common_frames`` the number of common frames it was computed on;
-    ``disparity_px`` the mean disparity (NaN for a rig that is not row-aligned); ``updates``
+    ``disparity_px`` the mean disparity ``x_l - x_r - (cx_l - cx_r)`` (NaN for a rig that is
+    not row-aligned or whose cameras differ in fx); ``updates``
     how many associator updates the pair has lived through (1 when new).
     """
 
@@ -379,6 +411,7 @@ class StereoAssociator:
         # Works on points rectified once per update (see _rectified).
         self._triangulator = Triangulator(calibration,
                                           TriangulationConfig(points_are_rectified=True))
+        self._disparity = _disparity_model(calibration)
         self._ids = itertools.count(1)
         self._pairs: Dict[Tuple[int, int], StereoPair] = {}
         self.ended: List[StereoPair] = []
@@ -435,8 +468,9 @@ class StereoAssociator:
         with np.errstate(invalid='ignore'):
             cost = self._triangulator.epipolar_cost(gl_b, gr_b)
         cost = np.where(use, cost, 0.0).sum(axis=-1) / np.maximum(count, 1)
-        if self.calibration.is_rectified:
-            disparity = _disparity_sign(self.calibration) * (gl_b[..., 0] - gr_b[..., 0])
+        if self._disparity is not None:
+            sign, offset = self._disparity
+            disparity = sign * ((gl_b[..., 0] - gr_b[..., 0]) - offset)
             disparity = np.where(use, disparity, 0.0).sum(axis=-1) / np.maximum(count, 1)
             front = np.ones_like(cost)
         else:
@@ -454,7 +488,7 @@ class StereoAssociator:
 
     def _acceptable(self, cost, count, disparity, front, gate):
         ok = (count >= self.config.min_common_frames) & (cost <= gate)
-        if self.calibration.is_rectified:
+        if self._disparity is not None:
             return ok & (disparity > self.config.min_disparity_px)
         return ok & (front > 0.5)
 

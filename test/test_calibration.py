@@ -119,6 +119,109 @@ def test_rectified_points_share_rows_and_satisfy_the_fundamental_matrix():
     assert stereo.baseline_m == pytest.approx(np.linalg.norm(translation), rel=1e-6)
 
 
+def _pixels_in(image_size, pixels):
+    width, height = image_size
+    return np.all((pixels >= 0.0) & (pixels <= [width - 1.0, height - 1.0]), axis=1)
+
+
+def test_strong_distortion_is_undone_exactly():
+    # cv2.undistortPoints stops after 5 iterations: with k1 = -0.35 pixels inside the image
+    # came back up to 10 px off. Truth: normalised points distorted by cv2.projectPoints.
+    size = (1280, 720)
+    k = np.array([[500.0, 0.0, 640.0], [0.0, 500.0, 360.0], [0.0, 0.0, 1.0]])
+    d = np.array([-0.35, 0.12, 0.0, 0.0, -0.02])
+    rotation, _ = cv2.Rodrigues(np.array([0.01, -0.02, 0.005]))
+    p = np.array([[450.0, 0.0, 630.0, 0.0], [0.0, 450.0, 350.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    camera = CameraCalibration(size[0], size[1], k, d, rotation, p)
+    # Radii up to 1.25 (the lens model is monotonic there; its image radius peaks near 1.55).
+    radius = np.linspace(0.0, 1.25, 26)
+    angle = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)
+    directions = np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+    xy = (radius[:, None, None] * directions[None]).reshape(-1, 2)
+    rays = np.column_stack([xy, np.ones(len(xy))])
+    raw, _ = cv2.projectPoints(rays, np.zeros(3), np.zeros(3), k, d)
+    raw = raw.reshape(-1, 2)
+    inside = _pixels_in(size, raw)
+    assert inside.sum() > 400 and np.max(np.hypot(*xy[inside].T)) > 1.2
+    rectified_rays = rays[inside] @ rotation.T
+    truth = cv2.projectPoints(rectified_rays, np.zeros(3), np.zeros(3), p[:, :3], None)[0]
+    error = np.linalg.norm(camera.rectify_points(raw[inside]) - truth.reshape(-1, 2), axis=1)
+    assert np.max(error) < 1e-6
+
+
+def test_equidistant_camera_without_coefficients_is_rectified():
+    # D = [] is an accepted equidistant calibration (r = f * theta, all coefficients zero);
+    # cv2.fisheye.undistortPoints wants exactly 4 coefficients.
+    k = np.array([[300.0, 0.0, 320.0], [0.0, 300.0, 240.0], [0.0, 0.0, 1.0]])
+    rotation, _ = cv2.Rodrigues(np.array([0.0, 0.05, 0.0]))
+    camera = CameraCalibration(640, 480, k, [], rotation, distortion_model='equidistant')
+    rays = np.array([[0.1, 0.2, 1.0], [-0.4, 0.3, 1.0], [0.5, -0.5, 1.0]])
+    raw = cv2.fisheye.projectPoints(rays.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), k,
+                                    np.zeros(4))[0].reshape(-1, 2)
+    truth = cv2.projectPoints(rays @ rotation.T, np.zeros(3), np.zeros(3), k, None)[0]
+    np.testing.assert_allclose(camera.rectify_points(raw), truth.reshape(-1, 2), atol=1e-6)
+
+
+def _rectified_rig(translation, flags):
+    """Return opencv_rig's cameras rectified by cv2.stereoRectify for another translation."""
+    stereo, (k_left, d_left, k_right, d_right, rotation, _) = opencv_rig()
+    r1, r2, p1, p2, *_ = cv2.stereoRectify(k_left, d_left, k_right, d_right, (640, 480),
+                                           rotation, translation, flags=flags, alpha=0)
+    left = CameraCalibration(640, 480, k_left, d_left, r1, p1)
+    right = CameraCalibration(640, 480, k_right, d_right, r2, p2)
+    raw = (k_left, d_left, k_right, d_right, rotation, translation)
+    return StereoCalibration(left, right), raw
+
+
+def _rectified_views(stereo, raw, points):
+    """Return rectified left and right pixels of points projected by cv2.projectPoints."""
+    k_left, d_left, k_right, d_right, rotation, translation = raw
+    left_px, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), k_left, d_left)
+    right_px, _ = cv2.projectPoints(points, cv2.Rodrigues(rotation)[0], translation, k_right,
+                                    d_right)
+    return (stereo.left.rectify_points(left_px.reshape(-1, 2)),
+            stereo.right.rectify_points(right_px.reshape(-1, 2)))
+
+
+def _points(n=100):
+    rng = np.random.default_rng(1)
+    return np.column_stack([rng.uniform(-0.8, 0.8, n), rng.uniform(-0.6, 0.6, n),
+                            rng.uniform(2, 8, n)])
+
+
+def test_vertical_rig_baseline_and_shared_columns():
+    # cv2.stereoRectify of a vertically displaced rig puts the baseline in P_right[1, 3]
+    # (Ty = -fy * B) and aligns columns, not rows.
+    translation = np.array([0.002, -0.12, 0.001])
+    stereo, raw = _rectified_rig(translation, cv2.CALIB_ZERO_DISPARITY)
+    assert stereo.right.P[0, 3] == 0.0
+    assert stereo.baseline_m == pytest.approx(np.linalg.norm(translation), rel=1e-9)
+    centre = -raw[4].T @ translation              # right optical centre, left optical frame
+    np.testing.assert_allclose(stereo.baseline_vector, stereo.left.R @ centre, atol=1e-12)
+    left_rect, right_rect = _rectified_views(stereo, raw, _points())
+    assert np.max(np.abs(left_rect[:, 0] - right_rect[:, 0])) < 1e-4
+    assert np.min(np.abs(left_rect[:, 1] - right_rect[:, 1])) > 5.0
+    assert not stereo.is_rectified                # no shared rows: not row-aligned
+
+
+def test_rig_rectified_without_zero_disparity_is_row_aligned():
+    # Without CALIB_ZERO_DISPARITY the principal points differ in x, rows stay shared and the
+    # disparity is offset by cx_l - cx_r: x_l - x_r - (cx_l - cx_r) = f * B / Z.
+    translation = np.array([-0.12, 0.002, 0.001])
+    stereo, raw = _rectified_rig(translation, 0)
+    p_left, p_right = stereo.left.P, stereo.right.P
+    assert abs(p_left[0, 2] - p_right[0, 2]) > 10.0
+    assert stereo.is_rectified
+    points = _points()
+    left_rect, right_rect = _rectified_views(stereo, raw, points)
+    assert np.max(np.abs(left_rect[:, 1] - right_rect[:, 1])) < 1e-4
+    depth = (points @ stereo.left.R.T)[:, 2]
+    disparity = left_rect[:, 0] - right_rect[:, 0] - (p_left[0, 2] - p_right[0, 2])
+    np.testing.assert_allclose(disparity, p_left[0, 0] * np.linalg.norm(translation) / depth,
+                               rtol=1e-6)
+    assert stereo.baseline_m == pytest.approx(np.linalg.norm(translation), rel=1e-9)
+
+
 def test_a_right_camera_without_baseline_is_rejected():
     k = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
     camera = CameraCalibration(640, 480, k, np.zeros(5))

@@ -40,21 +40,39 @@ class Rig:
         return left, right
 
 
-def unrectified_rig() -> Rig:
+def unrectified_rig(tvec=(-0.12, 0.002, 0.003), flags=cv2.CALIB_ZERO_DISPARITY) -> Rig:
     """Return a realistic rig: distorted lenses, right camera rotated ~3 degrees, B = 0.12 m."""
     k_left = np.array([[700.0, 0.0, 322.0], [0.0, 698.0, 238.0], [0.0, 0.0, 1.0]])
     k_right = np.array([[705.0, 0.0, 316.0], [0.0, 703.0, 244.0], [0.0, 0.0, 1.0]])
     d_left = np.array([-0.28, 0.09, 0.001, -0.0008, 0.0])
     d_right = np.array([-0.26, 0.07, -0.0006, 0.001, 0.0])
     rvec = np.array([0.01, -0.05, 0.02])          # X_right = R @ X_left + T
-    tvec = np.array([-0.12, 0.002, 0.003])
+    tvec = np.array(tvec)
     rotation = cv2.Rodrigues(rvec)[0]
     r1, r2, p1, p2 = cv2.stereoRectify(k_left, d_left, k_right, d_right, (WIDTH, HEIGHT),
-                                       rotation, tvec, alpha=0)[:4]
+                                       rotation, tvec, flags=flags, alpha=0)[:4]
     calibration = StereoCalibration(
         CameraCalibration(WIDTH, HEIGHT, k_left, d_left, r1, p1, frame_id='left'),
         CameraCalibration(WIDTH, HEIGHT, k_right, d_right, r2, p2, frame_id='right'))
     return Rig(k_left, d_left, k_right, d_right, rvec, tvec, calibration)
+
+
+def vertical_rig() -> Rig:
+    """Return the rig of ``unrectified_rig`` with the second camera 12 cm below the first."""
+    return unrectified_rig(tvec=(0.002, -0.12, 0.003))
+
+
+def cx_offset_rig() -> Rig:
+    """
+    Return ``unrectified_rig`` rectified without ``CALIB_ZERO_DISPARITY``.
+
+    Rows stay aligned, but the principal points differ (cx_l - cx_r ~ 50 px), so points at
+    infinity have a non-zero ``x_l - x_r``.
+    """
+    rig = unrectified_rig(flags=0)
+    p_left, p_right = rig.calibration.left.P, rig.calibration.right.P
+    assert p_left[0, 2] - p_right[0, 2] > 40.0
+    return rig
 
 
 def parallel_rig(f=600.0, baseline=0.2) -> Rig:
@@ -108,7 +126,8 @@ def visible_points(rig: Rig, rng, n: int, z_range=(1.0, 6.0)):
     return (pts,) + rig.project(pts)
 
 
-@pytest.mark.parametrize('make_rig', [unrectified_rig, parallel_rig, general_rig])
+@pytest.mark.parametrize('make_rig', [unrectified_rig, parallel_rig, general_rig,
+                                      vertical_rig, cx_offset_rig])
 def test_noiseless_triangulation_recovers_truth(make_rig):
     rig = make_rig()
     rng = np.random.default_rng(1)
@@ -126,7 +145,7 @@ def test_noiseless_triangulation_recovers_truth(make_rig):
                                atol=2e-3)
 
 
-@pytest.mark.parametrize('make_rig', [unrectified_rig, parallel_rig])
+@pytest.mark.parametrize('make_rig', [unrectified_rig, parallel_rig, vertical_rig])
 def test_noisy_depth_error_follows_uncertainty_model(make_rig):
     rig = make_rig()
     rng = np.random.default_rng(2)
@@ -203,6 +222,26 @@ def test_rejection_reasons():
     assert list(gated.reason) == ['reprojection_error']
 
 
+def test_row_gap_is_the_epipolar_cost_when_principal_points_differ():
+    # Without CALIB_ZERO_DISPARITY the rectified rows are still shared, so the epipolar
+    # residual is the plain row gap (the right point's distance to its epipolar line), as on a
+    # rig rectified with it, not the Sampson distance (gap / sqrt(2)).
+    residuals = {}
+    for flags in (cv2.CALIB_ZERO_DISPARITY, 0):
+        rig = unrectified_rig(flags=flags)
+        truth, left, right = visible_points(rig, np.random.default_rng(9), 50)
+        triangulator = Triangulator(rig.calibration, TriangulationConfig(
+            points_are_rectified=True, max_depth_sigma_m=np.inf))
+        left_rect, right_rect = (rig.calibration.left.rectify_points(left),
+                                 rig.calibration.right.rectify_points(right))
+        right_rect[:, 1] += 3.5                    # move the right points off their rows
+        result = triangulator.triangulate(left_rect, right_rect)
+        residuals[flags] = result.epipolar_px
+        np.testing.assert_allclose(result.epipolar_px, 3.5, atol=0.01)
+        assert set(result.reason) == {'epipolar'}  # over the 3 px gate
+    np.testing.assert_allclose(residuals[0], residuals[cv2.CALIB_ZERO_DISPARITY], atol=0.01)
+
+
 def test_sampson_distance_matches_opencv():
     rig = unrectified_rig()
     fundamental = rig.calibration.fundamental_matrix()
@@ -255,7 +294,7 @@ def _label(track):
     return track.last_detection.id
 
 
-@pytest.mark.parametrize('make_rig', [unrectified_rig, general_rig])
+@pytest.mark.parametrize('make_rig', [unrectified_rig, general_rig, vertical_rig])
 def test_association_pairs_objects_and_ignores_clutter(make_rig):
     rig = make_rig()
     rng = np.random.default_rng(6)
@@ -277,13 +316,42 @@ def test_association_pairs_objects_and_ignores_clutter(make_rig):
     assert all(p.common_frames >= 3 and p.cost_px < 3.0 for p in pairs)
 
 
-@pytest.mark.parametrize('make_rig', [parallel_rig, general_rig])
+@pytest.mark.parametrize('make_rig', [parallel_rig, general_rig, vertical_rig])
 def test_association_rejects_swapped_cameras(make_rig):
     rig = make_rig()
     associator = StereoAssociator(rig.calibration)
     for left, right in _run_scene(rig, np.random.default_rng(7), swap=True):
         pairs = associator.update(left, right)
     assert pairs == []
+
+
+def test_disparity_accounts_for_the_principal_point_offset():
+    # Static objects seen by a rig rectified without CALIB_ZERO_DISPARITY: the pair's
+    # disparity is x_l - x_r - (cx_l - cx_r) = f * B / Z (truth: the points' depths in the
+    # rectified left frame, the baseline given to cv2.stereoRectify), and a swap is caught.
+    rig = cx_offset_rig()
+    points = np.array([[-0.5, 0.1, 2.5], [0.2, -0.2, 4.0], [0.6, 0.3, 12.0]])
+    left_px, right_px = rig.project(points)
+    for swap in (False, True):
+        trackers = [Tracker2D(TrackerConfig(min_hits=1)) for _ in range(2)]
+        associator = StereoAssociator(rig.calibration)
+        for k in range(6):
+            ups = [trackers[c].update(DetectionFrame(
+                (k + 1) * 10, str(c), [Detection(float(x), float(y), 20.0, 20.0, 0.9, '', f'o{i}')
+                                       for i, (x, y) in enumerate(px)]))
+                for c, px in enumerate((left_px, right_px))]
+            tracks = (ups[1].tracks, ups[0].tracks) if swap else (ups[0].tracks, ups[1].tracks)
+            pairs = associator.update(*tracks)
+        if swap:
+            assert pairs == []
+            continue
+        assert sorted((_label(p.left), _label(p.right)) for p in pairs) == [
+            ('o0', 'o0'), ('o1', 'o1'), ('o2', 'o2')]
+        depth = (points @ rig.calibration.left.R.T)[:, 2]
+        expected = rig.calibration.left.P[0, 0] * np.linalg.norm(rig.tvec) / depth
+        for pair in pairs:
+            index = int(_label(pair.left)[1:])
+            assert pair.disparity_px == pytest.approx(expected[index], abs=0.01)
 
 
 def test_one_track_never_pairs_twice():
