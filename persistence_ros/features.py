@@ -14,7 +14,8 @@ matched to a detection (oldest first); columns are ``GEOMETRY_FEATURES``:
 * ``disparity_norm``: left minus right box-centre x, in image widths;
 * ``height_m``: signed height of the triangulated point above the ground plane (0 without a
   plane or a valid point; clipped to +-``MAX_HEIGHT_M``);
-* ``has_partner``: 1 when the other camera's track was matched at the same stamp;
+* ``has_partner``: 1 when the other camera's track was matched in the same synchronized
+  frame (same stamp, or the stamp ``StereoTrackState.right_stamps_ns`` pairs with it);
 * ``brightness``, ``saturation``, ``contrast``: the crop's mean HSV value, mean HSV
   saturation and grey-level standard deviation in [0, 1] (``filters.crop_statistics``, the
   gbdt baseline's strongest cues, given to the model per frame; 0 without a crop).
@@ -76,7 +77,17 @@ def side_geometry(state: StereoTrackState, side: str, image_size: Tuple[int, int
     width, height = (float(v) for v in image_size)
     own, other = (state.left, state.right) if side == 'left' else (state.right, state.left)
     partner = {o.stamp_ns: o for o in other if o.matched}
-    stereo_index = {int(s): k for k, s in enumerate(state.stamps_ns)}
+    # a frame is a left stamp and the right stamp synchronized with it (empty: equal)
+    frames = [int(s) for s in state.stamps_ns]
+    right_frames = ([int(s) for s in state.right_stamps_ns]
+                    if len(state.right_stamps_ns) else frames)
+    if len(right_frames) != len(frames):
+        raise ValueError(f'right_stamps_ns has {len(right_frames)} stamps, stamps_ns '
+                         f'{len(frames)}')
+    own_frames, other_frames = ((frames, right_frames) if side == 'left'
+                                else (right_frames, frames))
+    stereo_index = {s: k for k, s in enumerate(own_frames)}
+    partner_stamp = dict(zip(own_frames, other_frames))
     points = np.asarray(state.points, dtype=np.float64).reshape(-1, 3)
     heights = (plane_heights(points, plane) if plane is not None and len(points)
                else np.zeros(len(points)))
@@ -94,7 +105,7 @@ def side_geometry(state: StereoTrackState, side: str, image_size: Tuple[int, int
         if after_ns is not None and obs.stamp_ns <= after_ns:
             continue
         epipolar = disparity = height_m = has_partner = 0.0
-        mate = partner.get(obs.stamp_ns)
+        mate = partner.get(partner_stamp.get(int(obs.stamp_ns), obs.stamp_ns))
         if mate is not None:
             has_partner = 1.0
             left_x, right_x = (cx, mate.box[0]) if side == 'left' else (mate.box[0], cx)

@@ -48,9 +48,11 @@ class StereoTrackState:
     the tracker window; ``TrackObservation.crop`` holds an RGB crop when images were given).
     ``stamps_ns``, ``epipolar_residuals`` (pixels, NaN where a side was not matched) and
     ``points`` (N x 3, metres in the left optical frame, NaN rows where triangulation was
-    invalid) are aligned per synchronized frame since the pair formed (bounded too).
-    ``frames_observed`` counts the synchronized frames in which at least one side was
-    matched to a detection.
+    invalid) are aligned per synchronized frame since the pair formed (bounded too); a
+    frame's stamp is the left camera's.  ``right_stamps_ns``, aligned with them, holds the
+    right camera's stamp of each frame (it may differ by the synchroniser's slop); empty
+    means equal to ``stamps_ns``.  ``frames_observed`` counts the synchronized frames in
+    which at least one side was matched to a detection.
     """
 
     id: int
@@ -62,6 +64,7 @@ class StereoTrackState:
     epipolar_residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     frames_observed: int = 0
+    right_stamps_ns: Sequence[int] = field(default_factory=list)
 
 
 @dataclass

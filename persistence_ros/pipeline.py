@@ -18,6 +18,15 @@ Each output track (``PipelineTrack``) mirrors ``msg/Track.msg`` field by field; 
 node converts it to a message.  State is bounded: per stereo track the pipeline keeps at
 most ``window`` frames (2D histories are bounded by the trackers), and a track's state is
 dropped when its pair ends.
+
+A frame is one call of ``process``: its stamp is the LEFT detections' stamp; the right
+stamp may differ (cameras without hardware sync, within the synchroniser's slop) and is kept
+per frame (``StereoTrackState.right_stamps_ns``), so the two 2D histories are joined frame by
+frame, never by equal stamps.  A frame is checked whole before either tracker sees it (stamps
+increasing on both sides, images non-empty RGB of the calibrated size): a refused frame
+changes nothing and names its reason (``PipelineFrameResult.reason``, ``FRAME_REJECTIONS``).
+Detections that cannot be on the image (``DETECTION_REJECTIONS``) are dropped and counted
+before tracking.
 """
 
 from collections import Counter, deque
@@ -28,8 +37,8 @@ import cv2
 import numpy as np
 
 from persistence_ros.appearance import colour_histograms
-from persistence_ros.calibration import StereoCalibration
-from persistence_ros.detections import DetectionFrame
+from persistence_ros.calibration import CameraCalibration, StereoCalibration
+from persistence_ros.detections import Detection, DetectionFrame
 from persistence_ros.filters import (
     PersistenceFilter, PERSISTENT, StereoTrackState, TENTATIVE)
 from persistence_ros.stereo import (
@@ -38,6 +47,19 @@ from persistence_ros.tracking import Track2D, Tracker2D, TrackerConfig
 
 # Track.msg state constants.
 STATE_CODES = {'tentative': 0, 'persistent': 1, 'transient': 2}
+
+# Why ``StereoPipeline.process`` refused a whole frame (``PipelineFrameResult.reason``).
+FRAME_REJECTIONS = ('stamp_not_increasing', 'empty_image', 'image_not_rgb',
+                    'image_size_mismatch')
+# Why it dropped a detection before tracking (``PipelineFrameResult.rejected_detections``):
+# a box wider or taller than ``MAX_BOX_IMAGE_RATIO`` times the image, or one with no point
+# on the image.
+DETECTION_REJECTIONS = ('box_too_large', 'box_outside_image')
+MAX_BOX_IMAGE_RATIO = 2.0
+# A crop whose square side exceeds this many times the image's larger side (at least
+# 256 px) is sampled straight to ``size`` x ``size`` instead of cut out first: the memory of
+# a crop stays bounded by the image, whatever the box.
+MAX_CROP_IMAGE_RATIO = 4.0
 
 
 @dataclass
@@ -94,7 +116,10 @@ class PipelineFrameResult:
 
     ``tracks``: every live stereo track; ``ended``: stereo track ids that ended at this
     frame; ``rejected_triangulation``: reason -> count for the PERSISTENT tracks of this
-    frame; ``accepted``: False when a tracker rejected the frame (stamp not increasing).
+    frame; ``accepted``: False when the frame was refused, before either tracker saw it;
+    then ``reason`` is one of ``FRAME_REJECTIONS`` and ``detail`` says what was wrong.
+    ``rejected_detections``: reason (``DETECTION_REJECTIONS``) -> detections of this frame
+    (both sides) dropped before tracking.
     """
 
     stamp_ns: int
@@ -103,6 +128,27 @@ class PipelineFrameResult:
     ended: List[int]
     rejected_triangulation: Dict[str, int]
     accepted: bool = True
+    reason: str = ''
+    detail: str = ''
+    rejected_detections: Dict[str, int] = field(default_factory=dict)
+
+
+def off_image_reason(detection: Detection, width: int, height: int) -> str:
+    """
+    Return why a box cannot be on a ``width`` x ``height`` image, '' if it can.
+
+    One of ``DETECTION_REJECTIONS``; invalid detections (``Detection.is_valid``) give '':
+    they are the tracker's to reject and count.
+    """
+    if not detection.is_valid():
+        return ''
+    if (detection.width > MAX_BOX_IMAGE_RATIO * width
+            or detection.height > MAX_BOX_IMAGE_RATIO * height):
+        return 'box_too_large'
+    x0, y0, x1, y1 = detection.xyxy()
+    if x1 < 0.0 or y1 < 0.0 or x0 > width or y0 > height:
+        return 'box_outside_image'
+    return ''
 
 
 def crop_box(image: np.ndarray, box: Sequence[float], size: int = 64,
@@ -111,11 +157,22 @@ def crop_box(image: np.ndarray, box: Sequence[float], size: int = 64,
     Return a ``size`` x ``size`` crop centred on a box (cx, cy, w, h) with context.
 
     The crop is square (side = larger box side * (1 + 2 * context)) so the aspect ratio is
-    kept; outside the image the border is replicated (``cv2.getRectSubPix``).
+    kept; outside the image the border is replicated (``cv2.getRectSubPix``).  A square
+    larger than ``MAX_CROP_IMAGE_RATIO`` times the image is sampled directly at the output
+    size (no area averaging), so memory never grows with the box.
     """
     cx, cy, w, h = (float(v) for v in box)
     side = max(2, int(round(max(w, h, 1.0) * (1.0 + 2.0 * context))))
-    patch = cv2.getRectSubPix(np.ascontiguousarray(image), (side, side), (cx, cy))
+    image = np.ascontiguousarray(image)
+    if side > MAX_CROP_IMAGE_RATIO * max(image.shape[0], image.shape[1], 256):
+        # output pixel centre x -> patch x (x + 0.5) * scale - 0.5 -> image x
+        scale = side / float(size)
+        shift = 0.5 * scale - 0.5 - 0.5 * (side - 1)
+        warp = np.array([[scale, 0.0, cx + shift], [0.0, scale, cy + shift]])
+        return cv2.warpAffine(image, warp, (size, size),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+    patch = cv2.getRectSubPix(image, (side, side), (cx, cy))
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     return cv2.resize(patch, (size, size), interpolation=interp)
 
@@ -124,6 +181,7 @@ def crop_box(image: np.ndarray, box: Sequence[float], size: int = 64,
 class _StereoRecord:
     pair_id: int
     stamps: Deque[int]
+    right_stamps: Deque[int]
     residuals: Deque[float]
     points: Deque[Tuple[float, float, float]]
     frames_observed: int = 0
@@ -150,8 +208,17 @@ class StereoPipeline:
         self.associator = StereoAssociator(calibration, self.config.association)
         self.triangulator = Triangulator(calibration, self.config.triangulation)
         self._records: Dict[int, _StereoRecord] = {}
+        # (left stamp, right stamp) of the latest frames: joins the 2D histories by frame
+        self._frame_stamps: Deque[Tuple[int, int]] = deque(
+            maxlen=self.config.tracker.window + 1)
+        self._last_stamps: Tuple[Optional[int], Optional[int]] = (None, None)
         self.rejected_triangulation: Counter = Counter()
+        self.rejected_frames: Counter = Counter()
+        self.rejected_detections: Counter = Counter()
         self.frames = 0
+        # a filter used before (e.g. the node rebuilds the pipeline when camera_info changes)
+        # must not hand its latched decisions to the new tracks, whose ids restart at 1
+        self.filter.reset()
 
     def reset(self) -> None:
         """Start a new sequence: new trackers, associator and filter state."""
@@ -159,11 +226,53 @@ class StereoPipeline:
         self.right_tracker = Tracker2D(self.config.tracker)
         self.associator = StereoAssociator(self.calibration, self.config.association)
         self._records.clear()
+        self._frame_stamps.clear()
+        self._last_stamps = (None, None)
         self.filter.reset()
         self.rejected_triangulation.clear()
+        self.rejected_frames.clear()
+        self.rejected_detections.clear()
         self.frames = 0
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _frame_problem(self, left: DetectionFrame, right: DetectionFrame,
+                       left_image: Optional[np.ndarray], right_image: Optional[np.ndarray]
+                       ) -> Tuple[str, str]:
+        """Return (reason, detail) if the frame must be refused, else ('', '')."""
+        for side, frame, last in (('left', left, self._last_stamps[0]),
+                                  ('right', right, self._last_stamps[1])):
+            if last is not None and int(frame.stamp_ns) <= last:
+                return 'stamp_not_increasing', (f'{side} stamp {int(frame.stamp_ns)} is not '
+                                                f'after the last one {last}')
+        for side, image, camera in (('left', left_image, self.calibration.left),
+                                    ('right', right_image, self.calibration.right)):
+            if image is None:
+                continue
+            shape = np.shape(image)
+            if np.size(image) == 0:
+                return 'empty_image', f'{side} image is empty (shape {shape})'
+            if len(shape) != 3 or shape[2] != 3:
+                return 'image_not_rgb', f'{side} image has shape {shape}, not (H, W, 3)'
+            if shape[:2] != (camera.height, camera.width):
+                return 'image_size_mismatch', (
+                    f'{side} image is {shape[1]}x{shape[0]}, the calibration says '
+                    f'{camera.width}x{camera.height}')
+        return '', ''
+
+    def _drop_off_image(self, frame: DetectionFrame, camera: CameraCalibration,
+                        rejected: Counter) -> DetectionFrame:
+        """Return the frame without the boxes that cannot be on the image; count them."""
+        keep = []
+        for det in frame.detections:
+            reason = off_image_reason(det, camera.width, camera.height)
+            if reason:
+                rejected[reason] += 1
+            else:
+                keep.append(det)
+        if len(keep) == len(frame.detections):
+            return frame
+        return DetectionFrame(frame.stamp_ns, frame.frame_id, keep)
 
     def _descriptors(self, frame: DetectionFrame, image: Optional[np.ndarray]
                      ) -> Optional[np.ndarray]:
@@ -185,9 +294,14 @@ class StereoPipeline:
         """Create a record, backfilled from the 2D histories (the pair forms late)."""
         window = self.config.window
         rec = _StereoRecord(pair.id, deque(maxlen=window), deque(maxlen=window),
-                            deque(maxlen=window))
+                            deque(maxlen=window), deque(maxlen=window))
+        # frames are keyed by their left stamp; a right observation joins the frame it was
+        # processed in (equal stamps: the same key)
+        right_of = dict(self._frame_stamps)
+        frame_of = {r: s for s, r in self._frame_stamps}
         left = {o.stamp_ns: o for o in pair.left.history if o.matched}
-        right = {o.stamp_ns: o for o in pair.right.history if o.matched}
+        right = {frame_of.get(o.stamp_ns, o.stamp_ns): o
+                 for o in pair.right.history if o.matched}
         current = pair.left.history[-1].stamp_ns
         past = sorted(s for s in set(left) | set(right) if s < current)
         both = [s for s in past if s in left and s in right]
@@ -202,6 +316,7 @@ class StereoPipeline:
         for s in past:
             residual, point = results.get(s, (float('nan'), _NAN3))
             rec.stamps.append(s)
+            rec.right_stamps.append(right_of.get(s, s))
             rec.residuals.append(residual)
             rec.points.append(point)
         rec.frames_observed = len(past)
@@ -212,13 +327,36 @@ class StereoPipeline:
     def process(self, left: DetectionFrame, right: DetectionFrame,
                 left_image: Optional[np.ndarray] = None,
                 right_image: Optional[np.ndarray] = None) -> PipelineFrameResult:
-        """Process one synchronized pair of detection frames (images optional, RGB)."""
-        lu = self.left_tracker.update(left, self._descriptors(left, left_image))
-        ru = self.right_tracker.update(right, self._descriptors(right, right_image))
-        stamp = int(left.stamp_ns)
-        if not (lu.accepted and ru.accepted):
-            return PipelineFrameResult(stamp, left.frame_id, [], [], {}, accepted=False)
+        """
+        Process one synchronized pair of detection frames (images optional, RGB).
+
+        The frame is checked whole first: a refused one (``accepted`` False, ``reason``)
+        leaves both trackers and every track untouched.
+        """
+        stamp, right_stamp = int(left.stamp_ns), int(right.stamp_ns)
+        reason, detail = self._frame_problem(left, right, left_image, right_image)
+        if reason:
+            self.rejected_frames[reason] += 1
+            return PipelineFrameResult(stamp, left.frame_id, [], [], {}, accepted=False,
+                                       reason=reason, detail=detail)
+        dropped: Counter = Counter()
+        left = self._drop_off_image(left, self.calibration.left, dropped)
+        right = self._drop_off_image(right, self.calibration.right, dropped)
+        self.rejected_detections.update(dropped)
+        # everything that may raise on bad input runs before either tracker advances
+        left_descriptors = self._descriptors(left, left_image)
+        right_descriptors = self._descriptors(right, right_image)
+        self._last_stamps = (stamp, right_stamp)
+        lu = self.left_tracker.update(left, left_descriptors)
+        ru = self.right_tracker.update(right, right_descriptors)
+        if not (lu.accepted and ru.accepted):  # not reached: the stamps were checked above
+            self.rejected_frames['stamp_not_increasing'] += 1
+            return PipelineFrameResult(stamp, left.frame_id, [], [], {}, accepted=False,
+                                       reason='stamp_not_increasing',
+                                       detail='a tracker refused the stamp',
+                                       rejected_detections=dict(dropped))
         self.frames += 1
+        self._frame_stamps.append((stamp, right_stamp))
         self._store_crops(lu.tracks, left_image)
         self._store_crops(ru.tracks, right_image)
 
@@ -243,6 +381,7 @@ class StereoPipeline:
                 rec = self._records[pair.id] = self._new_record(pair)
             k = index_now.get(pair.id)
             rec.stamps.append(stamp)
+            rec.right_stamps.append(right_stamp)
             if k is None:
                 rec.residuals.append(float('nan'))
                 rec.points.append(_NAN3)
@@ -254,7 +393,7 @@ class StereoPipeline:
             states.append(StereoTrackState(
                 id=pair.id, left_track_id=pair.left_id, right_track_id=pair.right_id,
                 left=list(pair.left.history), right=list(pair.right.history),
-                stamps_ns=list(rec.stamps),
+                stamps_ns=list(rec.stamps), right_stamps_ns=list(rec.right_stamps),
                 epipolar_residuals=np.array(rec.residuals, dtype=np.float64),
                 points=np.array(rec.points, dtype=np.float64).reshape(-1, 3),
                 frames_observed=rec.frames_observed))
@@ -290,4 +429,5 @@ class StereoPipeline:
                 left_detection_id=pair.left.detection.id if pair.left.matched else '',
                 right_detection_id=pair.right.detection.id if pair.right.matched else ''))
         self.rejected_triangulation.update(rejected)
-        return PipelineFrameResult(stamp, left.frame_id, out, ended, dict(rejected))
+        return PipelineFrameResult(stamp, left.frame_id, out, ended, dict(rejected),
+                                   rejected_detections=dict(dropped))

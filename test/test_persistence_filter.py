@@ -261,3 +261,69 @@ def test_load_persistence_filter(tmp_path):
         load_persistence_filter(str(path), device='cpu', threshold=0.3)
     with pytest.raises(RuntimeError, match='image size'):
         filt.update([])
+
+
+def _stereo_frames(right_offset_ns=0, frames=10, t0=10 ** 9):
+    """Return (calibration, StereoFrames): one object at 4 m over a textured image."""
+    from persistence_ros.calibration import CameraCalibration, StereoCalibration
+    from persistence_ros.detections import Detection, DetectionFrame
+    from persistence_ros.evaluation.runner import StereoFrame
+    k = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
+    calibration = StereoCalibration(*(
+        CameraCalibration(640, 480, k, [], P=k[:3] + [tx] + k[3:6] + [0.0] + k[6:] + [0.0])
+        for tx in (0.0, -50.0)))
+    rng = np.random.default_rng(1)
+    image = np.repeat(np.repeat(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), 40, 0),
+                      40, 1)
+    out = []
+    for i in range(frames):
+        stamp, x = t0 + i * 33_000_000, 300.0 + 3.0 * i
+        out.append(StereoFrame(
+            stamp, DetectionFrame(stamp, 'L', [Detection(x, 250.0, 30.0, 30.0, 0.9)]),
+            DetectionFrame(stamp + right_offset_ns, 'R',
+                           [Detection(x - 12.5, 250.0, 30.0, 30.0, 0.9)] if i != 5 else []),
+            image, image))
+    return calibration, out
+
+
+def test_learned_filter_gives_the_same_output_with_right_stamps_a_few_ms_late():
+    from persistence_ros.pipeline import PipelineConfig
+    from persistence_ros.stereo import AssociationConfig
+    config = PipelineConfig(association=AssociationConfig(stamp_tolerance_ns=20_000_000))
+    model = _tiny_model(window=4)
+    outputs = []
+    for offset in (0, 5_000_000):
+        filt = LearnedFilter(model, plane=[0.0, -1.0, 0.0, 1.0],
+                             decision=EarlyDecision(hi=0.999, lo=0.001, min_frames=10 ** 6))
+        calibration, frames = _stereo_frames(offset)
+        run = run_pipeline(calibration, frames, filt, config)
+        outputs.append([[(t.id, t.state, t.probability, t.frames_observed, t.frame_stamps_ns,
+                          t.attention) for t in tracks] for _, tracks in run])
+        assert filt.stats.frames_encoded == 19  # 10 left + 9 right frames, each once
+    assert outputs[0][-1] and outputs[1] == outputs[0]
+
+
+def test_learned_filter_is_reset_by_a_new_pipeline_around_it():
+    from persistence_ros.pipeline import StereoPipeline
+    model = _tiny_model(window=4)
+
+    def learned():
+        return LearnedFilter(model, plane=[0.0, -1.0, 0.0, 1.0],
+                             decision=EarlyDecision(hi=1e-6, lo=0.0, min_frames=4))
+
+    def first_pair(pipeline, t0):
+        for f in _stereo_frames(t0=t0)[1]:
+            result = pipeline.process(f.left, f.right, f.left_image, f.right_image)
+            if result.tracks:
+                return [(t.id, t.state, t.probability, t.frames_observed)
+                        for t in result.tracks]
+
+    calibration = _stereo_frames()[0]
+    filt = learned()
+    run = run_pipeline(calibration, _stereo_frames()[1], filt)
+    assert [(t.id, t.state) for t in run[-1][1]] == [(1, PERSISTENT)]
+    # the node rebuilds the pipeline around the same filter when camera_info changes: the
+    # new stereo track 1 is another object and must not inherit the old one's decision
+    reused = first_pair(StereoPipeline(calibration, None, filt), 5 * 10 ** 9)
+    fresh = first_pair(StereoPipeline(calibration, None, learned()), 5 * 10 ** 9)
+    assert reused == fresh and fresh[0][:2] == (1, 'tentative') and fresh[0][3] == 3

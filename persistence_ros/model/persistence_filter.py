@@ -120,6 +120,9 @@ class LearnedFilter(PersistenceFilter):
         pending = {}
         for st in tracks:
             decided = st.id in self._latched and not self.decision.recheck
+            # attention stamps are frame (left) stamps, also for the right side's frames
+            frame_of = dict(zip((int(s) for s in st.right_stamps_ns),
+                                (int(s) for s in st.stamps_ns)))
             for side in SIDES:
                 key = (st.id, side)
                 last = self._last_stamp.get(key)
@@ -138,9 +141,11 @@ class LearnedFilter(PersistenceFilter):
                 keep = [i for i, o in enumerate(rows.observations) if o.crop is not None]
                 self.stats.frames_without_crop += len(rows.observations) - len(keep)
                 if keep:
+                    stamps = [rows.observations[i].stamp_ns for i in keep]
+                    if side == 'right':
+                        stamps = [frame_of.get(int(s), s) for s in stamps]
                     pending[key] = ([rows.observations[i].crop for i in keep],
-                                    rows.geometry[keep],
-                                    [rows.observations[i].stamp_ns for i in keep])
+                                    rows.geometry[keep], stamps)
                 self._last_stamp[key] = rows.observations[-1].stamp_ns
         return pending
 
