@@ -4,7 +4,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
@@ -20,8 +20,9 @@ def generate_launch_description():
                               description='node parameters file'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='use /clock (bag replay)'),
-        DeclareLaunchArgument('device', default_value='auto',
-                              description='model device: auto, cpu or cuda'),
+        DeclareLaunchArgument('device', default_value='',
+                              description='model device: auto, cpu or cuda (empty: the '
+                                          "params file's model.device)"),
         DeclareLaunchArgument('left_image', default_value='left/image_raw'),
         DeclareLaunchArgument('right_image', default_value='right/image_raw'),
         DeclareLaunchArgument('left_detections', default_value='left/detections'),
@@ -29,16 +30,22 @@ def generate_launch_description():
         DeclareLaunchArgument('left_camera_info', default_value='left/camera_info'),
         DeclareLaunchArgument('right_camera_info', default_value='right/camera_info'),
     ]
-    node = LifecycleNode(
+    return LaunchDescription(arguments + [OpaqueFunction(function=_node)])
+
+
+def _node(context):
+    # Overrides given here win over the params file: only pass device when it was given.
+    overrides = {'use_sim_time': LaunchConfiguration('use_sim_time')}
+    device = LaunchConfiguration('device').perform(context)
+    if device:
+        overrides['model.device'] = device
+    return [LifecycleNode(
         package='persistence_ros', executable='persistence_node', name='persistence_node',
         namespace=LaunchConfiguration('namespace'), output='screen',
-        parameters=[LaunchConfiguration('params_file'),
-                    {'use_sim_time': LaunchConfiguration('use_sim_time'),
-                     'model.device': LaunchConfiguration('device')}],
+        parameters=[LaunchConfiguration('params_file'), overrides],
         remappings=[('left/image_raw', LaunchConfiguration('left_image')),
                     ('right/image_raw', LaunchConfiguration('right_image')),
                     ('left/detections', LaunchConfiguration('left_detections')),
                     ('right/detections', LaunchConfiguration('right_detections')),
                     ('left/camera_info', LaunchConfiguration('left_camera_info')),
-                    ('right/camera_info', LaunchConfiguration('right_camera_info'))])
-    return LaunchDescription(arguments + [node])
+                    ('right/camera_info', LaunchConfiguration('right_camera_info'))])]

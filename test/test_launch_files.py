@@ -57,12 +57,27 @@ def test_launch_file_is_consistent_with_the_package(path):
                         assert name in DEFAULTS or name in BUILTIN_PARAMETERS, name
         else:   # other packages' nodes: rviz2 only, with the package's RViz config
             assert (package, executable) == ('rviz2', 'rviz2')
+    for item in ast.walk(tree):  # overrides added to a dict: overrides['name'] = ...
+        if isinstance(item, ast.Assign) and isinstance(item.targets[0], ast.Subscript):
+            name = ast.literal_eval(item.targets[0].slice)
+            assert name in DEFAULTS or name in BUILTIN_PARAMETERS, name
     # Every file joined below the package share exists in the source tree.
     for call in _calls(tree, 'join'):
         parts = [a.value for a in call.args if isinstance(a, ast.Constant)]
         if parts and parts[0] in ('config', 'launch'):
             assert (ROOT.joinpath(*parts)).is_file(), parts
             assert (ROOT / 'CMakeLists.txt').read_text().count(parts[0]) > 0
+
+
+def test_device_argument_overrides_the_params_file_only_when_given():
+    # A launch argument's default would win over the params file's model.device.
+    tree = ast.parse((ROOT / 'launch' / 'persistence.launch.py').read_text())
+    (device,) = [c for c in _calls(tree, 'DeclareLaunchArgument')
+                 if ast.literal_eval(c.args[0]) == 'device']
+    assert ast.literal_eval(_kw(device, 'default_value')) == ''
+    (guarded,) = [n for n in ast.walk(tree) if isinstance(n, ast.If)
+                  and ast.unparse(n.test) == 'device']
+    assert ast.unparse(guarded.body[0]) == "overrides['model.device'] = device"
 
 
 def test_replay_launch_plays_with_clock_and_uses_sim_time():

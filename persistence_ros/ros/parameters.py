@@ -258,18 +258,19 @@ def descriptor(parameter: Parameter):
     return desc
 
 
-def declare_parameters(node) -> List[str]:
+def declare_parameters(node) -> Dict[str, str]:
     """
-    Declare every parameter on ``node``; return the errors of rejected overrides.
+    Declare every parameter on ``node``; return ``{name: error}`` of rejected overrides.
 
     An override that rclpy refuses (wrong type, out of range) is not raised here: the
     parameter is declared with its default and the message is returned, so that the node
-    fails at configure with it (fail fast, with a message saying what to fix).
+    fails at configure with it (fail fast, with a message saying what to fix) until the
+    parameter is set to a valid value.
     """
     from rclpy.exceptions import (InvalidParameterTypeException,
                                   InvalidParameterValueException)
     from rclpy.parameter import Parameter as RclpyParameter
-    errors = []
+    errors = {}
     overrides = getattr(node, '_parameter_overrides', {})  # rclpy keeps them there
     for parameter in PARAMETERS:
         if node.has_parameter(parameter.name):
@@ -281,10 +282,10 @@ def declare_parameters(node) -> List[str]:
                 TypeError, ValueError) as error:
             given = overrides.get(parameter.name)
             shown = given.value if isinstance(given, RclpyParameter) else given
-            errors.append(f'{parameter.name}: invalid value {shown!r} ({error}); expected a '
-                          f'{parameter.type_name}'
-                          + (f' in [{parameter.range[0]}, {parameter.range[1]}]'
-                             if parameter.range else ''))
+            errors[parameter.name] = (f'{parameter.name}: invalid value {shown!r} ({error}); '
+                                      f'expected a {parameter.type_name}'
+                                      + (f' in [{parameter.range[0]}, {parameter.range[1]}]'
+                                         if parameter.range else ''))
             node.declare_parameter(parameter.name, parameter.default, desc,
                                    ignore_override=True)
     return errors

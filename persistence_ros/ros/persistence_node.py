@@ -40,7 +40,7 @@ from visualization_msgs.msg import MarkerArray
 
 from persistence_ros.calibration import (calibration_from_camera_info, CalibrationError,
                                          load_calibration_yaml, StereoCalibration)
-from persistence_ros.detections import detection_frame_from_msg, DetectionFrame
+from persistence_ros.detections import detection_frame_from_msg, DetectionFrame, stamp_to_ns
 from persistence_ros.filters import make_filter
 from persistence_ros.image_codec import to_rgb8
 from persistence_ros.model.decision import EarlyDecision
@@ -57,6 +57,7 @@ INPUTS = ('left/detections', 'right/detections', 'left/image_raw', 'right/image_
 # A stamp more than this far behind the last one starts a new sequence (bag played in a loop).
 TIME_JUMP_RESET_NS = 1_000_000_000
 SPIN_TIMEOUT_S = 0.5
+WORKER_JOIN_TIMEOUT_S = 10.0
 # raised by rcl calls (rclpy re-exports it only from its own modules, e.g. rclpy.subscription)
 RCLError = rclpy_implementation.RCLError
 
@@ -131,6 +132,7 @@ class PersistenceNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self._declare_errors = parameters.declare_parameters(self)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
         self.values: Dict[str, Any] = {}
         self.config: Optional[PipelineConfig] = None
         self.calibration: Optional[StereoCalibration] = None
@@ -144,6 +146,9 @@ class PersistenceNode(LifecycleNode):
         self._infos: Dict[str, Any] = {}
         self._timer = None
         self._lock = threading.Lock()
+        # Held while a frame runs through the pipeline and while the pipeline is rebuilt
+        # (camera_info changed), so a rebuild never resets the filter under a running frame.
+        self._pipeline_lock = threading.Lock()
         self._frames: Deque = deque()
         self._wake = threading.Condition(self._lock)
         self._worker: Optional[threading.Thread] = None
@@ -159,12 +164,18 @@ class PersistenceNode(LifecycleNode):
         self.rejected: Counter = Counter()
         self.invalid_detections: Counter = Counter()
         self.frames_synchronized = 0
+        self.time_jumps = 0
         self.frames_processed = 0
         self.queue_drops = 0
         self.publish_errors = 0
         self.latencies_ms: Deque[float] = deque(maxlen=2000)
         self._last_stamp_ns: Optional[int] = None
         self._last_warn: Dict[str, float] = {}
+
+    def _on_parameters_set(self, changed) -> None:
+        # An override refused at start-up stops failing configure once it is set right.
+        for parameter in changed:
+            self._declare_errors.pop(parameter.name, None)
 
     def reject(self, reason: str, detail: str) -> None:
         """Count a rejected input by reason and log it, rate-limited per reason."""
@@ -182,7 +193,7 @@ class PersistenceNode(LifecycleNode):
         """Validate parameters, load calibration and filter, create publishers."""
         logger = self.get_logger()
         values = parameters.read_parameters(self)
-        errors = list(self._declare_errors) + parameters.validate(values)
+        errors = list(self._declare_errors.values()) + parameters.validate(values)
         config = None
         if not errors:
             try:
@@ -242,6 +253,10 @@ class PersistenceNode(LifecycleNode):
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Subscribe and start the worker thread."""
+        if self._worker is not None and self._worker.is_alive():
+            self.get_logger().error('activate FAILED: the previous worker is still processing '
+                                    'a frame; deactivate and activate again later')
+            return TransitionCallbackReturn.FAILURE
         v = self.values
         det_qos = _qos(v['qos.detections.reliability'], v['qos.detections.depth'])
         img_qos = _qos(v['qos.images.reliability'], v['qos.images.depth'])
@@ -251,8 +266,9 @@ class PersistenceNode(LifecycleNode):
             inputs += [(Image, 'left/image_raw', img_qos), (Image, 'right/image_raw', img_qos)]
         self._sync = SynchronizedSubscriptions(
             self, inputs, v['sync.queue_size'], v['sync.slop'], self._on_synchronized,
-            on_receive=self._on_receive)
-        if self.calibration is None:
+            on_receive=self._on_receive, time_jump_ns=TIME_JUMP_RESET_NS,
+            on_time_jump=self._on_time_jump)
+        if not v['calibration.left_file']:  # watch camera_info, also after a re-activate
             info_qos = _qos(v['qos.camera_info.reliability'], v['qos.camera_info.depth'])
             self._info_subs = [
                 self.create_subscription(CameraInfo, f'{side}/camera_info',
@@ -283,8 +299,12 @@ class PersistenceNode(LifecycleNode):
             self._frames.clear()
             self._wake.notify_all()
         if self._worker is not None:
-            self._worker.join(timeout=10.0)
-            self._worker = None
+            self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+            if not self._worker.is_alive():
+                self._worker = None
+            else:  # kept, so that activate does not start a second worker beside it
+                self.get_logger().error(f'the worker is still processing a frame after '
+                                        f'{WORKER_JOIN_TIMEOUT_S:.0f} s')
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         """Unsubscribe and stop the worker."""
@@ -323,6 +343,11 @@ class PersistenceNode(LifecycleNode):
     def _on_receive(self, index: int) -> None:
         self.received[INPUTS[index]] += 1
 
+    def _on_time_jump(self, dropped: int, jump_ns: int) -> None:
+        self.time_jumps += 1
+        self.get_logger().info(f'input time jumped back by {jump_ns / 1e9:.2f} s: dropped '
+                               f'{dropped} queued message(s) of the old sequence')
+
     def _on_camera_info(self, side: str, msg) -> None:
         self.received[f'{side}/camera_info'] += 1
         try:
@@ -346,12 +371,13 @@ class PersistenceNode(LifecycleNode):
         except CalibrationError as error:
             self.reject('bad_camera_info', str(error))
             return
-        with self._lock:
+        with self._pipeline_lock, self._lock:
             if current is not None:
                 self.get_logger().warning('camera_info changed: restarting the pipeline')
+                self._publish('markers', self._markers.delete_all(
+                    stamp_to_ns(msg.header.stamp), self.frame_id or current.left.frame_id))
             self.calibration = stereo
             self._build_pipeline(stereo)
-            self._markers.reset()
         self.get_logger().info(f'calibration from camera_info: baseline '
                                f'{stereo.baseline_m:.4f} m')
 
@@ -412,6 +438,10 @@ class PersistenceNode(LifecycleNode):
 
     def process(self, left_msg, right_msg, left_image_msg=None, right_image_msg=None):
         """Process one synchronized set; return the PipelineFrameResult or None if rejected."""
+        with self._pipeline_lock:
+            return self._process(left_msg, right_msg, left_image_msg, right_image_msg)
+
+    def _process(self, left_msg, right_msg, left_image_msg, right_image_msg):
         start = time.perf_counter()
         with self._lock:
             pipeline = self.pipeline
@@ -445,8 +475,12 @@ class PersistenceNode(LifecycleNode):
                 return None
         left, right = self._clean(left, 'left'), self._clean(right, 'right')
         result = pipeline.process(left, right, left_rgb, right_rgb)
+        for reason, count in sorted(result.rejected_detections.items()):
+            self.reject(reason, f'{count} detection(s) at stamp {stamp} cannot be on the image '
+                        '(a box over twice the image size, or entirely outside it): dropped')
         if not result.accepted:
-            self.reject('stamp_not_increasing', f'the trackers refused stamp {stamp}')
+            self.reject(result.reason or 'stamp_not_increasing',
+                        result.detail or f'the pipeline refused stamp {stamp}')
             return None
         self._last_stamp_ns = stamp
         self.publish(result, left_rgb, pipeline)
@@ -500,6 +534,7 @@ class PersistenceNode(LifecycleNode):
         values['sync.unmatched_messages'] = max(0, received
                                                 - n_inputs * self.frames_synchronized)
         values['sync.backend'] = self._sync.backend if self._sync is not None else ''
+        values['sync.time_jumps'] = self.time_jumps
         values['queue.drops'] = self.queue_drops
         values['queue.length'] = len(self._frames)
         values['frames.processed'] = self.frames_processed

@@ -41,6 +41,9 @@ OUTPUTS = {  # node-relative name -> message type
     'persistence_node/debug_image': 'sensor_msgs/msg/Image',
 }
 DIAGNOSTICS = ('/diagnostics', 'diagnostic_msgs/msg/DiagnosticArray')
+# Messages stamped this close to a frame's first stamp belong to that frame (half of the
+# node's default sync.slop; frames of a 60 Hz camera are 16.7 ms apart).
+FRAME_TOLERANCE_NS = 10_000_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,26 +100,42 @@ def node_command(namespace: str, params_file: Optional[Path], use_sim_time: bool
     return cmd + list(extra or [])
 
 
-def read_frames(bag: Path, namespace: str) -> Tuple[Dict[str, str], List[Tuple[int, list]]]:
+def read_frames(bag: Path, namespace: str, tolerance_ns: int = FRAME_TOLERANCE_NS
+                ) -> Tuple[Dict[str, str], List[Tuple[int, list]]]:
     """
     Return ``({topic: msgtype}, [(stamp_ns, [(topic, raw), ...]), ...])`` of the inputs.
 
-    Messages are grouped by log time (the simulator logs every message of a frame at the
-    frame's stamp); within a frame camera_info comes first, then images, then detections.
-    Only topics under ``namespace`` are played.
+    Messages are grouped into frames by header stamp, not log time (``ros2 bag record`` logs
+    the time each message arrived, later than its stamp and different per topic): sorted
+    by stamp, a message within ``tolerance_ns`` of its frame's first stamp joins the frame
+    (cameras without a common trigger stamp the two sides a few ms apart). A frame's stamp
+    is its left detections' stamp (the stamp of the node's outputs for it), else its first.
+    Within a frame camera_info comes first, then images, then detections. Only topics under
+    ``namespace`` are played.
     """
     prefix = namespace.rstrip('/') + '/'
     order = {'camera_info': 0, 'image_raw': 1, 'detections': 2}
-    frames: Dict[int, list] = defaultdict(list)
+    store = get_typestore()
+    stamped = []
     with Reader(bag) as reader:
         connections = [c for c in reader.connections if c.topic.startswith(prefix)]
         types = {c.topic: c.msgtype for c in connections}
-        for connection, timestamp, raw in reader.messages(connections=connections):
-            frames[int(timestamp)].append((connection.topic, bytes(raw)))
+        for connection, _, raw in reader.messages(connections=connections):
+            header = store.deserialize_cdr(raw, connection.msgtype).header
+            stamped.append((stamp_to_ns(header.stamp), connection.topic, bytes(raw)))
+    stamped.sort(key=lambda item: item[0])
+    groups: List[list] = []
+    for item in stamped:
+        if groups and item[0] - groups[-1][0][0] <= tolerance_ns:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
     out = []
-    for stamp in sorted(frames):
-        msgs = sorted(frames[stamp], key=lambda m: order.get(m[0].rsplit('/', 1)[-1], 3))
-        out.append((stamp, msgs))
+    for group in groups:
+        left = [stamp for stamp, topic, _ in group if topic == f'{prefix}left/detections']
+        msgs = sorted(((topic, raw) for _, topic, raw in group),
+                      key=lambda m: order.get(m[0].rsplit('/', 1)[-1], 3))
+        out.append((left[0] if left else group[0][0], msgs))
     return types, out
 
 
@@ -249,13 +268,14 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
 
         def matched():
             return (all(p.get_subscription_count() > 0 for t, p in publishers.items()
-                        if 'camera_info' in t or 'detections' in t)
+                        if 'detections' in t)
                     and node.count_publishers(f'{namespace}/persistence_node/tracks') > 0)
         if not _wait(matched, startup_timeout, process):
             raise RuntimeError(f'persistence_node did not come up (exit code {process.poll()})')
-        # images are subscribed only with use_images: give their discovery a moment too
+        # images are subscribed only with use_images, camera_info only without calibration
+        # files: give their discovery a moment too
         _wait(lambda: all(p.get_subscription_count() > 0 for t, p in publishers.items()
-                          if 'image' in t), 5.0, process)
+                          if 'image' in t or 'camera_info' in t), 5.0, process)
         time.sleep(1.0)  # matched readers can still miss the first samples (DDS discovery)
         start_wall = time.monotonic()
         first_stamp = frames[0][0]
@@ -278,7 +298,9 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
                 publishers[topic].publish(raw)
             if k == 0:  # the bag's timing starts after the calibration pause, not before
                 start_wall = time.monotonic()
-            if mode == 'fast' and not recorder.wait_tracks(stamp_ns, frame_timeout):
+            has_left = any(topic.endswith('/left/detections') for topic, _ in msgs)
+            if (mode == 'fast' and has_left
+                    and not recorder.wait_tracks(stamp_ns, frame_timeout)):
                 summary['timeouts'] += 1
         recorder.wait_tracks(frames[-1][0], frame_timeout)
         time.sleep(0.3)

@@ -110,6 +110,16 @@ class ApproximateTimeSynchronizer:
         with self._lock:
             return [len(q) for q in self.queues]
 
+    def clear(self) -> int:
+        """Empty every queue; return the number of messages dropped (counted per input)."""
+        with self._lock:
+            for index, queue in enumerate(self.queues):
+                self.dropped[index] += len(queue)
+            dropped = sum(len(q) for q in self.queues)
+            for queue in self.queues:
+                queue.clear()
+        return dropped
+
 
 def message_filters_available() -> bool:
     """Return True if the real ``message_filters`` package is importable."""
@@ -128,12 +138,24 @@ class SynchronizedSubscriptions:
     synchronized set; ``on_receive(index)`` (optional) is called for every message received,
     before synchronization (rate and drop accounting).  ``backend`` is 'message_filters' or
     'builtin' ('auto': message_filters if importable).
+
+    A message stamped more than ``time_jump_ns`` before the newest one received starts a new
+    sequence (a bag played in a loop, a restarted driver): the queues are emptied first and
+    ``on_time_jump(dropped, jump_ns)`` is called.  Otherwise the queues, full of the old
+    sequence's latest stamps, would drop every new message as the oldest one (both
+    implementations drop the smallest stamp) and nothing would ever be emitted again.
     """
 
     def __init__(self, node, inputs, queue_size: int, slop: float, callback: Callable,
-                 on_receive: Optional[Callable[[int], None]] = None, backend: str = 'auto'):
+                 on_receive: Optional[Callable[[int], None]] = None, backend: str = 'auto',
+                 time_jump_ns: Optional[int] = None,
+                 on_time_jump: Optional[Callable[[int, int], None]] = None):
         self.node = node
         self._on_receive = on_receive
+        self._time_jump_ns = time_jump_ns
+        self._on_time_jump = on_time_jump
+        self._newest_ns: Optional[int] = None
+        self._newest_lock = threading.Lock()
         if backend == 'auto':
             backend = 'message_filters' if message_filters_available() else 'builtin'
         self.backend = backend
@@ -159,8 +181,34 @@ class SynchronizedSubscriptions:
                              f'got {backend!r}')
 
     def _count(self, msg, index: int) -> None:
+        # Registered before the synchronizer's own input callback, so with message_filters
+        # too this runs before the message is queued.
         if self._on_receive is not None:
             self._on_receive(index)
+        if self._time_jump_ns is None:
+            return
+        stamp = stamp_ns_of(msg)
+        with self._newest_lock:
+            newest = self._newest_ns
+            jumped = newest is not None and newest - stamp > self._time_jump_ns
+            if newest is None or jumped or stamp > newest:
+                self._newest_ns = stamp
+        if jumped:
+            dropped = self.clear()
+            if self._on_time_jump is not None:
+                self._on_time_jump(dropped, newest - stamp)
+
+    def clear(self) -> int:
+        """Empty the synchronizer's queues; return the number of messages dropped."""
+        if self.backend == 'builtin':
+            return self.synchronizer.clear()
+        # message_filters keeps one dict per input in ``queues``, guarded by ``lock``
+        # (ros2/message_filters TimeSynchronizer; ApproximateTimeSynchronizer inherits them).
+        with self.synchronizer.lock:
+            dropped = sum(len(q) for q in self.synchronizer.queues)
+            for queue in self.synchronizer.queues:
+                queue.clear()
+        return dropped
 
     def _add(self, msg, index: int) -> None:
         self._count(msg, index)

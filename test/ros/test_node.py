@@ -3,6 +3,7 @@
 from dataclasses import replace
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -10,21 +11,24 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from sensor_msgs.msg import CameraInfo
-from visualization_msgs.msg import Marker
+from visualization_msgs.msg import Marker, MarkerArray
 
-from persistence_ros.bag_io import read_messages
-from persistence_ros.calibration import CameraCalibration, save_calibration_yaml, \
-    StereoCalibration
+from persistence_ros.bag_io import get_typestore, read_messages
+from persistence_ros.calibration import CameraCalibration, load_calibration_yaml, \
+    save_calibration_yaml, StereoCalibration
 from persistence_ros.detections import Detection, DetectionFrame, stamp_to_ns
 from persistence_ros.evaluation.runner import read_stereo_bag
 from persistence_ros.msg import Track
 from persistence_ros.pipeline import PipelineConfig, StereoPipeline
 from persistence_ros.ros import messages, parameters
-from persistence_ros.ros.conversions import detections_to_msg, numpy_to_image
+from persistence_ros.ros.conversions import calibration_to_camera_info, detections_to_msg, \
+    numpy_to_image
 from persistence_ros.ros.persistence_node import build_filter, PersistenceNode, \
     pipeline_config, RCLError, spin_once_unless_shut_down
-from persistence_ros.ros.replay import replay
+from persistence_ros.ros.replay import read_frames, replay
 
 LEFT, RIGHT = 'stereo_left_optical', 'stereo_right_optical'
 N_FRAMES = 20
@@ -137,9 +141,9 @@ def test_bad_configuration_fails_fast_with_a_message(context, capfd, overrides, 
     assert 'configure FAILED' in err
 
 
-def _frame(stamp_ns, boxes, frame_id):
+def _frame(stamp_ns, boxes, frame_id, score=0.9):
     return detections_to_msg(DetectionFrame(stamp_ns, frame_id, [
-        Detection(*box, score=0.9, id=f'{frame_id[7]}{stamp_ns}-{k}')
+        Detection(*box, score=score, id=f'{frame_id[7]}{stamp_ns}-{k}')
         for k, box in enumerate(boxes)]))
 
 
@@ -172,6 +176,17 @@ def test_bad_inputs_are_rejected_and_counted_not_fatal(context, calibration_file
         assert node.process(_frame(3_000, [box], LEFT), _frame(3_000, [], RIGHT),
                             wrong, rgb) is None
         assert node.rejected['frame_id_mismatch'] == 2
+        # images of another size than the calibration's (120 x 160): the frame is refused
+        small = [numpy_to_image(np.zeros((60, 80, 3), np.uint8), 'rgb8', 3_000, side)
+                 for side in (LEFT, RIGHT)]
+        assert node.process(_frame(3_000, [box], LEFT), _frame(3_000, [], RIGHT),
+                            *small) is None
+        assert node.rejected['image_size_mismatch'] == 1
+        # a box 1e5 px wide cannot be on the image: dropped and counted (it once made the
+        # crop step allocate tens of GB), the frame goes on
+        huge = node.process(_frame(3_500, [(80.0, 60.0, 1e5, 10.0), box], LEFT),
+                            _frame(3_500, [], RIGHT))
+        assert huge is not None and node.rejected['box_too_large'] == 1
         # uncalibrated camera_info
         node._on_camera_info('left', CameraInfo())
         assert node.rejected['uncalibrated_camera_info'] == 1
@@ -179,9 +194,10 @@ def test_bad_inputs_are_rejected_and_counted_not_fatal(context, calibration_file
         assert node.process(_frame(4_000, [box], LEFT), _frame(4_000, [], RIGHT)) is not None
         values = node.diagnostic_values()
         for reason in ('invalid_detection', 'stamp_not_increasing', 'frame_id_mismatch',
-                       'unsupported_image', 'uncalibrated_camera_info'):
+                       'unsupported_image', 'uncalibrated_camera_info', 'image_size_mismatch',
+                       'box_too_large'):
             assert int(values[f'rejected.{reason}']) >= 1
-        assert values['frames.processed'] == 3 and values['latency_ms.p99'] > 0
+        assert values['frames.processed'] == 4 and values['latency_ms.p99'] > 0
     finally:
         node.destroy_node()
 
@@ -197,6 +213,101 @@ def test_processing_queue_drops_oldest_and_counts(context, calibration_files):
             node._on_synchronized(_frame(k, [], LEFT), _frame(k, [], RIGHT))
         assert node.queue_drops == 3 and node.rejected['processing_queue_full'] == 3
         assert [stamp_to_ns(m[0].header.stamp) for _, m in node._frames] == [3, 4]
+    finally:
+        node.destroy_node()
+
+
+def _wait_for(condition, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_a_bag_played_in_a_loop_is_synchronized_again(context, calibration_files):
+    # The right camera sends an unmatched message between frames, so the right queue holds
+    # the end of the first pass; both synchronizers drop the smallest stamp when a queue is
+    # full, which after the loop is every new message: nothing was emitted any more.
+    node = make_node(context, **{'calibration.left_file': calibration_files[0],
+                                 'calibration.right_file': calibration_files[1],
+                                 'use_images': False, 'sync.queue_size': 5,
+                                 'filter.name': 'min_hits', 'processing.queue_size': 64})
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        # the real subscriptions' callbacks, called in a fixed order (DDS would interleave)
+        left, right = (sub.callback for sub in node._sync._subscriptions)
+        box = (80.0, 60.0, 10.0, 10.0)
+
+        def play():
+            before = node.frames_synchronized
+            for k in range(20):
+                stamp = 1_000_000_000 + k * 100_000_000
+                left(_frame(stamp, [box], LEFT))
+                right(_frame(stamp, [(70.0, 60.0, 10.0, 10.0)], RIGHT))
+                right(_frame(stamp + 50_000_000, [], RIGHT))  # unmatched
+            return node.frames_synchronized - before
+
+        assert play() == 20
+        assert play() == 20   # 0 before
+        assert node.time_jumps == 1 and node.diagnostic_values()['sync.time_jumps'] == 1
+        assert _wait_for(lambda: node.frames_processed == 40), node.frames_processed
+        assert not node.rejected   # the second pass was a new sequence, not stale stamps
+    finally:
+        node._stop()
+        node.destroy_node()
+
+
+def test_new_camera_info_restarts_tracks_decisions_and_markers(context, calibration_files):
+    left_cal, right_cal = (load_calibration_yaml(path) for path in calibration_files)
+    node = make_node(context, **{'use_images': False, 'filter.name': 'score',
+                                 'filter.threshold': 0.7, 'tracker.min_hits': 1})
+    listener = rclpy.create_node('marker_listener', context=context)
+    received = []
+    listener.create_subscription(MarkerArray, '/persistence_node/markers', received.append,
+                                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(listener)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        node._on_camera_info('left', calibration_to_camera_info(left_cal, 0, LEFT))
+        node._on_camera_info('right', calibration_to_camera_info(right_cal, 0, RIGHT))
+        first = node.pipeline
+        assert first is not None
+
+        def frame(k, score):
+            stamp = 1_000_000_000 + k * 66_000_000
+            return node.process(_frame(stamp, [(80.0, 60.0, 10.0, 10.0)], LEFT, score),
+                                _frame(stamp, [(70.0, 60.0, 10.0, 10.0)], RIGHT, score))
+
+        states = [t.state for k in range(6) for t in frame(k, 0.5).tracks]
+        assert states[-1] == 'transient', states
+        # the same camera_info again changes nothing; another right P restarts everything
+        node._on_camera_info('right', calibration_to_camera_info(right_cal, 0, RIGHT))
+        assert node.pipeline is first
+        moved = replace(right_cal, P=right_cal.P + np.array(
+            [[0.0, 0.0, 0.0, -1.0], [0.0] * 4, [0.0] * 4]))
+        node._on_camera_info('right', calibration_to_camera_info(moved, 0, RIGHT))
+        assert node.pipeline is not first
+        after = [t for k in range(6, 12) for t in frame(k, 0.9).tracks]
+        assert after and {t.id for t in after} == {1}   # ids restart with the pipeline ...
+        assert after[-1].state == 'persistent', after   # ... not the old id 1's decision
+        assert _wait_for(lambda: executor.spin_once(timeout_sec=0.05) or any(
+            m.action == Marker.DELETEALL for msg in received for m in msg.markers))
+    finally:
+        executor.shutdown()
+        listener.destroy_node()
+        node.destroy_node()
+
+
+def test_an_override_set_right_after_start_no_longer_fails_configure(context, capfd):
+    node = make_node(context, **{'sync.slop': -1.0})
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert 'sync.slop: invalid value -1.0' in capfd.readouterr().err
+        assert node.set_parameters([Parameter('sync.slop', value=0.05)])[0].successful
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.values['sync.slop'] == 0.05
     finally:
         node.destroy_node()
 
@@ -302,14 +413,35 @@ def test_cross_process_replay_outputs(scene, tmp_path):
             assert node_tracks[t.id].has_position == t.has_position
 
 
-def test_timed_replay_keeps_bag_timing(scene, tmp_path):
+def test_timed_replay_keeps_bag_timing(scene, calibration_files, tmp_path):
     bag, truth = scene
     stamps = [f['stamp_ns'] for f in truth['frames']]
+    # with calibration files the node does not subscribe to camera_info (the replay used to
+    # wait for that subscription and give up)
     summary = replay(bag, tmp_path / 'out', mode='timed', frame_timeout=10.0,
                      node_log=open(tmp_path / 'node.log', 'w'),
-                     extra_node_args=['-p', 'filter.name:=stereo'])
+                     extra_node_args=['-p', 'filter.name:=stereo',
+                                      '-p', f'calibration.left_file:={calibration_files[0]}',
+                                      '-p', f'calibration.right_file:={calibration_files[1]}'])
     assert summary['node_exit_code'] in (0, -15), (tmp_path / 'node.log').read_text()
     # played at the bag's pace (not as fast as possible), and every frame came back
     assert summary['wall_s'] >= 0.9 * (stamps[-1] - stamps[0]) / 1e9
     recorded = [m for t, _, m in read_messages(tmp_path / 'out') if t.endswith('/tracks')]
     assert sorted(stamp_to_ns(m.header.stamp) for m in recorded) == stamps
+
+
+def test_replay_groups_a_recorded_bag_by_header_stamp(scene, tmp_path):
+    # ros2 bag record logs arrival times: later than the stamps, different per topic. The
+    # frames must come out as from the simulator's bag, which logs each frame at its stamp.
+    bag, truth = scene
+    recorded = tmp_path / 'recorded'
+    with Reader(bag) as reader, Writer(recorded, version=9,
+                                       storage_plugin=StoragePlugin.MCAP) as writer:
+        out = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=get_typestore())
+               for c in reader.connections}
+        delay = {c.id: 30_000_000 + 3_000_000 * k for k, c in enumerate(reader.connections)}
+        for connection, timestamp, raw in reader.messages():
+            writer.write(out[connection.id], timestamp + delay[connection.id], raw)
+    types, frames = read_frames(bag, '/stereo')
+    assert [stamp for stamp, _ in frames] == [f['stamp_ns'] for f in truth['frames']]
+    assert read_frames(recorded, '/stereo') == (types, frames)
