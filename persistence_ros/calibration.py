@@ -240,7 +240,9 @@ def calibration_from_camera_info(msg) -> CameraCalibration:
     """
     Build a CameraCalibration from a ``sensor_msgs/CameraInfo`` (rclpy or rosbags message).
 
-    Raises CalibrationError for an uncalibrated info (K[0] == 0) or a missing image size.
+    Raises CalibrationError for an uncalibrated info (K[0] == 0), a missing image size, or
+    binning / a region of interest (the images would not be the size K and P describe; not
+    supported, rather than silently wrong).
     """
     k = np.asarray(msg.k, dtype=np.float64)
     if k.size != 9 or k[0] == 0.0:
@@ -251,6 +253,15 @@ def calibration_from_camera_info(msg) -> CameraCalibration:
         raise CalibrationError(
             f'camera_info of frame {msg.header.frame_id!r} has no image size '
             f'({msg.width}x{msg.height})')
+    binning = (int(getattr(msg, 'binning_x', 0)), int(getattr(msg, 'binning_y', 0)))
+    roi = getattr(msg, 'roi', None)
+    cropped = roi is not None and (int(roi.width), int(roi.height)) not in (
+        (0, 0), (int(msg.width), int(msg.height)))
+    if max(binning) > 1 or cropped:
+        raise CalibrationError(
+            f'camera_info of frame {msg.header.frame_id!r} has binning {binning} or a region '
+            'of interest: not supported; publish full-resolution images or set the '
+            'calibration_file parameter with the calibration of the images sent')
     return CameraCalibration(width=int(msg.width), height=int(msg.height), K=k, D=list(msg.d),
                              R=list(msg.r), P=list(msg.p),
                              distortion_model=str(msg.distortion_model) or 'plumb_bob',

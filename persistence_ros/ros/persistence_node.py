@@ -361,10 +361,10 @@ class PersistenceNode(LifecycleNode):
                 return
             left, right = self._infos['left'], self._infos['right']
             current = self.calibration
-            if current is not None and (np.array_equal(current.left.P, left.P)
-                                        and np.array_equal(current.right.P, right.P)
-                                        and np.array_equal(current.left.K, left.K)
-                                        and np.array_equal(current.right.K, right.K)):
+            if current is not None and all(
+                    np.array_equal(getattr(before, name), getattr(now, name))
+                    for before, now in ((current.left, left), (current.right, right))
+                    for name in ('K', 'D', 'R', 'P', 'width', 'height')):
                 return
         try:
             stereo = StereoCalibration(left, right)

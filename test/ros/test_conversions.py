@@ -59,6 +59,18 @@ def test_uncalibrated_and_sizeless_camera_info_are_rejected():
     msg.width = 0
     with pytest.raises(CalibrationError, match='image size'):
         calibration_from_camera_info(msg)
+    # binning or a region of interest: the images are not the size K describes
+    msg.width, msg.r = 640, [1.0, 0, 0, 0, 1, 0, 0, 0, 1]
+    msg.p = [500.0, 0, 320, 0, 0, 500, 240, 0, 0, 0, 1, 0]
+    assert calibration_from_camera_info(msg).width == 640
+    msg.roi.width, msg.roi.height = 640, 480   # the whole image: fine
+    assert calibration_from_camera_info(msg).height == 480
+    msg.binning_x = 2
+    with pytest.raises(CalibrationError, match='binning'):
+        calibration_from_camera_info(msg)
+    msg.binning_x, msg.roi.width = 1, 320
+    with pytest.raises(CalibrationError, match='region of interest'):
+        calibration_from_camera_info(msg)
 
 
 def test_detections_round_trip():

@@ -285,6 +285,10 @@ def test_new_camera_info_restarts_tracks_decisions_and_markers(context, calibrat
         # the same camera_info again changes nothing; another right P restarts everything
         node._on_camera_info('right', calibration_to_camera_info(right_cal, 0, RIGHT))
         assert node.pipeline is first
+        distorted = replace(right_cal, D=np.array([0.01, 0.0, 0.0, 0.0, 0.0]))
+        node._on_camera_info('right', calibration_to_camera_info(distorted, 0, RIGHT))
+        assert node.pipeline is not first   # only P and K used to be compared
+        first = node.pipeline
         moved = replace(right_cal, P=right_cal.P + np.array(
             [[0.0, 0.0, 0.0, -1.0], [0.0] * 4, [0.0] * 4]))
         node._on_camera_info('right', calibration_to_camera_info(moved, 0, RIGHT))
