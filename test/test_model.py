@@ -20,6 +20,7 @@ from persistence_ros.model.config import load_config, ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
 from persistence_ros.model.decision import Decision, EarlyDecision
 from persistence_ros.model.model import PersistenceModel, StreamState, TrackStreamer
+from persistence_ros.model.probe import linear_probe
 from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batch
 from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, warn_if_collapsed
 from persistence_ros.model.train import restore_rng, resume_mismatches, selection_score, train
@@ -275,6 +276,19 @@ def test_codebook_diagnostics_detect_collapse(caplog):
     assert diag['equal_across_clips'] == 1.0 and is_collapsed(diag)
 
 
+def test_linear_probe_reads_the_label_only_where_features_carry_it():
+    rng = np.random.default_rng(0)
+    labels = np.tile([0, 1], 60)
+    scenes = np.repeat([f's{k}' for k in range(6)], 20)
+    signal = rng.normal(size=(120, 8)) + 2.0 * labels[:, None]
+    assert linear_probe(signal, labels, scenes)['auc'] > 0.95
+    noise = linear_probe(rng.normal(size=(120, 8)), labels, scenes)
+    assert 0.25 < noise['auc'] < 0.75
+    # collapsed codes: every track looks the same, so the probe is at chance exactly
+    assert linear_probe(np.ones((120, 8)), labels, scenes)['auc'] == 0.5
+    assert linear_probe(signal, labels, ['one'] * 120) == {}   # no scene to hold out
+
+
 def test_checkpoint_round_trip(tmp_path):
     model = _model(window=6)
     crops, geom = _inputs(t=7)
@@ -407,6 +421,9 @@ def test_training_learns_synthetic_persistence(tmp_path):
     # Held-out tracks (48): chance is AUC 0.5; geometry is noise, only the crops separate.
     assert metrics['val_track_auc'] > 0.8
     assert metrics['val_track_accuracy'] > 0.65
+    # ... so a linear probe on the tokenizer's latents reads the label too (3 val scenes)
+    assert metrics['val_probe_latent_auc'] > 0.7, metrics
+    assert 0.0 <= metrics['val_probe_codes_auc'] <= 1.0
     model = load_model(tmp_path / 'ck' / 'model.safetensors')
     kept = json.loads((tmp_path / 'ck' / 'model.json').read_text())
     assert kept['data_manifest_sha256']

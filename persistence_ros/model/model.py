@@ -89,7 +89,8 @@ class PersistenceModel(nn.Module):
             raise ValueError(f'classifier.pool must be flatten or mean, got {cc.pool!r}')
         self.classifier = PersistenceClassifier(config, self.tokenizer.latent_dim * cells, cells)
 
-    def _pool(self, z: torch.Tensor) -> torch.Tensor:
+    def pool(self, z: torch.Tensor) -> torch.Tensor:
+        """Pool latents ``[..., D, h, w]`` per frame as the classifier reads them."""
         if self.config.classifier.pool == 'mean':
             return z.mean(dim=(-2, -1))
         return z.flatten(-3)
@@ -97,7 +98,7 @@ class PersistenceModel(nn.Module):
     def _visual(self, z: torch.Tensor) -> torch.Tensor:
         if self.config.classifier.features == 'codes':
             z = self.tokenizer.quantize(z)[0]
-        return self._pool(z)
+        return self.pool(z)
 
     def set_geometry_normalization(self, mean, std) -> None:
         """Set the per-column geometry mean/std (from the training set)."""
@@ -122,8 +123,8 @@ class PersistenceModel(nn.Module):
                 tok = self.tokenizer(crops)
                 out.update(tok)
                 z = tok['z']
-                visual = self._pool(tok['zq'] if self.config.classifier.features == 'codes'
-                                    else z)
+                visual = self.pool(tok['zq'] if self.config.classifier.features == 'codes'
+                                   else z)
             else:
                 z = self.tokenizer.encode(crops)
                 out['z'] = z

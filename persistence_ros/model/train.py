@@ -19,6 +19,7 @@ from persistence_ros.model.classifier import frame_bce
 from persistence_ros.model.config import ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
 from persistence_ros.model.model import PersistenceModel
+from persistence_ros.model.probe import linear_probe
 from persistence_ros.model.tokenizer import codebook_diagnostics, recon_loss, warn_if_collapsed
 from persistence_ros.overrides import flatten
 
@@ -73,10 +74,18 @@ def _binary_metrics(prob: np.ndarray, label: np.ndarray) -> Dict[str, float]:
 @torch.no_grad()
 def evaluate(model: PersistenceModel, loader: DataLoader, stage: str, device: str,
              amp: bool = False) -> Dict[str, float]:
-    """Return validation metrics: losses, per-track accuracy/F1 (last-frame decision), codes."""
+    """
+    Return validation metrics: losses, per-track accuracy/F1 (last-frame decision), codes.
+
+    ``probe_latent_*`` / ``probe_codes_*``: a linear probe (``model.probe``) of the track
+    label on the pre-quantization latents / the quantized codes, averaged over each track's
+    frames, cross-validated by scene (the codebook-collapse check PSNR cannot be).
+    """
     model.eval()
     totals = {'loss': 0.0, 'recon': 0.0, 'bce': 0.0, 'frames': 0.0}
     probs, labels, codes, code_mask = [], [], [], []
+    pooled: Dict[str, list] = {'latent': [], 'codes': []}  # per track, for the linear probe
+    track_labels, scenes = [], []
     for batch in loader:
         crops = batch['crops'].to(device)
         geom = batch['geometry'].to(device)
@@ -96,6 +105,13 @@ def evaluate(model: PersistenceModel, loader: DataLoader, stage: str, device: st
         totals['frames'] += n
         codes.append(out['indices'].cpu())
         code_mask.append(batch['valid'])
+        weight = valid.float()[..., None]
+        for name, latents in (('latent', out['z']), ('codes', out['zq'])):
+            frames = model.pool(latents.float())
+            pooled[name].append(((frames * weight).sum(1) / weight.sum(1).clamp_min(1.0))
+                                .cpu().numpy())
+        track_labels.append(batch['track_label'].numpy())
+        scenes += [loader.dataset.tracks[int(i)][5] for i in batch['index']]
     n = max(totals['frames'], 1.0)
     metrics = {'recon_mse': totals['recon'] / n}
     metrics['psnr_db'] = 10 * math.log10(4.0 / max(metrics['recon_mse'], 1e-12))
@@ -112,6 +128,9 @@ def evaluate(model: PersistenceModel, loader: DataLoader, stage: str, device: st
         msk = torch.cat([torch.nn.functional.pad(m, (0, t - m.shape[1])) for m in code_mask])
         diag = codebook_diagnostics(idx, model.tokenizer.codebook_size, msk)
         metrics.update({f'code_{k}': v for k, v in diag.items()})
+        for name, rows in pooled.items():
+            probe = linear_probe(np.concatenate(rows), np.concatenate(track_labels), scenes)
+            metrics.update({f'probe_{name}_{k}': v for k, v in probe.items()})
     return metrics
 
 
