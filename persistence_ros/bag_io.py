@@ -18,10 +18,12 @@ import sys
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import get_types_from_msg, Stores
 from rosbags.typesys import get_typestore as _rosbags_typestore
 from rosbags.typesys.store import Typestore
+
+from persistence_ros.image_codec import decode_image, to_rgb8
 
 PACKAGE = 'persistence_ros'
 TYPESTORE_DISTRO = Stores.ROS2_KILTED
@@ -30,6 +32,10 @@ IMAGE = 'sensor_msgs/msg/Image'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 DETECTION_2D = 'persistence_ros/msg/Detection2D'
 DETECTION_2D_ARRAY = 'persistence_ros/msg/Detection2DArray'
+
+
+class BagReadError(ValueError):
+    """A bag that cannot be read (damaged, not a rosbag2, or a message type unknown here)."""
 
 
 def msg_dir() -> Path:
@@ -81,11 +87,15 @@ def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str):
 
 
 def image_to_rgb(msg) -> np.ndarray:
-    """Return an ``[H, W, 3]`` uint8 array of an rgb8 ``sensor_msgs/msg/Image`` (honours step)."""
-    if msg.encoding != 'rgb8':
-        raise ValueError(f'image_to_rgb supports rgb8 only, got {msg.encoding!r}')
-    data = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
-    return data[:, :3 * msg.width].reshape(msg.height, msg.width, 3).copy()
+    """
+    Return an ``[H, W, 3]`` uint8 RGB array of a ``sensor_msgs/msg/Image``.
+
+    Decoded as the node decodes images (``image_codec``: rgb8, bgr8, mono8, mono16, 16UC1;
+    any ``step``, either byte order); another encoding raises ``ImageEncodingError``.
+    """
+    array = decode_image(msg.height, msg.width, msg.encoding, bool(msg.is_bigendian), msg.step,
+                         msg.data)
+    return to_rgb8(array, msg.encoding)
 
 
 def camera_info_msg(calibration, stamp_ns: int, frame_id: str):
@@ -157,18 +167,33 @@ def read_messages(bag_dir, topics: Optional[Iterable[str]] = None
     Yield ``(topic, stamp_ns, msg)`` of a rosbag2 in log-time order, messages deserialized.
 
     ``topics`` restricts the topics read (all when None). Works for MCAP and sqlite3 bags.
+    A damaged bag, or a topic read whose type the typestore does not know, raises
+    ``BagReadError`` (a ``ValueError``) naming the bag.
     """
     store = get_typestore()
     wanted = None if topics is None else set(topics)
-    with Reader(Path(bag_dir)) as reader:
-        connections = [c for c in reader.connections if wanted is None or c.topic in wanted]
-        if not connections:
-            return
-        for connection, timestamp, raw in reader.messages(connections=connections):
-            yield connection.topic, int(timestamp), store.deserialize_cdr(raw, connection.msgtype)
+    try:
+        with Reader(Path(bag_dir)) as reader:
+            connections = [c for c in reader.connections
+                           if wanted is None or c.topic in wanted]
+            unknown = sorted({f'{c.topic} ({c.msgtype})' for c in connections
+                              if c.msgtype not in store.types})
+            if unknown:
+                raise BagReadError(f'{bag_dir}: message type unknown here on '
+                                   f'{", ".join(unknown)}')
+            if not connections:
+                return
+            for connection, timestamp, raw in reader.messages(connections=connections):
+                yield (connection.topic, int(timestamp),
+                       store.deserialize_cdr(raw, connection.msgtype))
+    except ReaderError as error:
+        raise BagReadError(f'{bag_dir}: cannot read the bag: {error}') from None
 
 
 def bag_topics(bag_dir) -> Dict[str, str]:
-    """Return ``{topic: msgtype}`` of a rosbag2."""
-    with Reader(Path(bag_dir)) as reader:
-        return {c.topic: c.msgtype for c in reader.connections}
+    """Return ``{topic: msgtype}`` of a rosbag2 (``BagReadError`` if it cannot be read)."""
+    try:
+        with Reader(Path(bag_dir)) as reader:
+            return {c.topic: c.msgtype for c in reader.connections}
+    except ReaderError as error:
+        raise BagReadError(f'{bag_dir}: cannot read the bag: {error}') from None

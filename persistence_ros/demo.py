@@ -31,7 +31,7 @@ from persistence_ros.evaluation.scoring import score_run, Truth
 from persistence_ros.filters import FILTER_NAMES
 from persistence_ros.model import DEFAULT_WEIGHTS, GBDT_BASELINE
 from persistence_ros.simulation.generate import generate_scene
-from persistence_ros.simulation.scenario import load_scenario
+from persistence_ros.simulation.scenario import file_name, load_scenario, ScenarioError
 
 STATE_COLOURS = {'persistent': '#1a9850', 'transient': '#d73027', 'tentative': '#fdae61'}
 
@@ -179,12 +179,18 @@ def main(args: argparse.Namespace) -> int:
     """Run the demo; return the exit status."""
     started = time.monotonic()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     overrides = {'duration_s': args.duration} if args.duration else None
-    scenario = load_scenario(args.scenario, seed=args.seed, overrides=overrides)
-    scene = out / f'{args.scenario}-s{args.seed:04d}'
-    _say(f'1/4 rendering {args.scenario} seed {args.seed} to {scene} (MuJoCo, CPU)')
-    generate_scene(scenario, scene, overwrite=True)
+    try:
+        scenario = load_scenario(args.scenario, seed=args.seed, overrides=overrides)
+        # named from the scenario's name as a safe file name, never from the argument (which
+        # may be a path): the scene folder is always inside ``out``
+        scene = out / f'{file_name(scenario["name"])}-s{args.seed:04d}'
+        out.mkdir(parents=True, exist_ok=True)
+        _say(f'1/4 rendering {args.scenario} seed {args.seed} to {scene} (MuJoCo, CPU)')
+        generate_scene(scenario, scene, overwrite=True)  # replaces only a scene it wrote
+    except (ScenarioError, OSError) as error:
+        print(f'persistence-ros demo: error: {error}', file=sys.stderr)
+        return 2
     truth = Truth.load(scene / 'truth.json')
 
     node_result = None

@@ -27,3 +27,27 @@ def test_round_trip(tmp_path):
     assert (det.id, det.center_x, det.height, det.score) == ('L000003-00', 1.5, 4.0, 0.25)
     assert stamp_to_ns(out[1][2].header.stamp) == 3_000_000_001
     assert list(bag_io.read_messages(tmp_path / 'bag', ['/nothing'])) == []
+
+
+def test_image_to_rgb_decodes_what_the_node_decodes():
+    import pytest
+
+    from persistence_ros.image_codec import encode_image, ImageEncodingError
+    rgb = np.random.default_rng(1).integers(0, 255, size=(4, 6, 3), dtype=np.uint8)
+    image = bag_io.get_typestore().types[bag_io.IMAGE]
+
+    def msg(array, encoding, step=0, bigendian=False):
+        f = encode_image(array, encoding, step=step, is_bigendian=bigendian)
+        return image(header=bag_io.header(5, 'cam'), height=f.height, width=f.width,
+                     encoding=encoding, is_bigendian=int(bigendian), step=f.step,
+                     data=np.frombuffer(f.data, np.uint8))
+
+    assert np.array_equal(bag_io.image_to_rgb(msg(rgb, 'rgb8', step=6 * 3 + 5)), rgb)
+    assert np.array_equal(bag_io.image_to_rgb(msg(rgb[:, :, ::-1].copy(), 'bgr8')), rgb)
+    gray = rgb[:, :, 0].copy()
+    assert np.array_equal(bag_io.image_to_rgb(msg(gray, 'mono8')), np.stack([gray] * 3, -1))
+    deep = gray.astype(np.uint16) << 8 | 0x7F
+    assert np.array_equal(bag_io.image_to_rgb(msg(deep, 'mono16', bigendian=True)),
+                          np.stack([gray] * 3, -1))
+    with pytest.raises(ImageEncodingError, match='cannot convert'):
+        bag_io.image_to_rgb(msg(np.zeros((2, 2), np.float32), '32FC1'))

@@ -30,3 +30,41 @@ def test_demo_writes_report_with_every_filter_and_the_node(tmp_path):
         assert (out / figure).stat().st_size > 10_000
         assert f'({figure})' in report
     assert Path(out / 'node_output').is_dir()
+
+
+def _demo_args(*argv):
+    import argparse
+
+    from persistence_ros import demo
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    return demo, parser.parse_args(list(argv))
+
+
+def test_demo_scene_folder_is_named_from_the_scenario_inside_out(tmp_path, monkeypatch):
+    # a scenario given by path: the scene folder is out/<name>-s<seed>, never <path>-s<seed>
+    # (which, for an absolute path, ignored --out and was replaced: a sibling folder deleted)
+    config = tmp_path / 'config'
+    config.mkdir()
+    scenario = config / 'tiny.yaml'
+    scenario.write_text('name: my/../../tiny scene\nduration_s: 0.3\nfps: 10.0\n'
+                        'rig: {width: 96, height: 72}\nobjects: {count: 1}\n')
+    sibling = config / 'tiny.yaml-s1000'
+    sibling.mkdir()
+    (sibling / 'keep.txt').write_text('not a scene')
+    out = tmp_path / 'out'
+    demo, args = _demo_args('--scenario', str(scenario), '--out', str(out), '--no-replay')
+    monkeypatch.setattr(demo, 'available_filters', lambda: ['none'])  # the scene is the point
+    assert demo.main(args) == 0
+    assert (sibling / 'keep.txt').read_text() == 'not a scene'
+    assert (out / 'my_.._.._tiny_scene-s1000' / 'truth.json').is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['config', 'out']
+
+
+def test_demo_unknown_scenario_is_a_clear_error(tmp_path, capsys):
+    demo, args = _demo_args('--scenario', 'nope', '--out', str(tmp_path / 'out'))
+    assert demo.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("persistence-ros demo: error: no scenario file or preset named 'nope'")
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / 'out').exists()

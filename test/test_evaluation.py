@@ -260,3 +260,183 @@ def test_pipeline_publishes_only_persistent_points_at_true_position():
     else:
         pytest.fail('stereo tracks never ended')
     assert not pipeline._records
+
+
+@pytest.fixture(scope='module')
+def small_scene(tmp_path_factory):
+    """Return a small rendered reflective_floor scene (rgb8 images, 12 frames)."""
+    os.environ.setdefault('MUJOCO_GL', 'egl')
+    from persistence_ros.simulation.generate import generate_scene
+    from persistence_ros.simulation.scenario import load_scenario
+    scene = tmp_path_factory.mktemp('eval') / 'reflective_floor-s0002'
+    generate_scene(load_scenario('reflective_floor', seed=2, overrides={
+        'duration_s': 1.2, 'fps': 10.0, 'rig': {'width': 160, 'height': 120}}), scene)
+    return scene
+
+
+def _copy_bag(scene, out, change):
+    """Copy a scene's bag message by message through ``change(topic, msg)``."""
+    import shutil
+
+    from persistence_ros import bag_io
+    with bag_io.BagWriter(out) as bag:
+        for topic, stamp_ns, msg in bag_io.read_messages(scene):
+            bag.write(topic, stamp_ns, change(topic, msg))
+    shutil.copy(scene / 'truth.json', out / 'truth.json')
+    return out
+
+
+def _evaluate(*argv):
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return command.main(parser.parse_args([str(a) for a in argv]))
+
+
+@pytest.mark.skipif(not _simulator_available(), reason='simulator not available')
+def test_gbdt_is_not_fitted_on_evaluation_seeds_nor_on_the_scored_bag(tmp_path, capsys,
+                                                                      small_scene):
+    import shutil
+    held_out = _copy_bag(small_scene, tmp_path / 'held_out', lambda topic, msg: msg)
+    truth = json.loads((held_out / 'truth.json').read_text())
+    truth['seed'] = 1004
+    (held_out / 'truth.json').write_text(json.dumps(truth))
+    for train in (held_out, small_scene):
+        assert _evaluate('--compare', '--bag', small_scene, '--train-bag', train, '--filters',
+                         'gbdt', '--save-gbdt', tmp_path / 'gbdt.npz') == 2
+        assert not (tmp_path / 'gbdt.npz').exists()
+    assert _evaluate('--bag', small_scene, '--filter', 'gbdt', '--train-bag', tmp_path,
+                     '--save-gbdt', tmp_path / 'gbdt.npz') == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f'persistence-ros evaluate: error: --train-bag {held_out}: seed 1004 is '
+                      'an evaluation seed (1000-1009) and must not be used for training scenes')
+    assert err[1].startswith(f'persistence-ros evaluate: error: --train-bag {small_scene} is '
+                             f'the scene scored as --bag {small_scene}')
+    assert err[2].startswith(f'persistence-ros evaluate: error: --train-bag {held_out}: seed')
+    # a copy of the scored scene (same scenario and seed) is the scored scene too
+    copy = tmp_path / 'copy' / 'scene'
+    shutil.copytree(small_scene, copy)
+    assert _evaluate('--compare', '--bag', small_scene, '--train-bag', copy.parent,
+                     '--filters', 'gbdt', '--save-gbdt', tmp_path / 'gbdt.npz') == 2
+    assert 'is the scene scored as --bag' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not _simulator_available(), reason='simulator not available')
+def test_bgr8_and_padded_images_give_the_same_result_as_rgb8(tmp_path, small_scene):
+    from persistence_ros import bag_io
+    from persistence_ros.evaluation.runner import evaluate_bag, needs_images, read_stereo_bag
+    from persistence_ros.filters import NoFilter
+    from persistence_ros.image_codec import encode_image
+    types = bag_io.get_typestore().types
+    assert needs_images(NoFilter())  # the trackers' colour gate reads the images
+
+    def reencode(encoding, step, swap=False):
+        def change(topic, msg):
+            if not topic.endswith('image_raw'):
+                return msg
+            rgb = bag_io.image_to_rgb(msg)
+            swapped = rgb[:, :, ::-1].copy()
+            fields = encode_image(swapped if encoding == 'bgr8' or swap else rgb, encoding,
+                                  step=step)
+            return types[bag_io.IMAGE](
+                header=msg.header, height=fields.height, width=fields.width,
+                encoding=encoding, is_bigendian=0, step=fields.step,
+                data=np.frombuffer(fields.data, np.uint8))
+        return change
+
+    _, original = read_stereo_bag(small_scene, with_images=True)
+    expected = evaluate_bag(small_scene)
+    assert expected['tracks']['count'] > 0
+    for encoding, step in (('bgr8', 0), ('rgb8', 3 * 160 + 8)):
+        bag = _copy_bag(small_scene, tmp_path / f'{encoding}_{step}', reencode(encoding, step))
+        assert bag_io.bag_topics(bag) == bag_io.bag_topics(small_scene)
+        _, frames = read_stereo_bag(bag, with_images=True)
+        assert len(frames) == len(original) == 12
+        for a, b in zip(frames, original):
+            assert np.array_equal(a.left_image, b.left_image)
+            assert np.array_equal(a.right_image, b.right_image)
+        assert evaluate_bag(bag) == expected
+    # the colours matter here: BGR bytes read as rgb8 give another result
+    swapped = _copy_bag(small_scene, tmp_path / 'swapped', reencode('rgb8', 0, swap=True))
+    assert evaluate_bag(swapped) != expected
+
+
+def test_json_into_a_missing_folder_fails_before_the_run(tmp_path, capsys):
+    # checked first: here before the --bag that does not exist either
+    assert _evaluate('--bag', tmp_path / 'no_bag', '--json', tmp_path / 'missing' / 'o.json') == 2
+    assert capsys.readouterr().err == (
+        f'persistence-ros evaluate: error: --json {tmp_path / "missing" / "o.json"}: the folder '
+        f'{tmp_path / "missing"} does not exist\n')
+
+
+@pytest.mark.skipif(not _simulator_available(), reason='simulator not available')
+def test_truncated_mcap_is_a_one_line_error(tmp_path, capsys, small_scene):
+    import shutil
+    truncated = tmp_path / 'truncated'
+    shutil.copytree(small_scene, truncated)
+    mcap = next(truncated.glob('*.mcap'))
+    mcap.write_bytes(mcap.read_bytes()[:mcap.stat().st_size // 2])
+    assert _evaluate('--bag', truncated, '--filter', 'none') == 2
+    assert capsys.readouterr().err == (f'persistence-ros evaluate: error: {truncated}: cannot '
+                                       'read the bag: File end magic is invalid.\n')
+
+
+@pytest.mark.skipif(not _simulator_available(), reason='simulator not available')
+def test_detections_of_an_unknown_type_are_a_one_line_error(tmp_path, capsys, small_scene):
+    import shutil
+
+    from rosbags.typesys import get_types_from_msg
+
+    from persistence_ros import bag_io
+    store = bag_io.get_typestore()
+    other = type(store)()  # a detector's own message, unknown to this package's typestore
+    other.register(get_types_from_msg('std_msgs/Header header\nfloat64[] boxes',
+                                      'my_detector/msg/Boxes'))
+    other.register({name: store.fielddefs[name] for name in (
+        'std_msgs/msg/Header', 'builtin_interfaces/msg/Time')})
+    unknown = tmp_path / 'unknown'
+    with bag_io.BagWriter(unknown) as bag:
+        bag._store = other
+        for topic, stamp_ns, msg in bag_io.read_messages(small_scene,
+                                                         ['/stereo/left/detections']):
+            boxes = other.types['my_detector/msg/Boxes'](header=msg.header,
+                                                         boxes=np.zeros(4))
+            bag.write(topic, stamp_ns, boxes)
+    shutil.copy(small_scene / 'truth.json', unknown / 'truth.json')
+    assert _evaluate('--bag', unknown, '--filter', 'none') == 2
+    assert capsys.readouterr().err == (
+        f'persistence-ros evaluate: error: {unknown}: wrong message type: /stereo/left/detections'
+        ' is my_detector/msg/Boxes, expected persistence_ros/msg/Detection2DArray\n')
+    with pytest.raises(bag_io.BagReadError, match='message type unknown here on '
+                       '/stereo/left/detections'):
+        list(bag_io.read_messages(unknown))
+
+
+@pytest.mark.skipif(not _simulator_available(), reason='simulator not available')
+def test_detections_without_an_image_of_their_stamp_warn_once(tmp_path, small_scene):
+    import warnings
+
+    from persistence_ros import bag_io
+    from persistence_ros.detections import stamp_to_ns
+    from persistence_ros.evaluation.runner import read_stereo_bag
+    types = bag_io.get_typestore().types
+
+    def later(topic, msg):  # a detector stamping its output 1 ms after the image
+        if not topic.endswith('detections'):
+            return msg
+        stamp = bag_io.header(stamp_to_ns(msg.header.stamp) + 1_000_000, msg.header.frame_id)
+        return types[bag_io.DETECTION_2D_ARRAY](header=stamp, detections=msg.detections)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        read_stereo_bag(small_scene, with_images=True)
+    shifted = _copy_bag(small_scene, tmp_path / 'shifted', later)
+    with pytest.warns(UserWarning) as caught:
+        _, frames = read_stereo_bag(shifted, with_images=True)
+    assert [str(w.message) for w in caught] == [
+        f'{shifted}: 12 of 12 detection frames have no left or right image with the same '
+        'header stamp and run without images (frames are joined on equal stamps: the '
+        'detections must carry the stamp of their image)']
+    assert len(frames) == 12 and all(f.left_image is None for f in frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        read_stereo_bag(shifted, with_images=False)  # images not asked for: nothing to say

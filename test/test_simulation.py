@@ -187,6 +187,7 @@ def test_dataset_builder(tmp_path, floor_scene, noisy_scene):
     splits = ds.dataset_splits(manifest)
     names = [n for split in splits.values() for n in split]
     assert len(names) == len(set(names)) == 2
+    assert manifest['split_by'] == 'seed'
     for entry, (scene_dir, truth) in zip(manifest['scenes'], [noisy_scene, floor_scene]):
         assert entry['name'] == ds.scene_name(truth['scenario'], truth['seed'])
         assert entry['split'] == ds.split_of(entry['name'])
@@ -267,3 +268,72 @@ def test_find_scene_dirs_follows_links_and_refuses_an_empty_selection(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match='no scene directory'):
         find_scene_dirs(tmp_path / 'empty')
+
+
+def test_overwrite_replaces_only_a_scene_the_package_wrote(tmp_path):
+    scenario = _tiny('clean', 1, 2)
+    for extra in ({'keep.txt': 'mine'}, {TRUTH_FILE: '{}', 'keep.txt': 'mine'},
+                  {'metadata.yaml': 'x', 'other.mcap': 'x'}):
+        folder = tmp_path / f'folder{len(extra)}{sorted(extra)[0]}'
+        folder.mkdir()
+        for name, text in extra.items():
+            (folder / name).write_text(text)
+        with pytest.raises(FileExistsError, match='not a scene written by persistence_ros'):
+            generate_scene(scenario, folder, overwrite=True)
+        assert {p.name: p.read_text() for p in folder.iterdir()} == extra
+    link = tmp_path / 'link'
+    link.symlink_to(tmp_path / 'folder2keep.txt', target_is_directory=True)
+    with pytest.raises(FileExistsError, match='a file or a link'):
+        generate_scene(scenario, link, overwrite=True)
+    scene = tmp_path / 'scene'
+    generate_scene(scenario, scene)
+    first = {p.name: p.read_bytes() for p in scene.iterdir()}
+    with pytest.raises(FileExistsError, match='use overwrite'):
+        generate_scene(scenario, scene)
+    generate_scene(scenario, scene, overwrite=True)  # a scene it wrote: replaced, same bytes
+    assert {p.name: p.read_bytes() for p in scene.iterdir()} == first
+
+
+def test_failed_render_leaves_no_partial_scene(tmp_path):
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_scene(_tiny('clean', 1, 2), tmp_path / 'scene', progress=stop)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _simulate(argv):
+    import argparse
+
+    from persistence_ros.simulation import command
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return command.main(parser.parse_args(argv + ['--quiet']))
+
+
+def test_simulate_names_scene_folders_from_a_safe_scenario_name(tmp_path):
+    scenario = tmp_path / 'config' / 'escape.yaml'
+    scenario.parent.mkdir()
+    scenario.write_text('name: ../escape\nduration_s: 0.2\nfps: 10.0\n'
+                        'rig: {width: 64, height: 48}\nobjects: {count: 1}\n')
+    out = tmp_path / 'out'
+    argv = ['--scenario', str(scenario), '--seed', '3', '--scenes', '2', '--out', str(out)]
+    assert _simulate(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['config', 'out']
+    assert sorted(p.name for p in out.iterdir()) == ['_escape-s0003', '_escape-s0004']
+    truth = json.loads((out / '_escape-s0003' / TRUTH_FILE).read_text())
+    assert truth['scenario'] == '../escape'  # the name itself is kept in the truth
+    (out / '_escape-s0004' / 'notes.txt').write_text('mine')
+    assert _simulate(argv + ['--overwrite']) == 2  # refused before rendering anything
+    assert (out / '_escape-s0004' / 'notes.txt').read_text() == 'mine'
+
+
+def test_simulate_malformed_yaml_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('objects: [1,\n')
+    assert _simulate(['--scenario', str(bad), '--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert err == (f'simulate: {bad}: not a valid YAML file at line 2, column 1: expected the '
+                   "node content, but found '<stream end>'\n")
+    assert not (tmp_path / 'out').exists()

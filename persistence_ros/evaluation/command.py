@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -90,12 +91,51 @@ def scene_dirs(paths: List[str]) -> List[Path]:
     return out
 
 
+def check_training_scenes(train: List[Path], scored: List[Path]) -> None:
+    """
+    Raise ``ValueError`` if a training scene has an evaluation seed or is a scored scene.
+
+    The same rule as the data-set builder (``simulation.dataset.EVALUATION_SEEDS``): a filter
+    fitted on held-out scenes, or on the scene it is scored on, would be scored on its own
+    training data.
+    """
+    from persistence_ros.simulation.dataset import EVALUATION_SEEDS
+    scored_ids = {}
+    for scene in scored:
+        scored_ids[scene.resolve()] = scene
+        truth_path = scene / 'truth.json'
+        if truth_path.is_file():
+            truth = Truth.load(truth_path).data
+            scored_ids[(truth.get('scenario'), truth.get('seed'))] = scene
+    for scene in train:
+        truth = Truth.load(scene / 'truth.json').data
+        seed = truth.get('seed')
+        if seed in EVALUATION_SEEDS:
+            raise ValueError(f'--train-bag {scene}: seed {seed} is an evaluation seed '
+                             f'({min(EVALUATION_SEEDS)}-{max(EVALUATION_SEEDS)}) and must not '
+                             'be used for training scenes')
+        same = scored_ids.get(scene.resolve()) or scored_ids.get((truth.get('scenario'), seed))
+        if same is not None:
+            raise ValueError(f'--train-bag {scene} is the scene scored as --bag {same} '
+                             f'({truth.get("scenario")}, seed {seed}): fit on other scenes')
+
+
+def _gbdt_save_path(args) -> str:
+    return args.save_gbdt or str(Path(args.json or 'metrics.json').with_suffix('.gbdt.npz'))
+
+
+def _scored_scenes(args) -> List[Path]:
+    return scene_dirs(args.bag) if args.compare else [Path(bag) for bag in args.bag]
+
+
 def _gbdt_path(args, config: Optional[PipelineConfig] = None) -> Optional[str]:
     """Return the gbdt training-set file, fitting one on --train-bag first if asked."""
     if not args.train_bag:
         return args.gbdt or (str(GBDT_BASELINE) if GBDT_BASELINE.exists() else None)
-    x, y = collect_gbdt_training(scene_dirs(args.train_bag), config=config)
-    path = args.save_gbdt or str(Path(args.json or 'metrics.json').with_suffix('.gbdt.npz'))
+    train = scene_dirs(args.train_bag)
+    check_training_scenes(train, _scored_scenes(args))
+    x, y = collect_gbdt_training(train, config=config)
+    path = _gbdt_save_path(args)
     GbdtFilter().fit(x, y).save(path)
     print(f'gbdt: fitted on {len(y)} tracks ({int(y.sum())} real), saved to {path}',
           file=sys.stderr)
@@ -213,9 +253,26 @@ def _check_decision(decision: Dict, runs_learned: bool) -> None:
                          'filter runs here (add learned to --filters, or drop --decision)')
 
 
+def _check_output(option: str, value: Optional[str]) -> None:
+    """Raise ``OSError`` now (not after the run) if the file of ``option`` cannot be written."""
+    if not value:
+        return
+    path = Path(value)
+    if path.is_dir():
+        raise FileNotFoundError(f'{option} {value} is a folder, not a file')
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f'{option} {value}: the folder {folder} does not exist')
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f'{option} {value}: the folder {folder} is not writable')
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``evaluate``; return the exit status."""
     try:
+        _check_output('--json', args.json)
+        if args.train_bag:
+            _check_output('--save-gbdt', _gbdt_save_path(args))
         config = replace_fields(PipelineConfig(), parse_overrides(args.set))
         decision = parse_overrides(args.decision, '--decision')
         gbdt_path = _gbdt_path(args, config)
@@ -249,9 +306,9 @@ def main(args: argparse.Namespace) -> int:
             if compute is not None:
                 output['compute'] = compute
             print(json.dumps(output, indent=1))
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        if args.json:
+            Path(args.json).write_text(json.dumps(output, indent=1) + '\n')
+    except (OSError, ValueError, RuntimeError) as error:
         print(f'persistence-ros evaluate: error: {error}', file=sys.stderr)
         return 2
-    if args.json:
-        Path(args.json).write_text(json.dumps(output, indent=1) + '\n')
     return 0

@@ -4,6 +4,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+import warnings
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from persistence_ros.pipeline import PipelineConfig, PipelineTrack, StereoPipeli
 CAMERAS = ('left', 'right')
 TOPICS = {cam: {'image': f'/stereo/{cam}/image_raw', 'info': f'/stereo/{cam}/camera_info',
                 'detections': f'/stereo/{cam}/detections'} for cam in CAMERAS}
+TOPIC_TYPES = {'image': bag_io.IMAGE, 'info': bag_io.CAMERA_INFO,
+               'detections': bag_io.DETECTION_2D_ARRAY}
 TRACK_ARRAY = 'persistence_ros/msg/TrackArray'
 STATE_NAMES = ('tentative', 'persistent', 'transient')
 
@@ -42,11 +45,12 @@ def read_stereo_bag(bag_dir, with_images: bool = False
     Return the calibration (first CameraInfo of each camera) and the synchronized frames.
 
     Frames are joined on equal header stamps; a stamp without detections in both cameras
-    is skipped.
+    is skipped. With ``with_images``, detection frames without an image of the same stamp
+    run without images, and a warning says how many there are.
     """
-    topics = [TOPICS[c][k] for c in CAMERAS for k in ('info', 'detections')]
-    if with_images:
-        topics += [TOPICS[c]['image'] for c in CAMERAS]
+    kinds = ('info', 'detections', 'image') if with_images else ('info', 'detections')
+    topics = [TOPICS[c][k] for c in CAMERAS for k in kinds]
+    _check_topic_types(bag_dir, {TOPICS[c][k]: TOPIC_TYPES[k] for c in CAMERAS for k in kinds})
     info: Dict[str, CameraCalibration] = {}
     by_stamp: Dict[int, Dict[str, object]] = defaultdict(dict)
     for topic, _, msg in bag_io.read_messages(bag_dir, topics):
@@ -64,7 +68,28 @@ def read_stereo_bag(bag_dir, with_images: bool = False
         raise ValueError(f'{bag_dir}: no CameraInfo for {sorted(set(CAMERAS) - set(info))}')
     frames = [StereoFrame(s, d['left'], d['right'], d.get('left_image'), d.get('right_image'))
               for s, d in sorted(by_stamp.items()) if 'left' in d and 'right' in d]
+    if with_images:
+        _warn_missing_images(bag_dir, frames)
     return StereoCalibration(info['left'], info['right']), frames
+
+
+def _check_topic_types(bag_dir, expected: Dict[str, str]) -> None:
+    """Raise ``ValueError`` if a topic of the bag has another type than ``expected``."""
+    found = bag_io.bag_topics(bag_dir)
+    wrong = [f'{topic} is {found[topic]}, expected {msgtype}'
+             for topic, msgtype in expected.items() if found.get(topic, msgtype) != msgtype]
+    if wrong:
+        raise ValueError(f'{bag_dir}: wrong message type: {"; ".join(wrong)}')
+
+
+def _warn_missing_images(bag_dir, frames: Sequence[StereoFrame]) -> None:
+    """Warn once if detection frames have no image (left or right) of the same stamp."""
+    missing = sum(f.left_image is None or f.right_image is None for f in frames)
+    if missing:
+        warnings.warn(
+            f'{bag_dir}: {missing} of {len(frames)} detection frames have no left or right '
+            'image with the same header stamp and run without images (frames are joined on '
+            'equal stamps: the detections must carry the stamp of their image)', stacklevel=3)
 
 
 def run_pipeline(calibration: StereoCalibration, frames: Sequence[StereoFrame],
@@ -115,6 +140,9 @@ def read_track_bag(bag_dir, topic: Optional[str] = None) -> Run:
             raise ValueError(f'{bag_dir}: expected one {TRACK_ARRAY} topic, found '
                              f'{candidates or "none"}; name it with --tracks-topic')
         topic = candidates[0]
+    elif topics.get(topic) != TRACK_ARRAY:
+        raise ValueError(f'{bag_dir}: topic {topic} is {topics.get(topic, "not in the bag")}, '
+                         f'expected {TRACK_ARRAY}')
     run: Run = []
     for _, _, msg in bag_io.read_messages(bag_dir, [topic]):
         tracks = []

@@ -18,7 +18,8 @@ from typing import List, Optional
 
 from tqdm import tqdm
 
-from persistence_ros.simulation.scenario import list_presets, load_scenario, ScenarioError
+from persistence_ros.simulation.scenario import (file_name, list_presets, load_scenario,
+                                                 ScenarioError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--context', type=float, default=0.25,
                         help='data set crop border per side, as a fraction of the larger box '
                              'side (0.25, the crop_context of the pipeline)')
+    parser.add_argument('--split-by', choices=('seed', 'scene'), default='seed',
+                        help='data set split: hash of the seed (default; every preset of one '
+                             'seed in one split, they share their objects) or of the scene '
+                             'name (the data set of the shipped weights)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
 
 
@@ -83,6 +88,7 @@ def render_scenes(scenarios: List[str], seed: Optional[int], scenes: int, out,
     With one scenario and one scene, ``out`` is the scene directory itself.
     """
     from persistence_ros.simulation.dataset import scene_name
+    from persistence_ros.simulation.generate import scene_files
     out = Path(out)
     jobs = []
     for name in scenarios:
@@ -90,11 +96,17 @@ def render_scenes(scenarios: List[str], seed: Optional[int], scenes: int, out,
         for k in range(scenes):
             scene_seed = int(base['seed']) + k
             single = len(scenarios) == 1 and scenes == 1
-            directory = out if single else out / scene_name(base['name'], scene_seed)
+            # the folder is named from the scenario's name made a safe file name, never from
+            # the argument (a path) nor a name that could point outside ``out``
+            directory = out if single else out / scene_name(file_name(base['name']), scene_seed)
             jobs.append((name, scene_seed, overrides or {}, directory, overwrite))
-    for job in jobs:
-        directory = Path(job[3])
-        if directory.exists() and any(directory.iterdir()) and not overwrite:
+    directories = [Path(job[3]) for job in jobs]
+    twice = sorted({str(d) for d in directories if directories.count(d) > 1})
+    if twice:
+        raise ValueError(f'two scenarios would render into the same folder: {twice} (give '
+                         'the scenario files different names)')
+    for directory in directories:  # before rendering anything
+        if scene_files(directory) and not overwrite:
             raise FileExistsError(f'{directory} exists and is not empty (use --overwrite)')
     bar = tqdm(total=len(jobs), desc='scenes', unit='scene', disable=not progress,
                file=sys.stderr)
@@ -135,7 +147,8 @@ def main(args: argparse.Namespace) -> int:
             from persistence_ros.simulation.dataset import build_dataset
             wrap = None if args.quiet else (lambda it: tqdm(it, desc='dataset', file=sys.stderr))
             manifest = build_dataset(scene_dirs, args.dataset, crop_size=args.crop_size,
-                                     context=args.context, progress=wrap)
+                                     context=args.context, progress=wrap,
+                                     split_by=args.split_by)
             tracks = sum(e['tracks'] for e in manifest['scenes'])
             print(f'simulate: data set of {len(manifest["scenes"])} scene(s), {tracks} tracks '
                   f'in {args.dataset}')

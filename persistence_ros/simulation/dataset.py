@@ -15,10 +15,16 @@ from persistence_ros.features import GEOMETRY_FEATURES, side_geometry, SIDES
 from persistence_ros.filters import NoFilter, StereoTrackState
 from persistence_ros.pipeline import PipelineConfig
 from persistence_ros.simulation.generate import TRUTH_FILE
+from persistence_ros.simulation.scenario import file_name
 
 SCHEMA_VERSION = 2
 EVALUATION_SEEDS = frozenset(range(1000, 1010))
 SPLITS = (('train', 70), ('val', 85), ('test', 100))
+# What the split hashes: 'seed' puts every preset of one seed in the same split (presets of
+# one seed share their objects and trajectories, so a split by scene name let a test scene's
+# objects be trained on in another preset); 'scene' is the old split by scene name, kept to
+# reproduce the shipped weights' data set.
+SPLIT_BY = ('seed', 'scene')
 
 
 def scene_name(scenario: str, seed: int) -> str:
@@ -26,9 +32,17 @@ def scene_name(scenario: str, seed: int) -> str:
     return f'{scenario}-s{int(seed):04d}'
 
 
-def split_of(name: str) -> str:
-    """Return the split of a scene: a deterministic hash of its name, ~70/15/15."""
-    bucket = int(hashlib.sha256(name.encode('utf-8')).hexdigest()[:8], 16) % 100
+def split_of(name: str, by: str = 'seed') -> str:
+    """
+    Return the split of a scene (``scenario-sNNNN``): a deterministic hash, ~70/15/15.
+
+    ``by='seed'`` hashes the ``sNNNN`` part (every preset of a seed in one split),
+    ``by='scene'`` the whole name (see ``SPLIT_BY``).
+    """
+    if by not in SPLIT_BY:
+        raise ValueError(f'split_by must be one of {SPLIT_BY}, got {by!r}')
+    key = name.rsplit('-', 1)[-1] if by == 'seed' else name
+    bucket = int(hashlib.sha256(key.encode('utf-8')).hexdigest()[:8], 16) % 100
     return next(split for split, upper in SPLITS if bucket < upper)
 
 
@@ -123,14 +137,18 @@ def _sha256(path: Path) -> str:
 
 
 def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: float = 0.25,
-                  allow_evaluation_seeds: bool = False, progress=None) -> dict:
+                  allow_evaluation_seeds: bool = False, progress=None,
+                  split_by: str = 'seed') -> dict:
     """
     Build the training data set from generated scene directories; return the manifest.
 
     Writes ``out_dir/scenes/<scenario>-s<seed>.npz`` and ``out_dir/manifest.json``. Scenes with
     an evaluation seed (1000-1009) are refused unless ``allow_evaluation_seeds``.
-    ``progress`` (optional) wraps the scene iterable (e.g. ``tqdm``).
+    ``progress`` (optional) wraps the scene iterable (e.g. ``tqdm``); ``split_by``: see
+    ``split_of``.
     """
+    if split_by not in SPLIT_BY:
+        raise ValueError(f'split_by must be one of {SPLIT_BY}, got {split_by!r}')
     out_dir = Path(out_dir)
     (out_dir / 'scenes').mkdir(parents=True, exist_ok=True)
     scene_dirs = [Path(d) for d in scene_dirs]
@@ -142,7 +160,7 @@ def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: f
         if seed in EVALUATION_SEEDS and not allow_evaluation_seeds:
             raise ValueError(f'{scene_dir}: seed {seed} is an evaluation seed (1000-1009) and '
                              'must not be used for training scenes')
-        name = scene_name(truth['scenario'], seed)
+        name = scene_name(file_name(truth['scenario']), seed)  # never a path outside out
         if name in names:
             raise ValueError(f'{scene_dir}: duplicate scene {name}')
         names.add(name)
@@ -150,11 +168,12 @@ def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: f
         rel = Path('scenes') / f'{name}.npz'
         np.savez_compressed(out_dir / rel, **arrays)
         entries.append({'name': name, 'scenario': truth['scenario'], 'seed': seed,
-                        'split': split_of(name), 'file': rel.as_posix(),
+                        'split': split_of(name, split_by), 'file': rel.as_posix(),
                         'sha256': _sha256(out_dir / rel),
                         'tracks': int(len(arrays['track_label'])),
                         'frames': int(len(arrays['frame_label']))})
-    manifest = {'schema_version': SCHEMA_VERSION, 'crop_size': int(crop_size),
+    manifest = {'schema_version': SCHEMA_VERSION, 'split_by': split_by,
+                'crop_size': int(crop_size),
                 'crop_context': float(context), 'geometry_features': list(GEOMETRY_FEATURES),
                 'label_meaning': {'1': 'persistent real object', '0': 'transient'},
                 'scenes': sorted(entries, key=lambda e: e['name'])}

@@ -2,7 +2,6 @@
 
 import json
 from pathlib import Path
-import shutil
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -18,6 +17,7 @@ TOPICS = {cam: {'image': f'/stereo/{cam}/image_raw', 'info': f'/stereo/{cam}/cam
                 'detections': f'/stereo/{cam}/detections'} for cam in ('left', 'right')}
 TRUTH_FILE = 'truth.json'
 SOURCES_FILE = 'sources.json'
+BAG_METADATA_FILE = 'metadata.yaml'
 SCHEMA_VERSION = 1
 OBJECT_FRACTION = 0.3  # share of a blob's pixels on an object / glare geom to label it so
 
@@ -94,22 +94,68 @@ def calibrations(renderer) -> Dict[str, CameraCalibration]:
         frame_id=FRAME_IDS[cam]) for cam in ('left', 'right')}
 
 
+def _is_scene_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink() and (
+        path.name in (TRUTH_FILE, SOURCES_FILE, BAG_METADATA_FILE) or path.suffix == '.mcap')
+
+
+def scene_files(out_dir) -> List[Path]:
+    """
+    Return the files of an existing scene directory this package wrote, to be replaced.
+
+    An absent or empty directory gives ``[]``. Anything else that is not a scene written by
+    ``generate_scene`` (``truth.json`` with only ``sources.json``, the bag's
+    ``metadata.yaml`` and ``*.mcap`` files beside it) raises ``FileExistsError``: it is
+    never deleted.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise FileExistsError(f'{out_dir} exists and is not a scene directory (a file or a '
+                              'link); not replacing it')
+    if not out_dir.exists():
+        return []
+    entries = sorted(out_dir.iterdir())
+    others = [e.name for e in entries if not _is_scene_file(e)]
+    if entries and (others or not (out_dir / TRUTH_FILE).is_file()):
+        why = f'it holds {others[:3]}' if others else f'it has no {TRUTH_FILE}'
+        raise FileExistsError(f'{out_dir} is not empty and not a scene written by '
+                              f'persistence_ros ({why}); not deleting it')
+    return entries
+
+
+def _remove_files(out_dir: Path, files: List[Path]) -> None:
+    """Delete ``files`` (scene files in ``out_dir``), then ``out_dir`` if it is empty."""
+    for path in files:
+        path.unlink()
+    out_dir.rmdir()
+
+
 def generate_scene(scenario: dict, out_dir, overwrite: bool = False,
                    progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """
     Render ``scenario`` into the rosbag2 directory ``out_dir`` with ``truth.json`` inside.
 
-    Returns the truth dict. ``progress(done, total)`` is called after each frame.
+    Returns the truth dict. ``progress(done, total)`` is called after each frame. An existing
+    non-empty ``out_dir`` is replaced only with ``overwrite`` and only when it is a scene this
+    package wrote (``scene_files``); a failed render removes the partial scene it wrote.
     """
     out_dir = Path(out_dir)
+    files = scene_files(out_dir)
+    if files and not overwrite:
+        raise FileExistsError(f'{out_dir} exists and is not empty (use overwrite)')
     if out_dir.exists():
-        if not overwrite and any(out_dir.iterdir()):
-            raise FileExistsError(f'{out_dir} exists and is not empty (use overwrite)')
-        shutil.rmtree(out_dir)
+        _remove_files(out_dir, files)
     spec = build_scene(scenario)
     renderer = SceneRenderer(spec)
     try:
         return _generate(spec, renderer, out_dir, progress)
+    except BaseException:
+        if out_dir.is_dir():  # created by this call: remove the scene files it wrote
+            try:
+                _remove_files(out_dir, [p for p in out_dir.iterdir() if _is_scene_file(p)])
+            except OSError:
+                pass
+        raise
     finally:
         renderer.close()
 

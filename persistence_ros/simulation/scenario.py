@@ -8,6 +8,7 @@ Unknown keys and wrong types fail with a ``ScenarioError`` naming the key path
 
 import copy
 from pathlib import Path
+import re
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -85,6 +86,25 @@ def preset_dirs() -> List[Path]:
         pass
     dirs.append(Path(sys.prefix) / 'share' / 'persistence_ros' / 'config' / 'scenarios')
     return dirs
+
+
+def file_name(name: str) -> str:
+    """
+    Return a scenario name as a safe file name (for scene folders).
+
+    Only letters, digits, ``.``, ``_`` and ``-`` are kept (others become ``_``) and leading or
+    trailing dots are dropped, so the result never names a parent folder or a path; an empty
+    result is ``custom``.
+    """
+    return re.sub(r'[^A-Za-z0-9._-]+', '_', str(name)).strip('.') or 'custom'
+
+
+def _yaml_error(path: Path, error: Exception) -> str:
+    """Return a one-line description of a YAML or decoding error in ``path``."""
+    mark = getattr(error, 'problem_mark', None)
+    problem = getattr(error, 'problem', None) or str(error)
+    where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''
+    return f'{path}: not a valid YAML file{where}: ' + ' '.join(str(problem).split())
 
 
 def list_presets() -> List[str]:
@@ -229,8 +249,11 @@ def load_scenario(name_or_path: str, seed: Optional[int] = None,
             raise ScenarioError(f'no scenario file or preset named {name_or_path!r}; '
                                 f'presets: {list_presets()}')
         path = found[0]
-    with open(path, encoding='utf-8') as stream:
-        raw = yaml.safe_load(stream) or {}
+    try:
+        with open(path, encoding='utf-8') as stream:
+            raw = yaml.safe_load(stream) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ScenarioError(_yaml_error(path, error)) from None
     if not isinstance(raw, dict):
         raise ScenarioError(f'{path}: a scenario must be a YAML mapping')
     raw = _deep_merge(raw, overrides or {})
