@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from typing import Dict
@@ -25,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'pipeline: core per-frame latency (trackers, stereo, filter)')
     parser.add_argument('--config', default='cpu', help='model config (model target)')
     parser.add_argument('--threads', type=int, default=2, help='torch threads (default 2)')
-    parser.add_argument('--device', default='cpu', help='cpu or cuda (model target)')
+    parser.add_argument('--device', default='cpu',
+                        help='cpu, cuda[:N] or auto (model target)')
     parser.add_argument('--frames', type=int, default=40, help='streamed frames per size')
     parser.add_argument('--tracks', default='1,8,32,64', help='concurrent track counts')
     parser.add_argument('--scenario', default='mixed_hard', help='render/pipeline scene')
@@ -97,15 +99,52 @@ def bench_pipeline(scenario: str, filter_name: str, frames: int, config=None) ->
             'median_ms': statistics.median(times), 'p99_ms': times[int(0.99 * (len(times) - 1))]}
 
 
+def _track_counts(text: str) -> tuple:
+    """Return the ``--tracks`` counts (``1,8,32``); ValueError unless integers >= 1."""
+    try:
+        counts = tuple(int(n) for n in text.split(','))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise ValueError(f'--tracks expects comma-separated integers >= 1, got {text!r}')
+    return counts
+
+
 def main(args: argparse.Namespace) -> int:
-    """Run a benchmark and print the result with the machine it ran on."""
+    """
+    Run a benchmark and print the result with the machine it ran on.
+
+    A bad option, scenario, config or device: a one-line message on stderr, exit status 2.
+    """
+    try:
+        result = _run(args)
+    except (OSError, ValueError) as error:
+        print(f'persistence-ros bench: error: {error}', file=sys.stderr)
+        return 2
+    except RuntimeError as error:  # learned filter weights that do not load
+        from persistence_ros.model.checkpoint import CheckpointError
+        if not isinstance(error, CheckpointError):
+            raise
+        print(f'persistence-ros bench: error: {error}', file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str) + '\n')
+    return 0
+
+
+def _run(args: argparse.Namespace) -> Dict:
+    """Run the benchmark ``args`` ask for; print and return the result."""
+    for name in ('frames', 'threads'):
+        if getattr(args, name) < 1:
+            raise ValueError(f'--{name} must be >= 1, got {getattr(args, name)}')
+    tracks = _track_counts(args.tracks) if args.target == 'model' else None
     result = {'machine': machine(), 'command': ' '.join(
         ['persistence-ros bench', args.target] + [f'--set {item}' for item in args.set])}
     if args.target == 'model':
         from persistence_ros.model.bench import bench_streaming, format_bench
-        tracks = tuple(int(n) for n in args.tracks.split(','))
-        result['model'] = bench_streaming(args.config, tracks=tracks, frames=args.frames,
-                                          threads=args.threads, device=args.device)
+        result['model'] = bench_streaming(args.config, tracks=tracks,
+                                          frames=args.frames, threads=args.threads,
+                                          device=args.device)
         print(format_bench(result['model']))
     elif args.target == 'render':
         result['render'] = bench_render(args.scenario, args.frames)
@@ -121,6 +160,4 @@ def main(args: argparse.Namespace) -> int:
         result['pipeline']['settings'] = overrides
         print(json.dumps(result['pipeline'], indent=1))
     print('machine:', json.dumps(result['machine']))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, default=str) + '\n')
-    return 0
+    return result

@@ -23,7 +23,9 @@ from persistence_ros.model.model import PersistenceModel, StreamState, TrackStre
 from persistence_ros.model.probe import linear_probe
 from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batch
 from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, warn_if_collapsed
-from persistence_ros.model.train import restore_rng, resume_mismatches, selection_score, train
+from persistence_ros.model.train import (
+    NothingToTrain, restore_rng, resume_mismatches, selection_score, tokenizer_mismatches, train,
+    training_device)
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -551,3 +553,171 @@ def test_state_select_and_cat_round_trip():
     p1, _, _ = model.step(crops[[2, 0, 1], 0], geom[[2, 0, 1], 0], joined)
     p2, _, _ = model.step(crops[:, 0], geom[:, 0], state)
     assert torch.allclose(p1, p2[[2, 0, 1]], atol=1e-6)
+
+
+def _small_config(*items):
+    """Return the cpu config with small windows and batches (4 batches an epoch below)."""
+    from persistence_ros.overrides import parse_overrides
+    return load_config('cpu', parse_overrides(['train.batch_size=4', 'train.window=8',
+                                               'classifier.window=8', *items]))
+
+
+def _steps(out):
+    return [(row['epoch'], row['step']) for row in
+            map(json.loads, (out / 'metrics.jsonl').read_text().splitlines())]
+
+
+def test_max_steps_is_exact_and_resume_reenters_a_partial_epoch(tmp_path):
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',) * 2, tracks_per_scene=8,
+                                  max_frames=8, seed=6)  # 16 tracks: 4 batches of 4
+    config = _small_config()
+    out = tmp_path / 'ck'
+    run = functools.partial(train, 'classifier', config, root, out, progress=False, seed=0)
+    with pytest.raises(NothingToTrain, match='max_steps is 0'):  # it trained 1 step
+        run(epochs=2, max_steps=0)
+    with pytest.raises(NothingToTrain, match='epochs is 0'):
+        run(epochs=0)
+    assert not (out / 'metrics.jsonl').exists()
+    assert run(epochs=2, max_steps=2)['step'] == 2
+    state = json.loads((out / 'train_state.json').read_text())
+    assert (state['epoch'], state['epoch_complete'], state['epoch_steps']) == (0, False, 2)
+    # resume re-enters epoch 0 for its 2 missing batches (it used to skip them: 6 steps)
+    assert run(epochs=2, resume=True)['step'] == 8
+    assert _steps(out) == [(0, 2), (0, 4), (1, 8)]
+    assert json.loads((out / 'train_state.json').read_text())['epoch_complete']
+    # max_steps already reached: nothing (it used to train one more step)
+    with pytest.raises(NothingToTrain, match='is at step 8 and max_steps is 8'):
+        run(epochs=3, max_steps=8, resume=True)
+    with pytest.raises(NothingToTrain, match='already holds 2 epochs of 2'):
+        run(epochs=2, resume=True)
+    assert run(epochs=3, max_steps=9, resume=True)['step'] == 9
+    # a stop on an epoch's last batch saves the epoch as complete
+    other = tmp_path / 'other'
+    train('classifier', config, root, other, epochs=3, max_steps=4, progress=False)
+    state = json.loads((other / 'train_state.json').read_text())
+    assert (state['epoch'], state['epoch_complete'], state['step']) == (0, True, 4)
+    train('classifier', config, root, other, epochs=2, resume=True, progress=False)
+    assert _steps(other) == [(0, 4), (1, 8)]
+
+
+def test_tokenizer_checkpoint_must_match_the_run_config(tmp_path):
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',), tracks_per_scene=4,
+                                  max_frames=8, seed=7)
+    torch.manual_seed(1)
+    path = save_model(PersistenceModel(_small_config()), tmp_path / 'tok' / 'model.safetensors')
+    # same tensor shapes, other quantizer levels and input size: it used to load silently
+    other = _small_config('tokenizer.fsq_levels=[7, 7, 7, 7]', 'input_size=64')
+    with pytest.raises(CheckpointError) as info:
+        train('classifier', other, root, tmp_path / 'a', epochs=1, progress=False,
+              tokenizer_checkpoint=str(path))
+    assert 'input_size: 32 in the checkpoint, 64 here' in str(info.value)
+    assert 'tokenizer.fsq_levels: [8, 5, 5, 5] in the checkpoint, [7, 7, 7, 7] here' in str(
+        info.value)
+    assert not (tmp_path / 'a' / 'metrics.jsonl').exists()
+    saved = json.loads(path.with_suffix('.json').read_text())
+    assert tokenizer_mismatches(saved, _small_config('tokenizer.kernel_t=1')) == [
+        'tokenizer.kernel_t: 3 in the checkpoint, 1 here']
+    assert tokenizer_mismatches({}, other) == ['the checkpoint holds no config']
+    # other classifier and train settings are fine; the tokenizer is the checkpoint's
+    same = _small_config('classifier.layers=1', 'train.lr=1e-2',
+                         'train.finetune_tokenizer=false')
+    assert tokenizer_mismatches(saved, same) == []
+    train('classifier', same, root, tmp_path / 'b', epochs=1, max_steps=1, progress=False,
+          tokenizer_checkpoint=str(path))
+    trained, _ = load_tensors(tmp_path / 'b' / 'last.safetensors')
+    initial = load_file(str(path))
+    assert all(torch.equal(trained[k], initial[k]) for k in initial if k.startswith('tokenizer.'))
+
+
+def test_distributed_training_refuses_steps_per_epoch(tmp_path, monkeypatch):
+    # the DistributedSampler used to win silently: each epoch was a full pass
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',), tracks_per_scene=4,
+                                  max_frames=8, seed=8)
+    for name, value in (('WORLD_SIZE', '2'), ('RANK', '0'), ('LOCAL_RANK', '0')):
+        monkeypatch.setenv(name, value)
+    for name in ('MASTER_ADDR', 'MASTER_PORT'):  # no rendezvous is waited for
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match=r'train.steps_per_epoch \(3\) is not supported with '
+                                         r'several processes \(WORLD_SIZE=2\)'):
+        train('classifier', _small_config('train.steps_per_epoch=3'), root, tmp_path / 'ck',
+              epochs=1, progress=False)
+
+
+def test_training_device_names():
+    assert training_device('cpu') == 'cpu'
+    assert training_device('auto') == ('cuda' if torch.cuda.is_available() else 'cpu')
+    with pytest.raises(ValueError, match="got 'gpu'"):
+        training_device('gpu')
+    with pytest.raises(ValueError):
+        training_device(f'cuda:{torch.cuda.device_count()}')
+
+
+def _cli(*argv):
+    """Run ``persistence-ros ARGV`` in a new process; return it (rc, stdout, stderr)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, '-m', 'persistence_ros', *argv], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _one_line_error(rc, stderr, command, message):
+    assert rc == 2, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if 'Warning' not in line
+             and not line.startswith('  ')]  # a library's warning and its source line
+    assert len(lines) == 1 and lines[0].startswith(f'persistence-ros {command}: error: '), stderr
+    assert message in lines[0] and 'Traceback' not in stderr
+
+
+def _cli_in_process(capsys, *argv):
+    """Run ``persistence-ros ARGV`` here (torch is loaded already); return rc, stderr."""
+    from persistence_ros import cli
+    capsys.readouterr()
+    rc = cli.main(list(argv))
+    return rc, capsys.readouterr().err
+
+
+def test_train_command_errors_are_one_line(tmp_path, capsys):
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',), tracks_per_scene=4,
+                                  max_frames=8, seed=9)
+    base = ['train', 'classifier', '--data', str(root), '--out', str(tmp_path / 'ck'),
+            '--no-progress', '--set', 'train.batch_size=4', '--set', 'train.window=8']
+    cases = [(['--config', 'nope'], "no model config 'nope'"),
+             (['--set', 'train=5'], "'train' is a section, not a value"),
+             (['--set', 'train.lr=fast'], "train.lr: expected float, got 'fast'"),
+             (['--set', 'classifier.age_max=0'], 'classifier.age_max must be >= 1, got 0'),
+             (['--tokenizer', str(tmp_path / 'none.safetensors')], 'checkpoint weights not '
+                                                                   'found'),
+             (['--device', 'gpu'], "model device must be auto, cpu or cuda[:N], got 'gpu'"),
+             (['--epochs', '-1'], '--epochs must be >= 0, got -1')]
+    if not torch.cuda.is_available():
+        cases.append((['--device', 'cuda'], "model device 'cuda' requested but torch sees no "
+                                            'CUDA device'))
+    for extra, message in cases:
+        _one_line_error(*_cli_in_process(capsys, *base, *extra), 'train', message)
+    done = _cli(*base, '--data', str(tmp_path / 'none'))  # the exit status of the process
+    _one_line_error(done.returncode, done.stderr, 'train', 'no data set there (no manifest')
+    # 1e-3 is a string to YAML; auto picks a device; --max-steps 1 is one step
+    done = _cli(*base, '--set', 'train.lr=1e-3', '--device', 'auto', '--max-steps', '1')
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)['step'] == 1
+    for extra, message in ((['--resume', '--max-steps', '1'], 'is at step 1 and max_steps is 1'),
+                           (['--epochs', '0', '--out', str(tmp_path / 'new')], 'epochs is 0')):
+        capsys.readouterr()
+        rc, err = _cli_in_process(capsys, *base, *extra)
+        assert rc == 0 and 'persistence-ros train: nothing to train: ' in err and message in err
+        assert '{}' not in err
+
+
+def test_bench_command_errors_are_one_line(capsys):
+    cases = [(['model', '--tracks', '1', '--frames', '0'], '--frames must be >= 1, got 0'),
+             (['model', '--config', 'nope'], "no model config 'nope'"),
+             (['model', '--device', 'gpu'], "got 'gpu'"),
+             (['render', '--scenario', 'nope'], "no scenario file or preset named 'nope'"),
+             (['render', '--frames', '0'], '--frames must be >= 1, got 0'),
+             (['pipeline', '--set', 'tracker=5'], "'tracker' is a section")]
+    if not torch.cuda.is_available():
+        cases.append((['model', '--device', 'cuda'], "model device 'cuda' requested"))
+    for argv, message in cases:
+        _one_line_error(*_cli_in_process(capsys, 'bench', *argv), 'bench', message)
+    done = _cli('bench', 'model', '--tracks', '1,x')
+    _one_line_error(done.returncode, done.stderr, 'bench',
+                    "--tracks expects comma-separated integers >= 1, got '1,x'")

@@ -32,3 +32,29 @@ def test_bad_overrides_say_what_to_fix(items, message):
     with pytest.raises(ValueError) as info:
         replace_fields(PipelineConfig(), parse_overrides(items))
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize('items, message', [
+    (['tracker.max_age=2.5'], 'tracker.max_age: expected int, got 2.5'),
+    (['triangulation.refine=maybe'], 'triangulation.refine: expected bool (true or false), '
+                                     "got 'maybe'"),
+    (['association.min_common_frames=x'], "association.min_common_frames: expected int, got 'x'"),
+    (['crop_context=wide'], "crop_context: expected float, got 'wide'"),
+    (['tracker=5'], "'tracker' is a section, not a value (got 5); set its fields, e.g. "
+                    'tracker.'),
+])
+def test_override_values_are_checked_against_the_field_types(items, message):
+    with pytest.raises(ValueError) as info:
+        replace_fields(PipelineConfig(), parse_overrides(items))
+    assert message in str(info.value)
+
+
+def test_numbers_in_exponent_notation_are_read_as_floats():
+    # PyYAML reads 5e-1 as a string; the field's type says it is a float
+    config = replace_fields(PipelineConfig(), parse_overrides(['tracker.appearance_gate=5e-1',
+                                                               'crop_context=1e-1']))
+    assert config.tracker.appearance_gate == 0.5 and config.crop_context == 0.1
+    assert isinstance(config.crop_context, float)
+    config = replace_fields(PipelineConfig(), parse_overrides(['tracker={max_age: 7}']))
+    assert config.tracker.max_age == 7 and config.tracker.min_hits == PipelineConfig(
+    ).tracker.min_hits

@@ -45,11 +45,22 @@ def bench_streaming(config_name: str = 'cpu', tracks: Sequence[int] = (1, 8, 32,
     of all N tracks (what a non-streaming model must do per frame). Streaming steps are timed
     after ``window`` warm-up frames so the caches are full. ``catch_up``: one new track
     arriving with ``backlog`` frames of history (a stereo pair that formed late), fed as
-    ``backlog`` steps versus one ``PersistenceModel.extend``.
+    ``backlog`` steps versus one ``PersistenceModel.extend``. ``device``: cpu, cuda[:N] or
+    auto. ValueError for a count below 1 or a device torch does not see.
     """
+    from persistence_ros.model.train import training_device
+    counts = {'tracks': min(tracks, default=0), 'frames': frames, 'threads': threads,
+              'full_reps': full_reps, 'backlog': backlog}
+    if window is not None:
+        counts['window'] = window
+    for name, value in counts.items():
+        if value < 1:
+            raise ValueError(f'{name} must be >= 1, got {value}'
+                             if name != 'tracks' else f'track counts must be >= 1, got {tracks}')
+    device = training_device(device)
+    config = load_config(config_name)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    config = load_config(config_name)
     if window is not None:
         config.classifier.window = window
     window = config.classifier.window

@@ -2,6 +2,7 @@
 
 import dataclasses
 from dataclasses import dataclass, field
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -9,9 +10,26 @@ import yaml
 
 from persistence_ros.features import DEFAULT_MODEL_FEATURES
 from persistence_ros.model.decision import EarlyDecision
-from persistence_ros.overrides import replace_fields
+from persistence_ros.overrides import check_fields, replace_fields
 
 CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
+
+
+def _check(section, where: str, test, requirement: str, *names: str) -> None:
+    """Raise ValueError naming ``where.name`` and its value unless ``test(value)`` holds."""
+    for name in names:
+        value = getattr(section, name)
+        if not test(value):
+            key = f'{where}.{name}' if where else name
+            raise ValueError(f'{key} must be {requirement}, got {value!r}')
+
+
+def _positive(value) -> bool:
+    return value >= 1
+
+
+def _finite_at_least_0(value) -> bool:
+    return math.isfinite(value) and value >= 0.0
 
 
 @dataclass
@@ -27,6 +45,22 @@ class TokenizerConfig:
     lfq_entropy_weight: float = 0.1
     lfq_commitment_weight: float = 0.25
     decoder_channels: List[int] = field(default_factory=lambda: [32, 16, 8])
+
+    def __post_init__(self):
+        """Check types and values (``tokenizer.kernel_t: 0`` would build no convolution)."""
+        check_fields(self, 'tokenizer')
+        _check(self, 'tokenizer', lambda v: v and all(c >= 1 for c in v),
+               'a non-empty list of integers >= 1', 'channels')
+        _check(self, 'tokenizer', lambda v: len(v) == len(self.channels)
+               and all(c >= 1 for c in v), 'integers >= 1, one per entry of tokenizer.channels',
+               'decoder_channels')
+        _check(self, 'tokenizer', lambda v: v >= 0, '>= 0', 'res_blocks')
+        _check(self, 'tokenizer', _positive, '>= 1', 'kernel_t', 'lfq_dim')
+        _check(self, 'tokenizer', lambda v: v and all(n >= 3 for n in v),
+               'a non-empty list of integers >= 3 (FSQ refuses 2 and divides by zero at 1)',
+               'fsq_levels')
+        _check(self, 'tokenizer', _finite_at_least_0, 'a finite number >= 0',
+               'lfq_entropy_weight', 'lfq_commitment_weight')
 
 
 @dataclass
@@ -49,6 +83,16 @@ class ClassifierConfig:
     age_max: int = 64
     dropout: float = 0.1
 
+    def __post_init__(self):
+        """Check types and values (``classifier.age_max: 0`` would divide by zero)."""
+        check_fields(self, 'classifier')
+        _check(self, 'classifier', _positive, '>= 1', 'width', 'layers', 'heads', 'mlp_ratio',
+               'window', 'fusion_queries', 'age_max')
+        if self.width % self.heads:
+            raise ValueError(f'classifier.width ({self.width}) must be divisible by '
+                             f'classifier.heads ({self.heads})')
+        _check(self, 'classifier', lambda v: 0.0 <= v < 1.0, 'in [0, 1)', 'dropout')
+
 
 @dataclass
 class TrainConfig:
@@ -70,6 +114,18 @@ class TrainConfig:
     collapse_min_usage: float = 0.02
     collapse_min_perplexity: float = 4.0
 
+    def __post_init__(self):
+        """Check types and values (a string ``lr`` used to reach the optimizer)."""
+        check_fields(self, 'train')
+        _check(self, 'train', _positive, '>= 1', 'window', 'batch_size')
+        _check(self, 'train', lambda v: v >= 0, '>= 0', 'epochs', 'steps_per_epoch',
+               'num_workers')
+        _check(self, 'train', lambda v: math.isfinite(v) and v > 0.0, 'a finite number > 0',
+               'lr')
+        _check(self, 'train', _finite_at_least_0, 'a finite number >= 0', 'weight_decay',
+               'recon_weight')
+        _check(self, 'train', lambda v: 0.0 <= v <= 1.0, 'in [0, 1]', 'start_at_track_start')
+
 
 @dataclass
 class ModelConfig:
@@ -82,6 +138,16 @@ class ModelConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decision: EarlyDecision = field(default_factory=EarlyDecision)
+
+    def __post_init__(self):
+        """Check types and values; ``input_size`` must halve exactly at every encoder stage."""
+        check_fields(self, '')
+        _check(self, '', _positive, '>= 1', 'crop_size', 'input_size')
+        stages = len(self.tokenizer.channels)
+        if self.input_size % (2 ** stages):
+            raise ValueError(f'input_size must be a multiple of 2 ** {stages} = {2 ** stages} '
+                             f'(one 2x downsample per entry of tokenizer.channels), got '
+                             f'{self.input_size}')
 
     def to_dict(self) -> Dict[str, Any]:
         """Return the configuration as plain dictionaries."""
@@ -111,13 +177,21 @@ def _from_dict(cls, data, where):
 
 
 def load_config(name_or_path: Union[str, Path], overrides: Optional[Dict] = None) -> ModelConfig:
-    """Return the configuration named ``cpu``/``gpu`` (built in) or read from a YAML file."""
+    """
+    Return the configuration named ``cpu``/``gpu`` (built in) or read from a YAML file.
+
+    Every field is checked against its type (``lr: 1e-3``, a string to YAML, is read as a
+    float) and its range, in the file and in ``overrides`` alike; ValueError names the key.
+    """
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f'{name_or_path}.yaml'
     if not path.exists():
         raise FileNotFoundError(f'no model config {name_or_path!r} (looked at {path})')
-    with open(path, 'r', encoding='utf-8') as stream:
-        data = yaml.safe_load(stream) or {}
-    config = ModelConfig.from_dict(data)
+    try:
+        with open(path, 'r', encoding='utf-8') as stream:
+            data = yaml.safe_load(stream) or {}
+        config = ModelConfig.from_dict(data)
+    except (yaml.YAMLError, ValueError) as error:
+        raise ValueError(f'model config {path}: {error}') from None
     return replace_fields(config, overrides) if overrides else config

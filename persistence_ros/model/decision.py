@@ -8,6 +8,8 @@ Plain Python (no torch): the model configuration's ``decision`` section is an
 from dataclasses import dataclass
 import enum
 
+from persistence_ros.overrides import check_fields
+
 
 class Decision(enum.IntEnum):
     """Early decision of one track."""
@@ -27,6 +29,10 @@ class EarlyDecision:
     recheck: bool = False
 
     def __post_init__(self):
+        """Check the types (``'9e-1'`` is read as 0.9, ``maybe`` is no bool) and the values."""
+        check_fields(self, 'decision')
+        if self.min_frames < 0:
+            raise ValueError(f'decision.min_frames must be >= 0, got {self.min_frames}')
         if not 0.0 <= self.lo < self.hi <= 1.0:
             raise ValueError(f'need 0 <= lo < hi <= 1, got lo={self.lo} hi={self.hi}')
 

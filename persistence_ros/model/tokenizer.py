@@ -183,8 +183,10 @@ class Tokenizer(nn.Module):
         self.latent_dim = latent_dim
         self.input_size = config.input_size
         self.grid = config.input_size // (2 ** len(tc.channels))
-        if self.grid < 1:
-            raise ValueError('input_size too small for the number of downsampling stages')
+        if self.grid < 1 or config.input_size % (2 ** len(tc.channels)):
+            raise ValueError(f'input_size must be a multiple of 2 ** {len(tc.channels)} (one '
+                             'downsample per entry of tokenizer.channels), got '
+                             f'{config.input_size}')
         self.temporal_receptive_field = 1 + (tc.kernel_t - 1) * (
             len(tc.channels) * (1 + 2 * tc.res_blocks))
 

@@ -19,6 +19,7 @@ from persistence_ros.model.classifier import frame_bce
 from persistence_ros.model.config import ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
 from persistence_ros.model.model import PersistenceModel
+from persistence_ros.model.persistence_filter import resolve_device
 from persistence_ros.model.probe import linear_probe
 from persistence_ros.model.tokenizer import codebook_diagnostics, recon_loss, warn_if_collapsed
 from persistence_ros.overrides import flatten
@@ -26,6 +27,28 @@ from persistence_ros.overrides import flatten
 LOG = logging.getLogger(__name__)
 STAGES = ('tokenizer', 'classifier')
 MODEL_PREFIX = 'model.'  # the model's weights inside the train state
+# The fields a tokenizer's weights depend on: a tokenizer checkpoint must match them.
+TOKENIZER_KEYS = ('crop_size', 'input_size', 'tokenizer')
+
+
+class NothingToTrain(Exception):
+    """``train`` was asked for no work: 0 epochs or steps, or a run that is already done."""
+
+
+def training_device(device: str) -> str:
+    """
+    Return the torch device to train on: 'auto' is cuda when torch sees a GPU, else cpu.
+
+    ValueError for a GPU that is not there (``cuda`` without one, ``cuda:3`` with two) or a
+    name that is not cpu/cuda[:N] (``resolve_device`` of the learned filter, plus the index).
+    """
+    device = resolve_device(device)
+    if device.startswith('cuda:'):
+        index = device[len('cuda:'):]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise ValueError(f'device {device!r}: torch sees {torch.cuda.device_count()} CUDA '
+                             'device(s)')
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -171,6 +194,50 @@ def resume_mismatches(saved: Dict, config: ModelConfig, stage: str, seed: int,
     return found
 
 
+def tokenizer_mismatches(saved: Dict, config: ModelConfig) -> List[str]:
+    """
+    Return what differs between a checkpoint's config and ``config`` in ``TOKENIZER_KEYS``.
+
+    Tensor shapes do not tell everything a tokenizer depends on (other ``fsq_levels`` of the
+    same count, another ``input_size``, ``kernel_t`` 1 against 3 with ``res_blocks`` 0 have
+    the same shapes, or none at all), so ``train --tokenizer`` compares the configs.
+    ``saved``: the checkpoint's JSON metadata; its config is read as ``ModelConfig`` (fields
+    missing from older files take their defaults).
+    """
+    if not isinstance(saved.get('config'), dict):
+        return ['the checkpoint holds no config']
+    try:
+        then = ModelConfig.from_dict(saved['config']).to_dict()
+    except (ValueError, TypeError) as error:
+        return [f'its config does not load: {error}']
+    now = config.to_dict()
+    before = flatten(json.loads(json.dumps({k: then[k] for k in TOKENIZER_KEYS})))
+    after = flatten(json.loads(json.dumps({k: now[k] for k in TOKENIZER_KEYS})))
+    return [f'{key}: {before.get(key)!r} in the checkpoint, {after.get(key)!r} here'
+            for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+
+
+def load_tokenizer(model: PersistenceModel, path) -> None:
+    """
+    Initialise ``model.tokenizer`` from the checkpoint at ``path``.
+
+    CheckpointError when the file is missing or unreadable, its config differs from the
+    model's in any field the tokenizer depends on (``tokenizer_mismatches``), or its tensors
+    do not fit.
+    """
+    tensors, metadata = load_tensors(path)
+    mismatches = tokenizer_mismatches(metadata, model.config)
+    if mismatches:
+        raise CheckpointError(f'{path}: its tokenizer was trained with other settings than '
+                              f'this run\'s ({"; ".join(mismatches)}); give a tokenizer '
+                              'trained with this config, or the same settings (--config/--set)')
+    tok = {k[len('tokenizer.'):]: v for k, v in tensors.items() if k.startswith('tokenizer.')}
+    try:
+        model.tokenizer.load_state_dict(tok, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f'{path}: tokenizer does not match: {exc}') from exc
+
+
 def gather_from_ranks(tensor: torch.Tensor) -> List[torch.Tensor]:
     """Return ``tensor`` of every rank, indexed by rank, on the CPU (collective)."""
     import torch.distributed as dist
@@ -224,6 +291,18 @@ def _diag(metrics):
     return {k[5:]: v for k, v in metrics.items() if k.startswith('code_')}
 
 
+def _nothing_left(state_path: Optional[Path], start_epoch: int, step: int, epochs: int,
+                  max_steps: Optional[int]) -> str:
+    """Return why a run has nothing to train (``state_path``: the state it resumed from)."""
+    if state_path is None:
+        return f'epochs is {epochs}' if epochs == 0 else f'max_steps is {max_steps}'
+    if start_epoch >= epochs:
+        return (f'{state_path} already holds {start_epoch} epochs of {epochs} (step {step}); '
+                'give a larger --epochs to train longer')
+    return (f'{state_path} is at step {step} and max_steps is {max_steps}; give a larger '
+            '--max-steps to train longer')
+
+
 def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[int] = None,
           device: str = 'cpu', seed: int = 0, resume: bool = False,
           max_steps: Optional[int] = None, progress: bool = True,
@@ -235,15 +314,37 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
     for the best validation score, OUT/train_state.safetensors (+ .json: weights, optimizer, every
     rank's RNG, epoch) and OUT/metrics.jsonl. Runs DistributedDataParallel when WORLD_SIZE > 1
     (torchrun); rank 0 validates, writes and returns the validation metrics, the other ranks
-    only train.
+    only train. ``device``: cpu, cuda[:N] or auto (``training_device``).
+
+    ``max_steps`` stops after that many optimizer steps in all (a resumed run counts the
+    steps before it). A run stopped inside an epoch saves that epoch as incomplete
+    (``epoch_complete`` false, ``epoch_steps`` done in it, in the train state's JSON), and
+    ``resume`` re-enters it for the batches it still lacks, drawn afresh: the epoch then has
+    as many steps as without the stop, but not the same batches, so only a resume from a
+    complete epoch continues exactly like an uninterrupted run.
+
+    Raises NothingToTrain when there is nothing to do (0 epochs, ``max_steps`` 0 or already
+    reached, or a resumed run already at ``epochs``); ValueError for a bad argument.
     """
     if stage not in STAGES:
         raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
     tc = config.train
     epochs = tc.epochs if epochs is None else epochs
+    if epochs < 0 or (max_steps is not None and max_steps < 0):
+        raise ValueError(f'epochs and max_steps must be >= 0, got {epochs} and {max_steps}')
     world = int(os.environ.get('WORLD_SIZE', '1'))
     rank = int(os.environ.get('RANK', '0'))
     distributed = world > 1
+    if distributed and tc.steps_per_epoch > 0:
+        raise ValueError(f'train.steps_per_epoch ({tc.steps_per_epoch}) is not supported with '
+                         f'several processes (WORLD_SIZE={world}): each epoch is one pass of '
+                         'the distributed sampler; set train.steps_per_epoch=0')
+    if not (Path(data_dir) / 'manifest.json').is_file():
+        raise FileNotFoundError(f'{data_dir}: no data set there (no manifest.json); build one '
+                                'with `persistence-ros simulate --dataset`')
+    if not resume and (epochs == 0 or max_steps == 0):
+        raise NothingToTrain(_nothing_left(None, 0, 0, epochs, max_steps))
+    device = training_device(device)
     if distributed:
         import torch.distributed as dist
         local = int(os.environ.get('LOCAL_RANK', '0'))
@@ -268,13 +369,7 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
     model.set_geometry_normalization(*train_set.geometry_stats())
     tok_ckpt = tokenizer_checkpoint or tc.tokenizer_checkpoint
     if stage == 'classifier' and tok_ckpt:
-        tensors, _ = load_tensors(tok_ckpt)
-        tok = {k[len('tokenizer.'):]: v for k, v in tensors.items()
-               if k.startswith('tokenizer.')}
-        try:
-            model.tokenizer.load_state_dict(tok, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f'{tok_ckpt}: tokenizer does not match: {exc}') from exc
+        load_tokenizer(model, tok_ckpt)
         LOG.info('tokenizer initialised from %s', tok_ckpt)
     model.to(device)
     if stage == 'tokenizer':
@@ -288,6 +383,7 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
     start_epoch, step, best = 0, 0, None
+    done_in_epoch = 0  # batches of start_epoch trained before a stop inside it
     state_path = out_dir / 'train_state.safetensors'
     if resume and state_path.exists():
         tensors, meta = load_tensors(state_path)
@@ -307,6 +403,8 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
         model.load_state_dict(weights, strict=True)
         load_optimizer_tensors(optimizer, tensors, meta['param_groups'])
         start_epoch, step, best = meta['epoch'] + 1, meta['step'], meta.get('best')
+        if not meta.get('epoch_complete', True):  # stopped by max_steps inside that epoch
+            start_epoch, done_in_epoch = meta['epoch'], int(meta.get('epoch_steps', 0))
         if not restore_rng(tensors, rank, device):
             LOG.warning('%s holds no RNG state for rank %d (it was written by fewer processes);'
                         ' seeding that rank from the seed, rank and epoch instead', state_path,
@@ -316,6 +414,12 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
     elif resume and (out_dir / 'last.safetensors').exists():
         raise CheckpointError(f'cannot resume: {out_dir} has last.safetensors but no '
                               'train_state.safetensors; start a new --out')
+    if start_epoch >= epochs or (max_steps is not None and step >= max_steps):
+        if distributed:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+        raise NothingToTrain(_nothing_left(state_path if step else None, start_epoch, step,
+                                           epochs, max_steps))
 
     # The module the loss runs through; under DDP its forward must go through the wrapper,
     # or gradients are not synchronised (the tokenizer stage used to call net.module).
@@ -344,7 +448,10 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
         if stage == 'classifier' and not tc.finetune_tokenizer:
             model.tokenizer.eval()
         sums = {'loss': 0.0, 'n': 0}
-        bar = tqdm(loader, desc=f'{stage} epoch {epoch + 1}/{epochs}',
+        batches = len(loader)
+        done = done_in_epoch if epoch == start_epoch else 0
+        complete = True
+        bar = tqdm(loader, desc=f'{stage} epoch {epoch + 1}/{epochs}', total=batches - done,
                    disable=not progress or rank != 0, leave=False)
         for batch in bar:
             crops = batch['crops'].to(device, non_blocking=True)
@@ -372,7 +479,11 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
             sums['loss'] += float(loss.detach())
             sums['n'] += 1
             bar.set_postfix(loss=f'{float(loss.detach()):.4f}')
+            done += 1
+            if done >= batches:  # the last batch (of a re-entered epoch: of those it lacked)
+                break
             if max_steps is not None and step >= max_steps:
+                complete = False
                 break
         metrics = {'epoch': epoch, 'step': step,
                    'train_loss': sums['loss'] / max(sums['n'], 1)}
@@ -392,7 +503,8 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
             with open(out_dir / 'metrics.jsonl', 'a', encoding='utf-8') as stream:
                 stream.write(json.dumps(metrics) + '\n')
             score = selection_score(stage, metrics)
-            extra = {'stage': stage, 'epoch': epoch, 'step': step, 'seed': seed}
+            extra = {'stage': stage, 'epoch': epoch, 'step': step, 'seed': seed,
+                     'epoch_complete': complete, 'epoch_steps': done}
             if best is None or score > best:
                 best = score
                 save_model(model, out_dir / 'model.safetensors', metrics, manifest, extra)
