@@ -23,7 +23,7 @@ from persistence_ros.detections import Detection, DetectionFrame, stamp_to_ns
 from persistence_ros.evaluation.runner import read_stereo_bag
 from persistence_ros.msg import Track
 from persistence_ros.pipeline import PipelineConfig, StereoPipeline
-from persistence_ros.ros import messages, parameters
+from persistence_ros.ros import messages, parameters, persistence_node
 from persistence_ros.ros.conversions import calibration_to_camera_info, detections_to_msg, \
     numpy_to_image
 from persistence_ros.ros.persistence_node import build_filter, PersistenceNode, \
@@ -301,6 +301,38 @@ def test_new_camera_info_restarts_tracks_decisions_and_markers(context, calibrat
     finally:
         executor.shutdown()
         listener.destroy_node()
+        node.destroy_node()
+
+
+def test_reactivation_watches_camera_info_and_never_runs_two_workers(context, calibration_files,
+                                                                    monkeypatch):
+    left_cal, right_cal = (load_calibration_yaml(path) for path in calibration_files)
+    node = make_node(context, **{'use_images': False})
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        node._on_camera_info('left', calibration_to_camera_info(left_cal, 0, LEFT))
+        node._on_camera_info('right', calibration_to_camera_info(right_cal, 0, RIGHT))
+        assert node.pipeline is not None
+        # a frame still running when deactivate gives up waiting for the worker ...
+        monkeypatch.setattr(persistence_node, 'WORKER_JOIN_TIMEOUT_S', 0.2)
+        node._pipeline_lock.acquire()
+        try:
+            node._on_synchronized(_frame(5, [], LEFT), _frame(5, [], RIGHT))
+            assert _wait_for(lambda: not node._frames)   # the worker took it and waits
+            assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+            assert node._worker is not None and node._worker.is_alive()
+            # ... keeps activate from starting a second worker beside it
+            assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
+        finally:
+            node._pipeline_lock.release()
+        assert _wait_for(lambda: not node._worker.is_alive())
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        # calibrated from camera_info, it still listens for changes after re-activation
+        subscribed = {s.topic_name for s in node.subscriptions}
+        assert {'/left/camera_info', '/right/camera_info'} <= subscribed
+    finally:
+        node._stop()
         node.destroy_node()
 
 
