@@ -304,8 +304,8 @@ def test_new_camera_info_restarts_tracks_decisions_and_markers(context, calibrat
         node.destroy_node()
 
 
-def test_reactivation_watches_camera_info_and_never_runs_two_workers(context, calibration_files,
-                                                                    monkeypatch):
+def test_reactivation_watches_camera_info_and_never_runs_two_workers(
+        context, calibration_files, monkeypatch):
     left_cal, right_cal = (load_calibration_yaml(path) for path in calibration_files)
     node = make_node(context, **{'use_images': False})
     try:
