@@ -211,7 +211,6 @@ class StereoPipeline:
         # (left stamp, right stamp) of the latest frames: joins the 2D histories by frame
         self._frame_stamps: Deque[Tuple[int, int]] = deque(
             maxlen=self.config.tracker.window + 1)
-        self._last_stamps: Tuple[Optional[int], Optional[int]] = (None, None)
         self.rejected_triangulation: Counter = Counter()
         self.rejected_frames: Counter = Counter()
         self.rejected_detections: Counter = Counter()
@@ -227,7 +226,6 @@ class StereoPipeline:
         self.associator = StereoAssociator(self.calibration, self.config.association)
         self._records.clear()
         self._frame_stamps.clear()
-        self._last_stamps = (None, None)
         self.filter.reset()
         self.rejected_triangulation.clear()
         self.rejected_frames.clear()
@@ -240,8 +238,9 @@ class StereoPipeline:
                        left_image: Optional[np.ndarray], right_image: Optional[np.ndarray]
                        ) -> Tuple[str, str]:
         """Return (reason, detail) if the frame must be refused, else ('', '')."""
-        for side, frame, last in (('left', left, self._last_stamps[0]),
-                                  ('right', right, self._last_stamps[1])):
+        # the trackers' own rule, checked for both before either of them moves
+        for side, frame, last in (('left', left, self.left_tracker.last_stamp_ns),
+                                  ('right', right, self.right_tracker.last_stamp_ns)):
             if last is not None and int(frame.stamp_ns) <= last:
                 return 'stamp_not_increasing', (f'{side} stamp {int(frame.stamp_ns)} is not '
                                                 f'after the last one {last}')
@@ -346,15 +345,8 @@ class StereoPipeline:
         # everything that may raise on bad input runs before either tracker advances
         left_descriptors = self._descriptors(left, left_image)
         right_descriptors = self._descriptors(right, right_image)
-        self._last_stamps = (stamp, right_stamp)
-        lu = self.left_tracker.update(left, left_descriptors)
+        lu = self.left_tracker.update(left, left_descriptors)  # accepted: checked above
         ru = self.right_tracker.update(right, right_descriptors)
-        if not (lu.accepted and ru.accepted):  # not reached: the stamps were checked above
-            self.rejected_frames['stamp_not_increasing'] += 1
-            return PipelineFrameResult(stamp, left.frame_id, [], [], {}, accepted=False,
-                                       reason='stamp_not_increasing',
-                                       detail='a tracker refused the stamp',
-                                       rejected_detections=dict(dropped))
         self.frames += 1
         self._frame_stamps.append((stamp, right_stamp))
         self._store_crops(lu.tracks, left_image)

@@ -342,6 +342,11 @@ class Tracker2D:
         """Return a copy of the list of live tracks."""
         return list(self._tracks)
 
+    @property
+    def last_stamp_ns(self) -> Optional[int]:
+        """Return the stamp of the last accepted frame (None before the first)."""
+        return self._last_stamp_ns
+
     def _reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 

@@ -478,9 +478,8 @@ class PersistenceNode(LifecycleNode):
         for reason, count in sorted(result.rejected_detections.items()):
             self.reject(reason, f'{count} detection(s) at stamp {stamp} cannot be on the image '
                         '(a box over twice the image size, or entirely outside it): dropped')
-        if not result.accepted:
-            self.reject(result.reason or 'stamp_not_increasing',
-                        result.detail or f'the pipeline refused stamp {stamp}')
+        if not result.accepted:  # the pipeline names every refusal (FRAME_REJECTIONS)
+            self.reject(result.reason, result.detail)
             return None
         self._last_stamp_ns = stamp
         self.publish(result, left_rgb, pipeline)
