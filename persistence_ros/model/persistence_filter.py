@@ -120,9 +120,6 @@ class LearnedFilter(PersistenceFilter):
         pending = {}
         for st in tracks:
             decided = st.id in self._latched and not self.decision.recheck
-            # attention stamps are frame (left) stamps, also for the right side's frames
-            frame_of = dict(zip((int(s) for s in st.right_stamps_ns),
-                                (int(s) for s in st.stamps_ns)))
             for side in SIDES:
                 key = (st.id, side)
                 last = self._last_stamp.get(key)
@@ -142,7 +139,10 @@ class LearnedFilter(PersistenceFilter):
                 self.stats.frames_without_crop += len(rows.observations) - len(keep)
                 if keep:
                     stamps = [rows.observations[i].stamp_ns for i in keep]
-                    if side == 'right':
+                    if side == 'right' and len(st.right_stamps_ns):
+                        # attention stamps are frame (left) stamps, the right side's too
+                        frame_of = dict(zip((int(s) for s in st.right_stamps_ns),
+                                            (int(s) for s in st.stamps_ns)))
                         stamps = [frame_of.get(int(s), s) for s in stamps]
                     pending[key] = ([rows.observations[i].crop for i in keep],
                                     rows.geometry[keep], stamps)
