@@ -32,6 +32,21 @@ def _finite_at_least_0(value) -> bool:
     return math.isfinite(value) and value >= 0.0
 
 
+def latent_grid(config: 'ModelConfig') -> int:
+    """
+    Return the side of the tokenizer's latent grid: ``input_size / 2 ** stages``.
+
+    ValueError unless ``input_size`` is a positive multiple of ``2 ** stages`` (one 2x
+    downsample per entry of ``tokenizer.channels``; the convolutions would give another grid).
+    """
+    stages = len(config.tokenizer.channels)
+    if config.input_size < 2 ** stages or config.input_size % (2 ** stages):
+        raise ValueError(f'input_size must be a multiple of 2 ** {stages} = {2 ** stages} '
+                         f'(one 2x downsample per entry of tokenizer.channels), got '
+                         f'{config.input_size}')
+    return config.input_size // (2 ** stages)
+
+
 @dataclass
 class TokenizerConfig:
     """Causal 3D-conv encoder, FSQ/LFQ quantizer and a per-frame decoder."""
@@ -143,11 +158,7 @@ class ModelConfig:
         """Check types and values; ``input_size`` must halve exactly at every encoder stage."""
         check_fields(self, '')
         _check(self, '', _positive, '>= 1', 'crop_size', 'input_size')
-        stages = len(self.tokenizer.channels)
-        if self.input_size % (2 ** stages):
-            raise ValueError(f'input_size must be a multiple of 2 ** {stages} = {2 ** stages} '
-                             f'(one 2x downsample per entry of tokenizer.channels), got '
-                             f'{self.input_size}')
+        latent_grid(self)
 
     def to_dict(self) -> Dict[str, Any]:
         """Return the configuration as plain dictionaries."""

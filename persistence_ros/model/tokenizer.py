@@ -13,7 +13,7 @@ from torch import nn
 import torch.nn.functional as F
 from vector_quantize_pytorch import FSQ, LFQ
 
-from persistence_ros.model.config import ModelConfig
+from persistence_ros.model.config import latent_grid, ModelConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -182,11 +182,7 @@ class Tokenizer(nn.Module):
         self.decoder = FrameDecoder(latent_dim, tc.decoder_channels)
         self.latent_dim = latent_dim
         self.input_size = config.input_size
-        self.grid = config.input_size // (2 ** len(tc.channels))
-        if self.grid < 1 or config.input_size % (2 ** len(tc.channels)):
-            raise ValueError(f'input_size must be a multiple of 2 ** {len(tc.channels)} (one '
-                             'downsample per entry of tokenizer.channels), got '
-                             f'{config.input_size}')
+        self.grid = latent_grid(config)  # checked again: a config can be changed after loading
         self.temporal_receptive_field = 1 + (tc.kernel_t - 1) * (
             len(tc.channels) * (1 + 2 * tc.res_blocks))
 
