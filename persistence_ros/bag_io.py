@@ -12,6 +12,7 @@ If none exists, :func:`msg_dir` raises ``FileNotFoundError`` naming the places i
 No copy of the definitions is shipped: the ``.msg`` files stay the single source of truth.
 """
 
+import contextlib
 from functools import lru_cache
 from pathlib import Path
 import sys
@@ -172,28 +173,29 @@ def read_messages(bag_dir, topics: Optional[Iterable[str]] = None
     """
     store = get_typestore()
     wanted = None if topics is None else set(topics)
-    try:
-        with Reader(Path(bag_dir)) as reader:
-            connections = [c for c in reader.connections
-                           if wanted is None or c.topic in wanted]
-            unknown = sorted({f'{c.topic} ({c.msgtype})' for c in connections
-                              if c.msgtype not in store.types})
-            if unknown:
-                raise BagReadError(f'{bag_dir}: message type unknown here on '
-                                   f'{", ".join(unknown)}')
-            if not connections:
-                return
-            for connection, timestamp, raw in reader.messages(connections=connections):
-                yield (connection.topic, int(timestamp),
-                       store.deserialize_cdr(raw, connection.msgtype))
-    except ReaderError as error:
-        raise BagReadError(f'{bag_dir}: cannot read the bag: {error}') from None
+    with _reader(bag_dir) as reader:
+        connections = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        unknown = sorted({f'{c.topic} ({c.msgtype})' for c in connections
+                          if c.msgtype not in store.types})
+        if unknown:
+            raise BagReadError(f'{bag_dir}: message type unknown here on {", ".join(unknown)}')
+        if not connections:
+            return
+        for connection, timestamp, raw in reader.messages(connections=connections):
+            yield connection.topic, int(timestamp), store.deserialize_cdr(raw, connection.msgtype)
 
 
 def bag_topics(bag_dir) -> Dict[str, str]:
     """Return ``{topic: msgtype}`` of a rosbag2 (``BagReadError`` if it cannot be read)."""
+    with _reader(bag_dir) as reader:
+        return {c.topic: c.msgtype for c in reader.connections}
+
+
+@contextlib.contextmanager
+def _reader(bag_dir) -> Iterator[Reader]:
+    """Open a rosbag2 for reading; rosbags' ReaderError (also while reading) as BagReadError."""
     try:
         with Reader(Path(bag_dir)) as reader:
-            return {c.topic: c.msgtype for c in reader.connections}
+            yield reader
     except ReaderError as error:
         raise BagReadError(f'{bag_dir}: cannot read the bag: {error}') from None

@@ -32,6 +32,11 @@ def scene_name(scenario: str, seed: int) -> str:
     return f'{scenario}-s{int(seed):04d}'
 
 
+def _check_split_by(by: str) -> None:
+    if by not in SPLIT_BY:
+        raise ValueError(f'split_by must be one of {SPLIT_BY}, got {by!r}')
+
+
 def split_of(name: str, by: str = 'seed') -> str:
     """
     Return the split of a scene (``scenario-sNNNN``): a deterministic hash, ~70/15/15.
@@ -39,8 +44,7 @@ def split_of(name: str, by: str = 'seed') -> str:
     ``by='seed'`` hashes the ``sNNNN`` part (every preset of a seed in one split),
     ``by='scene'`` the whole name (see ``SPLIT_BY``).
     """
-    if by not in SPLIT_BY:
-        raise ValueError(f'split_by must be one of {SPLIT_BY}, got {by!r}')
+    _check_split_by(by)
     key = name.rsplit('-', 1)[-1] if by == 'seed' else name
     bucket = int(hashlib.sha256(key.encode('utf-8')).hexdigest()[:8], 16) % 100
     return next(split for split, upper in SPLITS if bucket < upper)
@@ -147,8 +151,7 @@ def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: f
     ``progress`` (optional) wraps the scene iterable (e.g. ``tqdm``); ``split_by``: see
     ``split_of``.
     """
-    if split_by not in SPLIT_BY:
-        raise ValueError(f'split_by must be one of {SPLIT_BY}, got {split_by!r}')
+    _check_split_by(split_by)  # before the scenes are read, not at the first one
     out_dir = Path(out_dir)
     (out_dir / 'scenes').mkdir(parents=True, exist_ok=True)
     scene_dirs = [Path(d) for d in scene_dirs]
