@@ -50,6 +50,8 @@ $(VENV)/.build-stamp: $(VENV)/.deps-stamp $(PACKAGE_SOURCES)
 		-DPython3_EXECUTABLE=$(PY) -DPYTHON_EXECUTABLE=$(PY) > $(BUILD_DIR)/configure.log 2>&1 \
 		|| { cat $(BUILD_DIR)/configure.log; exit 1; }
 	cmake --build $(BUILD_DIR) -j 2 > $(BUILD_DIR)/build.log 2>&1 || { tail -50 $(BUILD_DIR)/build.log; exit 1; }
+	@# a module removed from the source must not stay importable from an earlier install
+	rm -rf "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/persistence_ros"
 	cmake --install $(BUILD_DIR) > $(BUILD_DIR)/install.log 2>&1 || { tail -50 $(BUILD_DIR)/install.log; exit 1; }
 	cd / && $(PY) -c 'from persistence_ros.msg import Detection2DArray, TrackArray'
 	@touch $@

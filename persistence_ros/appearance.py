@@ -9,6 +9,9 @@ object dimmed and mixed with the surface) sit far from the object they come from
 object keeps its colour from frame to frame: measured on the selection scenes, see
 docs/evaluation.md.
 
+``crop_statistics`` gives the brightness, saturation and contrast of an image crop (features
+of the gbdt baseline and of the model).
+
 A zero row means "no descriptor" (no image, or a box outside the image); distances that
 involve one are 0, so they never gate a match.
 """
@@ -66,3 +69,14 @@ def hellinger_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     dist = np.sqrt(np.clip(1.0 - ra @ rb.T, 0.0, 1.0))
     known = (sa > 0.0) & (sb.T > 0.0)
     return np.where(known, dist, 0.0)
+
+
+def crop_statistics(crop: np.ndarray):
+    """Return (brightness, saturation, contrast) in [0, 1] of an RGB uint8 crop."""
+    crop = np.asarray(crop)
+    if crop.ndim != 3 or crop.shape[2] != 3 or crop.size == 0:
+        return np.nan, np.nan, np.nan
+    hsv = cv2.cvtColor(np.ascontiguousarray(crop, dtype=np.uint8), cv2.COLOR_RGB2HSV)
+    gray = cv2.cvtColor(np.ascontiguousarray(crop, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+    return (float(hsv[..., 2].mean()) / 255.0, float(hsv[..., 1].mean()) / 255.0,
+            float(gray.std()) / 255.0)

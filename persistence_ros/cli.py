@@ -26,8 +26,9 @@ SUBCOMMANDS = {
               'train the tokenizer or the persistence classifier'),
     'replay': ('persistence_ros.ros.replay',
                'play a bag over DDS into persistence_node and record its outputs (needs ROS 2)'),
-    'bench': ('persistence_ros.bench', 'measure speed (model streaming, rendering, node)'),
-    'demo': ('persistence_ros.demo', 'the main job: simulate, run, evaluate, write a report'),
+    'bench': ('persistence_ros.tools.bench', 'measure speed (model streaming, rendering, node)'),
+    'demo': ('persistence_ros.tools.demo',
+             'the main job: simulate, run, evaluate, write a report'),
 }
 
 

@@ -34,11 +34,25 @@ class Detection:
         return np.array([self.center_x - hw, self.center_y - hh,
                          self.center_x + hw, self.center_y + hh], dtype=np.float64)
 
+    def problem(self) -> str:
+        """
+        Return what is wrong with the numbers, '' if nothing.
+
+        ``'non_finite'`` (a NaN or inf), ``'non_positive_size'`` (width or height <= 0) or
+        ``'score_out_of_range'`` (outside [0, 1]); ``pipeline.DETECTION_REJECTIONS`` names.
+        """
+        values = (self.center_x, self.center_y, self.width, self.height, self.score)
+        if not all(np.isfinite(v) for v in values):
+            return 'non_finite'
+        if not (self.width > 0.0 and self.height > 0.0):
+            return 'non_positive_size'
+        if not 0.0 <= self.score <= 1.0:
+            return 'score_out_of_range'
+        return ''
+
     def is_valid(self) -> bool:
         """Return True if every number is finite, sizes positive and score in [0, 1]."""
-        values = (self.center_x, self.center_y, self.width, self.height, self.score)
-        return (all(np.isfinite(v) for v in values) and self.width > 0.0
-                and self.height > 0.0 and 0.0 <= self.score <= 1.0)
+        return not self.problem()
 
 
 @dataclass

@@ -15,9 +15,9 @@ matched to a detection (oldest first); columns are ``GEOMETRY_FEATURES``:
 * ``height_m``: signed height of the triangulated point above the ground plane (0 without a
   plane or a valid point; clipped to +-``MAX_HEIGHT_M``);
 * ``has_partner``: 1 when the other camera's track was matched in the same synchronized
-  frame (same stamp, or the stamp ``StereoTrackState.right_stamps_ns`` pairs with it);
+  frame (same stamp, or the stamp ``StereoTrackHistory.right_stamps_ns`` pairs with it);
 * ``brightness``, ``saturation``, ``contrast``: the crop's mean HSV value, mean HSV
-  saturation and grey-level standard deviation in [0, 1] (``filters.crop_statistics``, the
+  saturation and grey-level standard deviation in [0, 1] (``appearance.crop_statistics``, the
   gbdt baseline's strongest cues, given to the model per frame; 0 without a crop).
 
 A model reads the columns its config names (``classifier.geometry_features``), so weights
@@ -30,7 +30,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from persistence_ros.filters import crop_statistics, plane_heights, StereoTrackState
+from persistence_ros.appearance import crop_statistics
+from persistence_ros.stereo import plane_heights
+from persistence_ros.stereo_track import StereoTrackHistory
 from persistence_ros.tracking import TrackObservation
 
 # what a model reads unless its config names other columns (the cpu/gpu configs: these)
@@ -60,14 +62,14 @@ def _finite_or_zero(value: float, bound: float) -> float:
     return float(np.clip(value, -bound, bound)) if math.isfinite(value) else 0.0
 
 
-def side_geometry(state: StereoTrackState, side: str, image_size: Tuple[int, int],
+def side_geometry(state: StereoTrackHistory, side: str, image_size: Tuple[int, int],
                   plane: Optional[Sequence[float]] = None,
                   after_ns: Optional[int] = None, appearance: bool = True) -> SideGeometry:
     """
     Return the geometry rows of ``side`` ('left' or 'right') of a stereo track.
 
     ``image_size`` is (width, height) in pixels; ``plane`` the ground plane ``[a, b, c, d]``
-    in the left optical frame (``filters.plane_heights``); rows at or before ``after_ns``
+    in the left optical frame (``stereo.plane_heights``); rows at or before ``after_ns``
     are left out (their velocity still uses them). ``appearance=False`` leaves the
     ``APPEARANCE_FEATURES`` columns NaN (the crop statistics cost ~0.13 ms per row on 2 CPU
     cores; skip them when the model does not read them).

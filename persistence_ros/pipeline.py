@@ -4,6 +4,7 @@ The core stereo pipeline, one synchronized frame at a time (no ROS).
 Data flow per frame::
 
     detections (left, right)
+      -> input checks (every input rule of the package: FRAME_REJECTIONS, DETECTION_REJECTIONS)
       -> 2D tracks per camera (Tracker2D)
       -> stereo candidate pairs (StereoAssociator, over the tracks' histories)
       -> persistence decisions per stereo track (a PersistenceFilter)
@@ -16,17 +17,22 @@ only their triangulation rejections are counted.
 
 Each output track (``PipelineTrack``) mirrors ``msg/Track.msg`` field by field; the ROS
 node converts it to a message.  State is bounded: per stereo track the pipeline keeps at
-most ``window`` frames (2D histories are bounded by the trackers), and a track's state is
-dropped when its pair ends.
+most ``pipeline.window`` frames (the 2D histories too), and a track's state is dropped when
+its pair ends.
 
 A frame is one call of ``process``: its stamp is the LEFT detections' stamp; the right
 stamp may differ (cameras without hardware sync, within the synchroniser's slop) and is kept
-per frame (``StereoTrackState.right_stamps_ns``), so the two 2D histories are joined frame by
-frame, never by equal stamps.  A frame is checked whole before either tracker sees it (stamps
-increasing on both sides, images non-empty RGB of the calibrated size): a refused frame
-changes nothing and names its reason (``PipelineFrameResult.reason``, ``FRAME_REJECTIONS``).
-Detections that cannot be on the image (``DETECTION_REJECTIONS``) are dropped and counted
-before tracking.
+per frame (``StereoTrackHistory.right_stamps_ns``), so the two 2D histories are joined frame
+by frame, never by equal stamps.
+
+Every input rule lives here, so the node and the offline runner refuse and count the same
+inputs alike.  A frame is checked whole before either tracker sees it (distinct frame ids,
+stamps increasing on both sides, images non-empty RGB of the calibrated size): a refused
+frame changes nothing and names its reason (``PipelineFrameResult.reason``, one of
+``FRAME_REJECTIONS``).  A left stamp more than ``TIME_JUMP_RESET_NS`` before the last one
+starts a new sequence (a bag played in a loop): the pipeline resets itself and says so
+(``PipelineFrameResult.restarted``).  Detections that are invalid or cannot be on the image
+are dropped and counted by reason (``DETECTION_REJECTIONS``) before tracking.
 """
 
 from collections import Counter, deque
@@ -38,24 +44,26 @@ import numpy as np
 
 from persistence_ros.appearance import colour_histograms
 from persistence_ros.calibration import CameraCalibration, StereoCalibration
-from persistence_ros.detections import Detection, DetectionFrame
-from persistence_ros.filters import (
-    PersistenceFilter, PERSISTENT, StereoTrackState, TENTATIVE)
-from persistence_ros.stereo import (
-    AssociationConfig, StereoAssociator, StereoPair, TriangulationConfig, Triangulator)
-from persistence_ros.tracking import Track2D, Tracker2D, TrackerConfig
-
-# Track.msg state constants.
-STATE_CODES = {'tentative': 0, 'persistent': 1, 'transient': 2}
+from persistence_ros.detections import DetectionFrame
+from persistence_ros.settings import Settings
+from persistence_ros.stereo import StereoAssociator, StereoPair, Triangulator
+from persistence_ros.stereo_track import (
+    FilterDecision, PersistenceFilter, StereoTrackHistory, TrackState)
+from persistence_ros.tracking import Track2D, Tracker2D
 
 # Why ``StereoPipeline.process`` refused a whole frame (``PipelineFrameResult.reason``).
-FRAME_REJECTIONS = ('stamp_not_increasing', 'empty_image', 'image_not_rgb',
-                    'image_size_mismatch')
+FRAME_REJECTIONS = ('frame_id_mismatch', 'stamp_not_increasing', 'empty_image',
+                    'image_not_rgb', 'image_size_mismatch')
 # Why it dropped a detection before tracking (``PipelineFrameResult.rejected_detections``):
+# a NaN/inf number, a width or height <= 0, a score outside [0, 1] (``Detection.problem``);
 # a box wider or taller than ``MAX_BOX_IMAGE_RATIO`` times the image, or one with no point
 # on the image.
-DETECTION_REJECTIONS = ('box_too_large', 'box_outside_image')
+DETECTION_REJECTIONS = ('non_finite', 'non_positive_size', 'score_out_of_range',
+                        'box_too_large', 'box_outside_image')
 MAX_BOX_IMAGE_RATIO = 2.0
+# A left stamp this far before the last one starts a new sequence (a bag played in a loop,
+# a restarted driver) instead of being refused as out of order.
+TIME_JUMP_RESET_NS = 1_000_000_000
 # A crop whose square side exceeds this many times the image's larger side (at least
 # 256 px) is sampled straight to ``size`` x ``size`` instead of cut out first: the memory of
 # a crop stays bounded by the image, whatever the box.
@@ -63,32 +71,13 @@ MAX_CROP_IMAGE_RATIO = 4.0
 
 
 @dataclass
-class PipelineConfig:
-    """
-    Parameters of ``StereoPipeline``.
-
-    ``window``: frames of per-stereo-track history kept (residuals, points, stamps).
-    ``crop_size``: side of the square RGB crops stored in the 2D track histories when images
-    are given; ``crop_context``: extra border around a box, as a fraction of its larger side
-    on each side.  ``attention_window``: frame stamps reported with attention.
-    """
-
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    association: AssociationConfig = field(default_factory=AssociationConfig)
-    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
-    window: int = 64
-    crop_size: int = 64
-    crop_context: float = 0.25
-
-
-@dataclass
 class PipelineTrack:
-    """One stereo track at one stamp; the fields of ``Track.msg`` (state as a name)."""
+    """One stereo track at one stamp; the fields of ``Track.msg``."""
 
     id: int
     left_track_id: int
     right_track_id: int
-    state: str
+    state: TrackState
     probability: float
     frames_observed: int
     decision_frame: int
@@ -98,15 +87,14 @@ class PipelineTrack:
     left_detection_id: str = ''
     right_detection_id: str = ''
 
+    def __post_init__(self):
+        """Accept a state's constant or name."""
+        self.state = TrackState.parse(self.state)
+
     @property
     def has_position(self) -> bool:
         """Return True if ``position`` holds a triangulated point."""
         return self.position is not None
-
-    @property
-    def state_code(self) -> int:
-        """Return the Track.msg state constant."""
-        return STATE_CODES[self.state]
 
 
 @dataclass
@@ -119,7 +107,8 @@ class PipelineFrameResult:
     frame; ``accepted``: False when the frame was refused, before either tracker saw it;
     then ``reason`` is one of ``FRAME_REJECTIONS`` and ``detail`` says what was wrong.
     ``rejected_detections``: reason (``DETECTION_REJECTIONS``) -> detections of this frame
-    (both sides) dropped before tracking.
+    (both sides) dropped before tracking.  ``restarted``: this frame started a new sequence
+    (its stamp jumped back; every earlier track ended).
     """
 
     stamp_ns: int
@@ -131,17 +120,19 @@ class PipelineFrameResult:
     reason: str = ''
     detail: str = ''
     rejected_detections: Dict[str, int] = field(default_factory=dict)
+    restarted: bool = False
 
 
-def off_image_reason(detection: Detection, width: int, height: int) -> str:
+def detection_rejection(detection, width: int, height: int) -> str:
     """
-    Return why a box cannot be on a ``width`` x ``height`` image, '' if it can.
+    Return why a detection is dropped before tracking, '' if it is kept.
 
-    One of ``DETECTION_REJECTIONS``; invalid detections (``Detection.is_valid``) give '':
-    they are the tracker's to reject and count.
+    One of ``DETECTION_REJECTIONS``: its own numbers (``Detection.problem``), then whether
+    it can be on a ``width`` x ``height`` image.
     """
-    if not detection.is_valid():
-        return ''
+    problem = detection.problem()
+    if problem:
+        return problem
     if (detection.width > MAX_BOX_IMAGE_RATIO * width
             or detection.height > MAX_BOX_IMAGE_RATIO * height):
         return 'box_too_large'
@@ -185,7 +176,7 @@ class _StereoRecord:
     residuals: Deque[float]
     points: Deque[Tuple[float, float, float]]
     frames_observed: int = 0
-    state: str = TENTATIVE
+    state: TrackState = TrackState.TENTATIVE
     decision_frame: int = 0
 
 
@@ -195,35 +186,36 @@ _NAN3 = (float('nan'),) * 3
 class StereoPipeline:
     """Detections of a stereo pair in, decided and triangulated stereo tracks out."""
 
-    def __init__(self, calibration: StereoCalibration, config: Optional[PipelineConfig] = None,
+    def __init__(self, calibration: StereoCalibration, settings: Optional[Settings] = None,
                  persistence_filter: Optional[PersistenceFilter] = None):
         if persistence_filter is None:
             raise ValueError('StereoPipeline needs a persistence filter (e.g. NoFilter())')
         self.calibration = calibration
-        self.config = config if config is not None else PipelineConfig()
+        self.settings = settings if settings is not None else Settings()
         self.filter = persistence_filter
         self.filter.set_calibration(calibration)
-        self.left_tracker = Tracker2D(self.config.tracker)
-        self.right_tracker = Tracker2D(self.config.tracker)
-        self.associator = StereoAssociator(calibration, self.config.association)
-        self.triangulator = Triangulator(calibration, self.config.triangulation)
+        self.triangulator = Triangulator(calibration, self.settings.triangulation)
         self._records: Dict[int, _StereoRecord] = {}
         # (left stamp, right stamp) of the latest frames: joins the 2D histories by frame
         self._frame_stamps: Deque[Tuple[int, int]] = deque(
-            maxlen=self.config.tracker.window + 1)
+            maxlen=self.settings.pipeline.window + 1)
         self.rejected_triangulation: Counter = Counter()
         self.rejected_frames: Counter = Counter()
         self.rejected_detections: Counter = Counter()
-        self.frames = 0
-        # a filter used before (e.g. the node rebuilds the pipeline when camera_info changes)
-        # must not hand its latched decisions to the new tracks, whose ids restart at 1
-        self.filter.reset()
+        self.reset()
 
     def reset(self) -> None:
-        """Start a new sequence: new trackers, associator and filter state."""
-        self.left_tracker = Tracker2D(self.config.tracker)
-        self.right_tracker = Tracker2D(self.config.tracker)
-        self.associator = StereoAssociator(self.calibration, self.config.association)
+        """
+        Start a new sequence: new trackers, associator and filter state.
+
+        A filter used before (e.g. the node rebuilds the pipeline when camera_info changes)
+        must not hand its latched decisions to the new tracks, whose ids restart at 1.
+        """
+        # one history length: the 2D tracks keep as many frames as the stereo records
+        window = self.settings.pipeline.window
+        self.left_tracker = Tracker2D(self.settings.tracker, window)
+        self.right_tracker = Tracker2D(self.settings.tracker, window)
+        self.associator = StereoAssociator(self.calibration, self.settings.association)
         self._records.clear()
         self._frame_stamps.clear()
         self.filter.reset()
@@ -232,20 +224,38 @@ class StereoPipeline:
         self.rejected_detections.clear()
         self.frames = 0
 
-    # -- helpers -------------------------------------------------------------------------
+    # -- input checks --------------------------------------------------------------------
+
+    def _jumped_back(self, left: DetectionFrame) -> bool:
+        """Return True if the left stamp is far enough before the last one to restart."""
+        last = self.left_tracker.last_stamp_ns
+        return last is not None and last - int(left.stamp_ns) > TIME_JUMP_RESET_NS
 
     def _frame_problem(self, left: DetectionFrame, right: DetectionFrame,
-                       left_image: Optional[np.ndarray], right_image: Optional[np.ndarray]
+                       images: Tuple[Optional[np.ndarray], Optional[np.ndarray]],
+                       image_frame_ids: Optional[Tuple[str, str]], restart: bool
                        ) -> Tuple[str, str]:
         """Return (reason, detail) if the frame must be refused, else ('', '')."""
-        # the trackers' own rule, checked for both before either of them moves
+        if not left.frame_id or not right.frame_id or left.frame_id == right.frame_id:
+            return 'frame_id_mismatch', (f'left/right detections need distinct, non-empty '
+                                         f'frame ids, got {left.frame_id!r} and '
+                                         f'{right.frame_id!r}')
+        if image_frame_ids is not None:
+            for side, frame, image_frame in (('left', left, image_frame_ids[0]),
+                                             ('right', right, image_frame_ids[1])):
+                if image_frame != frame.frame_id:
+                    return 'frame_id_mismatch', (f'{side} image frame_id {image_frame!r} != '
+                                                 f'{side} detections frame_id '
+                                                 f'{frame.frame_id!r}')
+        # the trackers' own rule, checked for both before either of them moves (after a
+        # restart both start afresh)
         for side, frame, last in (('left', left, self.left_tracker.last_stamp_ns),
                                   ('right', right, self.right_tracker.last_stamp_ns)):
-            if last is not None and int(frame.stamp_ns) <= last:
+            if not restart and last is not None and int(frame.stamp_ns) <= last:
                 return 'stamp_not_increasing', (f'{side} stamp {int(frame.stamp_ns)} is not '
                                                 f'after the last one {last}')
-        for side, image, camera in (('left', left_image, self.calibration.left),
-                                    ('right', right_image, self.calibration.right)):
+        for side, image, camera in (('left', images[0], self.calibration.left),
+                                    ('right', images[1], self.calibration.right)):
             if image is None:
                 continue
             shape = np.shape(image)
@@ -259,12 +269,12 @@ class StereoPipeline:
                     f'{camera.width}x{camera.height}')
         return '', ''
 
-    def _drop_off_image(self, frame: DetectionFrame, camera: CameraCalibration,
-                        rejected: Counter) -> DetectionFrame:
-        """Return the frame without the boxes that cannot be on the image; count them."""
+    def _drop_rejected(self, frame: DetectionFrame, camera: CameraCalibration,
+                       rejected: Counter) -> DetectionFrame:
+        """Return the frame without the detections it must not track; count them."""
         keep = []
         for det in frame.detections:
-            reason = off_image_reason(det, camera.width, camera.height)
+            reason = detection_rejection(det, camera.width, camera.height)
             if reason:
                 rejected[reason] += 1
             else:
@@ -273,25 +283,110 @@ class StereoPipeline:
             return frame
         return DetectionFrame(frame.stamp_ns, frame.frame_id, keep)
 
+    # -- per-frame steps -----------------------------------------------------------------
+
     def _descriptors(self, frame: DetectionFrame, image: Optional[np.ndarray]
                      ) -> Optional[np.ndarray]:
         """Return the detections' colour histograms when the trackers gate on appearance."""
-        if image is None or not self.config.tracker.uses_appearance:
+        if image is None or not self.settings.tracker.uses_appearance:
             return None
         return colour_histograms(image, frame.detections)
 
     def _store_crops(self, tracks: Sequence[Track2D], image: Optional[np.ndarray]) -> None:
         if image is None:
             return
+        options = self.settings.pipeline
         for track in tracks:
             obs = track.history[-1]
             if obs.crop is None:
-                obs.crop = crop_box(image, obs.box, self.config.crop_size,
-                                    self.config.crop_context)
+                obs.crop = crop_box(image, obs.box, options.crop_size, options.crop_context)
+
+    def _track(self, left: DetectionFrame, right: DetectionFrame,
+               left_image: Optional[np.ndarray], right_image: Optional[np.ndarray]
+               ) -> List[StereoPair]:
+        """Advance both trackers and the associator; return the current stereo pairs."""
+        # everything that may raise on bad input runs before either tracker advances
+        left_descriptors = self._descriptors(left, left_image)
+        right_descriptors = self._descriptors(right, right_image)
+        lu = self.left_tracker.update(left, left_descriptors)
+        ru = self.right_tracker.update(right, right_descriptors)
+        self.frames += 1
+        self._frame_stamps.append((int(left.stamp_ns), int(right.stamp_ns)))
+        self._store_crops(lu.tracks, left_image)
+        self._store_crops(ru.tracks, right_image)
+        right_to_frame = {r: s for s, r in self._frame_stamps}
+        return self.associator.update(lu.tracks, ru.tracks, right_to_frame)
+
+    def _triangulate_now(self, pairs: Sequence[StereoPair]):
+        """Return (triangulation, {pair id: row}) of the pairs matched in both views now."""
+        both_now = [p for p in pairs if p.matched_now]
+        if not both_now:
+            return None, {}
+        lpts = np.concatenate([p.current_points()[0] for p in both_now])
+        rpts = np.concatenate([p.current_points()[1] for p in both_now])
+        return (self.triangulator.triangulate(lpts, rpts),
+                {p.id: k for k, p in enumerate(both_now)})
+
+    def _histories(self, pairs: Sequence[StereoPair], stamps: Tuple[int, int], tri,
+                   index_now: Dict[int, int]) -> List[StereoTrackHistory]:
+        """Append this frame to every pair's record; return what the filter sees."""
+        states: List[StereoTrackHistory] = []
+        for pair in pairs:
+            rec = self._records.get(pair.id)
+            if rec is None:
+                rec = self._records[pair.id] = self._new_record(pair)
+            k = index_now.get(pair.id)
+            rec.stamps.append(stamps[0])
+            rec.right_stamps.append(stamps[1])
+            if k is None:
+                rec.residuals.append(float('nan'))
+                rec.points.append(_NAN3)
+            else:
+                rec.residuals.append(float(tri.epipolar_px[k]))
+                rec.points.append(tuple(tri.points_optical[k]) if tri.valid[k] else _NAN3)
+            if pair.left.matched or pair.right.matched:
+                rec.frames_observed += 1
+            states.append(StereoTrackHistory(
+                id=pair.id, left_track_id=pair.left_id, right_track_id=pair.right_id,
+                left=list(pair.left.history), right=list(pair.right.history),
+                stamps_ns=list(rec.stamps), right_stamps_ns=list(rec.right_stamps),
+                epipolar_residuals=np.array(rec.residuals, dtype=np.float64),
+                points=np.array(rec.points, dtype=np.float64).reshape(-1, 3),
+                frames_observed=rec.frames_observed))
+        return states
+
+    def _output(self, pair: StereoPair, history: StereoTrackHistory,
+                decision: Optional[FilterDecision], tri, k: Optional[int],
+                rejected: Counter) -> PipelineTrack:
+        """Return the output track of a pair: its state, probability, position, attention."""
+        rec = self._records[pair.id]
+        state = decision.state if decision is not None else TrackState.TENTATIVE
+        if state != rec.state:
+            rec.state = state
+            rec.decision_frame = 0 if state == TrackState.TENTATIVE else rec.frames_observed
+        position = None
+        if state == TrackState.PERSISTENT and k is not None:
+            if tri.valid[k]:
+                position = np.array(tri.points_optical[k], dtype=np.float64)
+            else:
+                rejected[str(tri.reason[k])] += 1
+        attention: List[float] = []
+        stamps: List[int] = []
+        if decision is not None and decision.attention is not None:
+            attention = [float(a) for a in np.asarray(decision.attention).reshape(-1)]
+            stamps = (list(decision.frame_stamps_ns) if decision.frame_stamps_ns is not None
+                      else list(history.stamps_ns)[-len(attention):] if attention else [])
+        return PipelineTrack(
+            id=pair.id, left_track_id=pair.left_id, right_track_id=pair.right_id,
+            state=state, probability=float(decision.probability) if decision else 0.5,
+            frames_observed=rec.frames_observed, decision_frame=rec.decision_frame,
+            frame_stamps_ns=stamps, attention=attention, position=position,
+            left_detection_id=pair.left.detection.id if pair.left.matched else '',
+            right_detection_id=pair.right.detection.id if pair.right.matched else '')
 
     def _new_record(self, pair: StereoPair) -> _StereoRecord:
         """Create a record, backfilled from the 2D histories (the pair forms late)."""
-        window = self.config.window
+        window = self.settings.pipeline.window
         rec = _StereoRecord(pair.id, deque(maxlen=window), deque(maxlen=window),
                             deque(maxlen=window), deque(maxlen=window))
         # frames are keyed by their left stamp; a right observation joins the frame it was
@@ -325,101 +420,41 @@ class StereoPipeline:
 
     def process(self, left: DetectionFrame, right: DetectionFrame,
                 left_image: Optional[np.ndarray] = None,
-                right_image: Optional[np.ndarray] = None) -> PipelineFrameResult:
+                right_image: Optional[np.ndarray] = None,
+                image_frame_ids: Optional[Tuple[str, str]] = None) -> PipelineFrameResult:
         """
         Process one synchronized pair of detection frames (images optional, RGB).
 
-        The frame is checked whole first: a refused one (``accepted`` False, ``reason``)
-        leaves both trackers and every track untouched.
+        ``image_frame_ids``: the images' frame ids when known (the node passes them), which
+        must equal the detections'.  The frame is checked whole first: a refused one
+        (``accepted`` False, ``reason``) leaves both trackers and every track untouched.
         """
         stamp, right_stamp = int(left.stamp_ns), int(right.stamp_ns)
-        reason, detail = self._frame_problem(left, right, left_image, right_image)
+        restart = self._jumped_back(left)
+        reason, detail = self._frame_problem(left, right, (left_image, right_image),
+                                             image_frame_ids, restart)
         if reason:
             self.rejected_frames[reason] += 1
             return PipelineFrameResult(stamp, left.frame_id, [], [], {}, accepted=False,
                                        reason=reason, detail=detail)
+        if restart:
+            self.reset()
         dropped: Counter = Counter()
-        left = self._drop_off_image(left, self.calibration.left, dropped)
-        right = self._drop_off_image(right, self.calibration.right, dropped)
+        left = self._drop_rejected(left, self.calibration.left, dropped)
+        right = self._drop_rejected(right, self.calibration.right, dropped)
         self.rejected_detections.update(dropped)
-        # everything that may raise on bad input runs before either tracker advances
-        left_descriptors = self._descriptors(left, left_image)
-        right_descriptors = self._descriptors(right, right_image)
-        lu = self.left_tracker.update(left, left_descriptors)  # accepted: checked above
-        ru = self.right_tracker.update(right, right_descriptors)
-        self.frames += 1
-        self._frame_stamps.append((stamp, right_stamp))
-        self._store_crops(lu.tracks, left_image)
-        self._store_crops(ru.tracks, right_image)
 
-        pairs = self.associator.update(lu.tracks, ru.tracks)
+        pairs = self._track(left, right, left_image, right_image)
         ended = [p.id for p in self.associator.ended]
         for pid in ended:
             self._records.pop(pid, None)
-
-        # Candidate points and residuals of every pair matched in both views at this stamp.
-        both_now = [p for p in pairs if p.matched_now]
-        tri = None
-        if both_now:
-            lpts = np.concatenate([p.current_points()[0] for p in both_now])
-            rpts = np.concatenate([p.current_points()[1] for p in both_now])
-            tri = self.triangulator.triangulate(lpts, rpts)
-        index_now = {p.id: k for k, p in enumerate(both_now)}
-
-        states: List[StereoTrackState] = []
-        for pair in pairs:
-            rec = self._records.get(pair.id)
-            if rec is None:
-                rec = self._records[pair.id] = self._new_record(pair)
-            k = index_now.get(pair.id)
-            rec.stamps.append(stamp)
-            rec.right_stamps.append(right_stamp)
-            if k is None:
-                rec.residuals.append(float('nan'))
-                rec.points.append(_NAN3)
-            else:
-                rec.residuals.append(float(tri.epipolar_px[k]))
-                rec.points.append(tuple(tri.points_optical[k]) if tri.valid[k] else _NAN3)
-            if pair.left.matched or pair.right.matched:
-                rec.frames_observed += 1
-            states.append(StereoTrackState(
-                id=pair.id, left_track_id=pair.left_id, right_track_id=pair.right_id,
-                left=list(pair.left.history), right=list(pair.right.history),
-                stamps_ns=list(rec.stamps), right_stamps_ns=list(rec.right_stamps),
-                epipolar_residuals=np.array(rec.residuals, dtype=np.float64),
-                points=np.array(rec.points, dtype=np.float64).reshape(-1, 3),
-                frames_observed=rec.frames_observed))
-
-        decisions = self.filter.update(states) if states else {}
+        tri, index_now = self._triangulate_now(pairs)
+        histories = self._histories(pairs, (stamp, right_stamp), tri, index_now)
+        decisions = self.filter.update(histories) if histories else {}
         rejected: Counter = Counter()
-        out: List[PipelineTrack] = []
-        for pair, st in zip(pairs, states):
-            rec = self._records[pair.id]
-            decision = decisions.get(pair.id)
-            state = decision.state if decision is not None else TENTATIVE
-            if state != rec.state:
-                rec.state = state
-                rec.decision_frame = 0 if state == TENTATIVE else rec.frames_observed
-            position = None
-            k = index_now.get(pair.id)
-            if state == PERSISTENT and k is not None:
-                if tri.valid[k]:
-                    position = np.array(tri.points_optical[k], dtype=np.float64)
-                else:
-                    rejected[str(tri.reason[k])] += 1
-            attention: List[float] = []
-            stamps: List[int] = []
-            if decision is not None and decision.attention is not None:
-                attention = [float(a) for a in np.asarray(decision.attention).reshape(-1)]
-                stamps = (list(decision.frame_stamps_ns) if decision.frame_stamps_ns is not None
-                          else list(st.stamps_ns)[-len(attention):] if attention else [])
-            out.append(PipelineTrack(
-                id=pair.id, left_track_id=pair.left_id, right_track_id=pair.right_id,
-                state=state, probability=float(decision.probability) if decision else 0.5,
-                frames_observed=rec.frames_observed, decision_frame=rec.decision_frame,
-                frame_stamps_ns=stamps, attention=attention, position=position,
-                left_detection_id=pair.left.detection.id if pair.left.matched else '',
-                right_detection_id=pair.right.detection.id if pair.right.matched else ''))
+        out = [self._output(pair, history, decisions.get(pair.id), tri,
+                            index_now.get(pair.id), rejected)
+               for pair, history in zip(pairs, histories)]
         self.rejected_triangulation.update(rejected)
         return PipelineFrameResult(stamp, left.frame_id, out, ended, dict(rejected),
-                                   rejected_detections=dict(dropped))
+                                   rejected_detections=dict(dropped), restarted=restart)

@@ -3,7 +3,8 @@ Stereo association of left/right 2D tracks over time, and triangulation.
 
 Association (``StereoAssociator``) works on whole track histories, not single frames: for
 every left/right candidate pair it averages the epipolar cost over the most recent frames the
-two tracks were both matched in (same ``stamp_ns``, or within ``stamp_tolerance_ns``), gates on
+two tracks were both matched in (the same synchronized frame: equal stamps, or the right
+stamp the caller says belongs to a left one, ``right_to_frame``), gates on
 that mean, on the number of common frames and on the sign of the disparity, then solves a
 Hungarian assignment (``scipy.optimize.linear_sum_assignment``). Pairs keep a stable stereo id
 while both tracks live and stay consistent.
@@ -27,7 +28,7 @@ is set; they are mapped to rectified pixels of P with ``CameraCalibration.rectif
 from dataclasses import dataclass
 import itertools
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -51,6 +52,20 @@ def _check_positive(config, names: Sequence[str], allow_inf: bool = False) -> No
         ok = ok and (allow_inf or math.isfinite(value)) and not math.isnan(value)
         if not ok:
             raise ValueError(f'{name} must be a number > 0, got {value!r}')
+
+
+def plane_heights(points: np.ndarray, plane: Sequence[float]) -> np.ndarray:
+    """
+    Return the signed heights ``n.X + d`` of points above a plane ``[a, b, c, d]``.
+
+    The normal is normalised first; rows of ``points`` with NaN give NaN.
+    """
+    plane = np.asarray(plane, dtype=np.float64).reshape(4)
+    norm = np.linalg.norm(plane[:3])
+    if not norm > 0.0:
+        raise ValueError('plane normal must be non-zero')
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return (pts @ plane[:3] + plane[3]) / norm
 
 
 def sampson_distance(fundamental: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -311,9 +326,6 @@ class AssociationConfig:
         flipped if the right camera is the left one) must exceed it (a left/right swap has a
         negative disparity). Other rigs: most common frames must triangulate in front of both
         cameras.
-    stamp_tolerance_ns:
-        Left and right observations within this many nanoseconds count as the same frame
-        (0: stamps must be equal, as with hardware-synchronised stereo drivers).
     points_are_rectified:
         Track boxes are in rectified images already (skip ``rectify_points``).
 
@@ -324,7 +336,6 @@ class AssociationConfig:
     min_common_frames: int = 3
     cost_window: int = 30
     min_disparity_px: float = 0.0
-    stamp_tolerance_ns: int = 0
     points_are_rectified: bool = False
 
     def __post_init__(self):
@@ -336,10 +347,6 @@ class AssociationConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
-        if not (isinstance(self.stamp_tolerance_ns, (int, np.integer))
-                and self.stamp_tolerance_ns >= 0):
-            raise ValueError(
-                f'stamp_tolerance_ns must be an integer >= 0, got {self.stamp_tolerance_ns!r}')
         if not (isinstance(self.min_disparity_px, (int, float))
                 and math.isfinite(self.min_disparity_px)):
             raise ValueError(
@@ -431,8 +438,13 @@ class StereoAssociator:
             out.append((stamps, centres))
         return out
 
-    def _grid(self, left_data, right_data):
-        """Return left/right point grids (n, S, 2), NaN where a track has no observation."""
+    def _grid(self, left_data, right_data, right_to_frame: Optional[Mapping[int, int]] = None):
+        """
+        Return left/right point grids (n, S, 2), NaN where a track has no observation.
+
+        Frames are the left stamps; a right observation joins the frame whose left stamp
+        ``right_to_frame`` gives for its stamp (its own stamp when not listed).
+        """
         stamps = np.unique(np.concatenate([s for s, _ in left_data] + [np.zeros(0, np.int64)]))
         shape = (len(stamps), 2)
         grid_l = np.full((len(left_data),) + shape, np.nan)
@@ -441,22 +453,20 @@ class StereoAssociator:
             return grid_l, grid_r
         for i, (s, c) in enumerate(left_data):
             grid_l[i, np.searchsorted(stamps, s)] = c
-        tol = self.config.stamp_tolerance_ns
         for j, (s, c) in enumerate(right_data):
             if len(s) == 0:
                 continue
+            if right_to_frame:
+                s = np.array([right_to_frame.get(int(v), int(v)) for v in s], dtype=np.int64)
             k = np.clip(np.searchsorted(stamps, s), 0, len(stamps) - 1)
-            k_prev = np.clip(k - 1, 0, len(stamps) - 1)
-            nearer_prev = np.abs(stamps[k_prev] - s) < np.abs(stamps[k] - s)
-            k = np.where(nearer_prev, k_prev, k)
-            ok = np.abs(stamps[k] - s) <= tol
+            ok = stamps[k] == s
             grid_r[j, k[ok]] = c[ok]
         return grid_l, grid_r
 
-    def _costs(self, left_tracks, right_tracks):
+    def _costs(self, left_tracks, right_tracks, right_to_frame=None):
         """Return (mean cost, common frame count, mean disparity, in-front fraction)."""
         grid_l, grid_r = self._grid(self._rectified(left_tracks, True),
-                                    self._rectified(right_tracks, False))
+                                    self._rectified(right_tracks, False), right_to_frame)
         gl = grid_l[:, None]           # (nl, 1, S, 2)
         gr = grid_r[None, :]           # (1, nr, S, 2)
         common = np.isfinite(gl[..., 0]) & np.isfinite(gr[..., 0])
@@ -492,16 +502,21 @@ class StereoAssociator:
             return ok & (disparity > self.config.min_disparity_px)
         return ok & (front > 0.5)
 
-    def update(self, left_tracks: Sequence[Track2D],
-               right_tracks: Sequence[Track2D]) -> List[StereoPair]:
-        """Update the pairing with the current live tracks of both cameras; return the pairs."""
+    def update(self, left_tracks: Sequence[Track2D], right_tracks: Sequence[Track2D],
+               right_to_frame: Optional[Mapping[int, int]] = None) -> List[StereoPair]:
+        """
+        Update the pairing with the current live tracks of both cameras; return the pairs.
+
+        ``right_to_frame`` maps a right stamp to the left stamp of the synchronized frame it
+        was processed in (the pipeline's frame pairs); without it, stamps must be equal.
+        """
         left_tracks, right_tracks = list(left_tracks), list(right_tracks)
         self.ended = []
         if not left_tracks or not right_tracks:
             self.ended = list(self._pairs.values())
             self._pairs = {}
             return []
-        cost, count, disparity, front = self._costs(left_tracks, right_tracks)
+        cost, count, disparity, front = self._costs(left_tracks, right_tracks, right_to_frame)
         strict = self._acceptable(cost, count, disparity, front, self.config.max_epipolar_px)
         loose = self._acceptable(cost, count, disparity, front,
                                  self.config.keep_factor * self.config.max_epipolar_px)

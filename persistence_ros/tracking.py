@@ -11,7 +11,8 @@ a track only matches a detection whose colour histogram is within ``appearance_g
 track's (an exponential moving average of its matched detections): at the 8-20 pixel boxes of
 glare and reflections, position alone hands an object's track to the glare it passes.
 
-Memory is bounded: each track keeps its last ``window`` observations in a
+Memory is bounded: each track keeps its last ``window`` observations (``Tracker2D``'s
+argument; the pipeline passes ``pipeline.window``) in a
 ``collections.deque(maxlen=window)``; ended tracks are handed out once (``TrackerUpdate.ended``)
 and then forgotten.
 
@@ -29,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 import itertools
 import math
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -70,8 +71,6 @@ class TrackerConfig:
         Consecutive missed frames a track survives.
     min_hits:
         Matches (birth included) before a track is confirmed.
-    window:
-        Length of each track's observation ring buffer.
     position_noise, velocity_noise:
         Kalman process noise (standard deviations per frame) as fractions of the box size.
     measurement_noise:
@@ -95,7 +94,6 @@ class TrackerConfig:
     center_radius_px: float = 24.0
     max_age: int = 30
     min_hits: int = 3
-    window: int = 64
     position_noise: float = 1.0 / 20.0
     velocity_noise: float = 1.0 / 160.0
     measurement_noise: float = 1.0 / 20.0
@@ -109,7 +107,7 @@ class TrackerConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f'{name} must be an integer >= 0, got {value!r}')
-        for name in ('min_hits', 'window'):
+        for name in ('min_hits',):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
@@ -253,15 +251,12 @@ class TrackerUpdate:
 
     ``tracks``: live tracks after the update (each knows ``matched`` / ``detection`` for this
     frame). ``ended``: tracks that ended at this update (publish DELETE markers for them).
-    ``accepted`` is False when the whole frame was rejected (stamp not increasing); then
-    ``tracks`` are the unchanged live tracks and ``ended`` is empty.
     """
 
     stamp_ns: int
     frame_id: str
     tracks: List[Track2D]
     ended: List[Track2D]
-    accepted: bool = True
 
     @property
     def confirmed(self) -> List[Track2D]:
@@ -309,31 +304,25 @@ def association_cost(track_boxes: np.ndarray, det_boxes: np.ndarray, iou_thresho
     return np.where(use_iou, 1.0 - iou, centre_cost)
 
 
-def _invalid_reason(det: Detection) -> str:
-    values = (det.center_x, det.center_y, det.width, det.height, det.score)
-    if not all(np.isfinite(v) for v in values):
-        return 'non_finite'
-    if not (det.width > 0.0 and det.height > 0.0):
-        return 'non_positive_size'
-    return 'score_out_of_range'
-
-
 class Tracker2D:
     """
     Online multi-object tracker of one camera stream.
 
-    ``rejected`` counts what was refused (reason -> count): invalid detections
-    ('non_finite', 'non_positive_size', 'score_out_of_range') and whole frames whose stamp
-    does not increase ('stamp_not_increasing'). ``ignored_low_score`` counts valid detections
-    below ``low_score``.
+    Its input must be checked: stamps increasing and every detection valid
+    (``Detection.problem``); ``StereoPipeline`` checks, drops and counts bad input before the
+    trackers see it (one place for every input rule), and ``update`` raises ValueError on
+    what it was not meant to get. ``ignored_low_score`` counts valid detections below
+    ``low_score``.
     """
 
-    def __init__(self, config: Optional[TrackerConfig] = None):
+    def __init__(self, config: Optional[TrackerConfig] = None, window: int = 64):
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+            raise ValueError(f'window must be an integer >= 1, got {window!r}')
         self.config = config if config is not None else TrackerConfig()
+        self.window = window
         self._tracks: List[Track2D] = []
         self._ids = itertools.count(1)
         self._last_stamp_ns: Optional[int] = None
-        self.rejected: Dict[str, int] = {}
         self.ignored_low_score = 0
         self.frames = 0
 
@@ -346,9 +335,6 @@ class Tracker2D:
     def last_stamp_ns(self) -> Optional[int]:
         """Return the stamp of the last accepted frame (None before the first)."""
         return self._last_stamp_ns
-
-    def _reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def _match(self, tracks: Sequence[Track2D], dets: Sequence[Detection],
                descriptors: Optional[np.ndarray], iou_threshold: float
@@ -390,8 +376,12 @@ class Tracker2D:
                                  f'({len(frame.detections)}), got shape {descriptors.shape}')
         stamp = int(frame.stamp_ns)
         if self._last_stamp_ns is not None and stamp <= self._last_stamp_ns:
-            self._reject('stamp_not_increasing')
-            return TrackerUpdate(stamp, frame.frame_id, self.tracks, [], accepted=False)
+            raise ValueError(f'stamp {stamp} is not after the last one {self._last_stamp_ns} '
+                             '(StereoPipeline refuses such frames before tracking)')
+        problems = [det.problem() for det in frame.detections if det.problem()]
+        if problems:
+            raise ValueError(f'{len(problems)} invalid detection(s) ({problems[0]}); '
+                             'StereoPipeline drops them before tracking')
         self._last_stamp_ns = stamp
         self.frames += 1
         cfg = self.config
@@ -399,9 +389,7 @@ class Tracker2D:
         high: List[int] = []
         low: List[int] = []
         for k, det in enumerate(frame.detections):
-            if not det.is_valid():
-                self._reject(_invalid_reason(det))
-            elif det.score >= cfg.high_score:
+            if det.score >= cfg.high_score:
                 high.append(k)
             elif det.score >= cfg.low_score:
                 low.append(k)
@@ -456,7 +444,7 @@ class Tracker2D:
             det = dets[high[j]]
             box = det.cxcywh()
             track = Track2D(id=next(self._ids), min_hits=cfg.min_hits,
-                            history=deque(maxlen=cfg.window), detection=det,
+                            history=deque(maxlen=self.window), detection=det,
                             last_detection=det, start_stamp_ns=stamp, last_stamp_ns=stamp,
                             _kf=_BoxKalman(box, cfg))
             self._update_appearance(track, descriptors, high[j])

@@ -6,7 +6,7 @@ from pathlib import Path
 import subprocess
 import sys
 
-from persistence_ros.filters import FILTER_NAMES
+from persistence_ros.settings import FILTER_NAMES
 
 
 def test_demo_writes_report_with_every_filter_and_the_node(tmp_path):
@@ -35,7 +35,7 @@ def test_demo_writes_report_with_every_filter_and_the_node(tmp_path):
 def _demo_args(*argv):
     import argparse
 
-    from persistence_ros import demo
+    from persistence_ros.tools import demo
     parser = argparse.ArgumentParser()
     demo.add_arguments(parser)
     return demo, parser.parse_args(list(argv))

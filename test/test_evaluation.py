@@ -193,7 +193,10 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
     assert early['frames_skipped_decided'] > late['frames_skipped_decided']
     assert (early['frames_encoded'] + early['frames_skipped_decided']
             == late['frames_encoded'] + late['frames_skipped_decided'])
-    results = command.compare([scene], ['none', 'learned'], decision={'min_frames': 2})
+    from persistence_ros.overrides import replace_fields
+    from persistence_ros.settings import Settings
+    results = command.compare([scene], ['none', 'learned'],
+                              replace_fields(Settings(), {'model.decision.min_frames': 2}))
     assert [r['compute'] for r in results if 'compute' in r] == [early]
     assert command.compute_summary(results)[0].startswith(
         f"learned: the model encoded {early['frames_encoded']} frames and skipped "
@@ -201,7 +204,7 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
     args = parser.parse_args(['--bag', str(scene), '--filter', 'learned',
                               '--decision', 'threshold=0.3'])
     assert command.main(args) == 2
-    assert 'unknown decision settings' in capsys.readouterr().err
+    assert "unknown field 'model.decision.threshold'" in capsys.readouterr().err
     for filters in (['--filter', 'gbdt'], ['--compare', '--filters', 'none,stereo']):
         args = parser.parse_args(['--bag', str(scene), *filters, '--decision', 'min_frames=2'])
         assert command.main(args) == 2
@@ -221,7 +224,7 @@ def _rig():
 def test_pipeline_publishes_only_persistent_points_at_true_position():
     import cv2
     from persistence_ros.detections import Detection, DetectionFrame
-    from persistence_ros.filters import GroundPlaneFilter
+    from persistence_ros.baselines import GroundPlaneFilter
     from persistence_ros.pipeline import StereoPipeline
     calibration, k, base = _rig()
     # Camera 1 m above the floor looking horizontally: floor is y = 1 (y down), normal -y.
@@ -243,11 +246,11 @@ def test_pipeline_publishes_only_persistent_points_at_true_position():
     by_det = {t.left_detection_id[-2:]: t for t in last.tracks}
     assert set(by_det) == {'00', '01'}
     real_track, mirror_track = by_det['00'], by_det['01']
-    assert real_track.state == 'persistent' and mirror_track.state == 'transient'
+    assert real_track.state.label == 'persistent' and mirror_track.state.label == 'transient'
     assert mirror_track.position is None and real_track.position is not None
     np.testing.assert_allclose(real_track.position, truth_points[-1], atol=1e-3)
     assert real_track.decision_frame >= 3 and real_track.frames_observed == 8
-    assert real_track.state_code == 1 and mirror_track.state_code == 2
+    assert int(real_track.state) == 1 and int(mirror_track.state) == 2
     # Crops were stored in the 2D histories for the filters that use them.
     assert pipeline.left_tracker.tracks[0].history[-1].crop.shape == (64, 64, 3)
     # A frame without detections ends nothing yet (tracks coast), later ones end the pairs.
@@ -323,8 +326,9 @@ def test_gbdt_is_not_fitted_on_evaluation_seeds_nor_on_the_scored_bag(tmp_path, 
 @pytest.mark.skipif(not _simulator_available(), reason='simulator not available')
 def test_bgr8_and_padded_images_give_the_same_result_as_rgb8(tmp_path, small_scene):
     from persistence_ros import bag_io
-    from persistence_ros.evaluation.runner import evaluate_bag, needs_images, read_stereo_bag
-    from persistence_ros.filters import NoFilter
+    from persistence_ros.baselines import NoFilter
+    from persistence_ros.evaluation.runner import evaluate_bag
+    from persistence_ros.offline_runner import needs_images, read_stereo_bag
     from persistence_ros.image_codec import encode_image
     types = bag_io.get_typestore().types
     assert needs_images(NoFilter())  # the trackers' colour gate reads the images
@@ -343,8 +347,11 @@ def test_bgr8_and_padded_images_give_the_same_result_as_rgb8(tmp_path, small_sce
                 data=np.frombuffer(fields.data, np.uint8))
         return change
 
+    from persistence_ros.overrides import replace_fields
+    from persistence_ros.settings import Settings
+    settings = replace_fields(Settings(), {'filter.name': 'none'})
     _, original = read_stereo_bag(small_scene, with_images=True)
-    expected = evaluate_bag(small_scene)
+    expected = evaluate_bag(small_scene, settings=settings)
     assert expected['tracks']['count'] > 0
     for encoding, step in (('bgr8', 0), ('rgb8', 3 * 160 + 8)):
         bag = _copy_bag(small_scene, tmp_path / f'{encoding}_{step}', reencode(encoding, step))
@@ -354,10 +361,10 @@ def test_bgr8_and_padded_images_give_the_same_result_as_rgb8(tmp_path, small_sce
         for a, b in zip(frames, original):
             assert np.array_equal(a.left_image, b.left_image)
             assert np.array_equal(a.right_image, b.right_image)
-        assert evaluate_bag(bag) == expected
+        assert evaluate_bag(bag, settings=settings) == expected
     # the colours matter here: BGR bytes read as rgb8 give another result
     swapped = _copy_bag(small_scene, tmp_path / 'swapped', reencode('rgb8', 0, swap=True))
-    assert evaluate_bag(swapped) != expected
+    assert evaluate_bag(swapped, settings=settings) != expected
 
 
 def test_json_into_a_missing_folder_fails_before_the_run(tmp_path, capsys):
@@ -417,7 +424,7 @@ def test_detections_without_an_image_of_their_stamp_warn_once(tmp_path, small_sc
 
     from persistence_ros import bag_io
     from persistence_ros.detections import stamp_to_ns
-    from persistence_ros.evaluation.runner import read_stereo_bag
+    from persistence_ros.offline_runner import read_stereo_bag
     types = bag_io.get_typestore().types
 
     def later(topic, msg):  # a detector stamping its output 1 ms after the image

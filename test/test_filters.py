@@ -3,11 +3,18 @@
 import numpy as np
 import pytest
 
-from persistence_ros.filters import (
-    FEATURE_NAMES, FilterDecision, GbdtFilter, GroundPlaneFilter, make_filter, MinHitsFilter,
-    NoFilter, PERSISTENT, plane_heights, ScoreFilter, StereoConsistencyFilter, StereoTrackState,
-    TENTATIVE, track_features, TRANSIENT)
+from persistence_ros.baselines import (
+    GroundPlaneFilter, MinHitsFilter, NoFilter, ScoreFilter, StereoConsistencyFilter)
+from persistence_ros.filter_factory import build_filter
+from persistence_ros.gbdt import FEATURE_NAMES, GbdtFilter, track_features
+from persistence_ros.overrides import replace_fields
+from persistence_ros.settings import FILTER_NAMES, Settings
+from persistence_ros.stereo import plane_heights
+from persistence_ros.stereo_track import FilterDecision, StereoTrackHistory, TrackState
 from persistence_ros.tracking import TrackObservation
+
+PERSISTENT, TENTATIVE, TRANSIENT = (TrackState.PERSISTENT, TrackState.TENTATIVE,
+                                    TrackState.TRANSIENT)
 
 # Floor plane in a left optical frame whose camera looks horizontally from 1 m height:
 # y points down, so 'up' is -y and the floor is y = 1 (n = (0, -1, 0), d = 1).
@@ -29,10 +36,10 @@ def _track(tid=1, frames=5, score=0.9, residual=0.3, height=0.4, crop_value=None
                                       crop))
     # A point at 'height' metres above the floor, 3 m ahead.
     points = np.tile([0.0, 1.0 - height, 3.0], (frames, 1))
-    return StereoTrackState(id=tid, left_track_id=tid, right_track_id=tid + 100,
-                            left=left, right=right, stamps_ns=stamps,
-                            epipolar_residuals=np.full(frames, residual), points=points,
-                            frames_observed=frames)
+    return StereoTrackHistory(id=tid, left_track_id=tid, right_track_id=tid + 100,
+                              left=left, right=right, stamps_ns=stamps,
+                              epipolar_residuals=np.full(frames, residual), points=points,
+                              frames_observed=frames)
 
 
 def test_plane_heights_signed_and_normalised():
@@ -126,14 +133,55 @@ def test_gbdt_separates_synthetic_tracks_and_round_trips(tmp_path):
         assert out[t.id].state == (PERSISTENT if i % 2 == 0 else TRANSIENT)
     path = str(tmp_path / 'gbdt.npz')
     filt.save(path)
-    loaded = make_filter('gbdt', gbdt_path=path)
+    loaded = build_filter(replace_fields(Settings(), {'filter.name': 'gbdt',
+                                                      'filter.gbdt_path': path}))
     np.testing.assert_allclose(loaded.predict_proba(x), filt.predict_proba(x))
     assert loaded.decide_after == 5
 
 
-def test_make_filter_errors():
+def _settings(**values):
+    return replace_fields(Settings(), {f'filter.{k}': v for k, v in values.items()})
+
+
+def test_build_filter_errors_say_what_to_set():
+    with pytest.raises(ValueError, match='filter.ground_plane'):
+        build_filter(_settings(name='ground_plane'))
+    with pytest.raises(ValueError, match='filter.gbdt_path'):
+        build_filter(_settings(name='gbdt'))
+    with pytest.raises(ValueError, match='filter.name'):
+        _settings(name='bogus')
+    assert build_filter(_settings(name='ground_plane', ground_plane=FLOOR)).name == 'ground_plane'
+
+
+def test_build_filter_builds_every_named_filter_with_its_settings(tmp_path):
+    path = str(tmp_path / 'gbdt.npz')
+    tracks = [_track(i, frames=6, crop_value=200 if i % 2 else 60) for i in range(20)]
+    fitted = GbdtFilter(plane=FLOOR, max_iter=5)
+    fitted.fit(np.stack([fitted.features(t) for t in tracks]), [i % 2 for i in range(20)])
+    fitted.save(path)
+    for name in FILTER_NAMES:
+        filt = build_filter(_settings(name=name, ground_plane=FLOOR, gbdt_path=path,
+                                      decide_after=4, min_hits=7, threshold=0.7,
+                                      max_residual_px=1.5))
+        assert filt.name == name
+    assert build_filter(_settings(name='min_hits', min_hits=7)).min_hits == 7
+    score = build_filter(_settings(name='score', decide_after=4, threshold=0.7))
+    assert (score.decide_after, score.threshold) == (4, 0.7)
+    assert build_filter(_settings(name='stereo', max_residual_px=1.5)).max_residual_px == 1.5
+    learned = build_filter(replace_fields(Settings(), {'model.decision.min_frames': 5,
+                                                       'model.device': 'cpu'}))
+    assert learned.decision.min_frames == 5 and learned.plane is None
+
+
+def test_track_state_values_are_the_track_msg_constants():
+    from pathlib import Path
+    import re
+    msg = (Path(__file__).resolve().parents[1] / 'msg' / 'Track.msg').read_text()
+    constants = {name: int(value) for name, value in
+                 re.findall(r'^uint8 (\w+)=(\d+)', msg, flags=re.MULTILINE)}
+    assert constants == {state.name: state.value for state in TrackState}
+    assert TrackState.parse('Persistent') is TrackState.PERSISTENT
+    assert TrackState.parse(2) is TrackState.TRANSIENT and TrackState.TENTATIVE.label == \
+        'tentative'
     with pytest.raises(ValueError):
-        make_filter('ground_plane')
-    with pytest.raises(ValueError):
-        make_filter('bogus')
-    assert make_filter('ground_plane', plane=FLOOR).name == 'ground_plane'
+        TrackState.parse('maybe')

@@ -18,7 +18,7 @@ from persistence_ros.model.checkpoint import (
 from persistence_ros.model.classifier import attention_rollout
 from persistence_ros.model.config import load_config, ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
-from persistence_ros.model.decision import Decision, EarlyDecision
+from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.model.model import PersistenceModel, StreamState, TrackStreamer
 from persistence_ros.model.probe import linear_probe
 from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batch
@@ -26,6 +26,7 @@ from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, 
 from persistence_ros.model.train import (
     NothingToTrain, restore_rng, resume_mismatches, selection_score, tokenizer_mismatches, train,
     training_device)
+from persistence_ros.stereo_track import TrackState
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -203,7 +204,7 @@ def test_track_streamer_matches_batched_and_skips_decided():
     # Early decision: decided tracks are not run again unless recheck is set.
     streamer.decision = EarlyDecision(hi=0.0 + 1e-9, lo=0.0, min_frames=1)
     first = streamer.update(['a'], crops[:1, 0].permute(0, 2, 3, 1).numpy(), geom[:1, 0].numpy())
-    assert first['a'].decision == Decision.PERSISTENT and first['a'].updated
+    assert first['a'].decision == TrackState.PERSISTENT and first['a'].updated
     again = streamer.update(['a'], crops[:1, 1].permute(0, 2, 3, 1).numpy(), geom[:1, 1].numpy())
     assert not again['a'].updated and again['a'].frames == first['a'].frames
     streamer.drop(['a'])
@@ -211,7 +212,7 @@ def test_track_streamer_matches_batched_and_skips_decided():
 
 
 def _latched(rule, trajectory, offset=0):
-    decision = Decision.UNDECIDED
+    decision = TrackState.TENTATIVE
     for t, p in enumerate(trajectory):
         decision = rule.decide(float(p), t + 1 + offset, decision)
     return decision
@@ -243,16 +244,16 @@ def test_track_streamer_extend_decides_as_per_frame_updates():
 
 def test_early_decision_rule():
     rule = EarlyDecision(hi=0.8, lo=0.2, min_frames=3)
-    assert rule.decide(0.99, 2) == Decision.UNDECIDED
-    assert rule.decide(0.99, 3) == Decision.PERSISTENT
-    assert rule.decide(0.05, 4) == Decision.TRANSIENT
-    assert rule.decide(0.5, 10) == Decision.UNDECIDED
-    assert rule.decide(0.01, 10, Decision.PERSISTENT) == Decision.PERSISTENT
-    assert not rule.needs_encoding(Decision.TRANSIENT)
+    assert rule.decide(0.99, 2) == TrackState.TENTATIVE
+    assert rule.decide(0.99, 3) == TrackState.PERSISTENT
+    assert rule.decide(0.05, 4) == TrackState.TRANSIENT
+    assert rule.decide(0.5, 10) == TrackState.TENTATIVE
+    assert rule.decide(0.01, 10, TrackState.PERSISTENT) == TrackState.PERSISTENT
+    assert not rule.needs_encoding(TrackState.TRANSIENT)
     recheck = EarlyDecision(hi=0.8, lo=0.2, min_frames=3, recheck=True)
-    assert recheck.decide(0.01, 10, Decision.PERSISTENT) == Decision.TRANSIENT
-    assert recheck.decide(0.5, 10, Decision.PERSISTENT) == Decision.PERSISTENT
-    assert recheck.needs_encoding(Decision.TRANSIENT)
+    assert recheck.decide(0.01, 10, TrackState.PERSISTENT) == TrackState.TRANSIENT
+    assert recheck.decide(0.5, 10, TrackState.PERSISTENT) == TrackState.PERSISTENT
+    assert recheck.needs_encoding(TrackState.TRANSIENT)
     with pytest.raises(ValueError):
         EarlyDecision(hi=0.2, lo=0.8)
 

@@ -1,6 +1,5 @@
 """Tests of the model configuration's checks: types and ranges, in YAML, --set and --decision."""
 
-import functools
 
 import pytest
 
@@ -128,9 +127,17 @@ def test_early_decision_reads_decision_options_like_the_config():
 
 
 def test_learned_filter_checks_its_decision_options():
-    # the path of `evaluate --decision`: load_persistence_filter(**decision) on the shipped model
-    from persistence_ros.model.persistence_filter import load_persistence_filter
-    load = functools.partial(load_persistence_filter, device='cpu', plane=[0.0, -1.0, 0.0, 0.0])
+    # the path of `evaluate --decision` and of the node's model.decision.* parameters: the
+    # settings tree, then the factory, on the shipped model
+    from persistence_ros.filter_factory import build_filter
+    from persistence_ros.overrides import replace_fields
+    from persistence_ros.settings import Settings
+
+    def load(**decision):
+        return build_filter(replace_fields(Settings(), {
+            'model.device': 'cpu', 'filter.ground_plane': [0.0, -1.0, 0.0, 0.0],
+            **{f'model.decision.{k}': v for k, v in decision.items()}}))
+
     filt = load(**parse_overrides(['hi=9e-1'], '--decision'))
     assert filt.decision.hi == pytest.approx(0.9)
     with pytest.raises(ValueError, match="decision.recheck: expected bool .*, got 'maybe'"):

@@ -63,3 +63,20 @@ def test_learned_decision_defaults_are_the_shipped_weights_and_are_checked():
     assert {k: DEFAULTS[f'model.decision.{k}'] for k in shipped} == shipped
     values = dict(DEFAULTS, **{'model.decision.lo': 0.5, 'model.decision.hi': 0.5})
     assert validate(values) == ['model.decision.lo (0.5) must be < model.decision.hi (0.5)']
+
+
+def test_every_parameter_is_a_path_in_the_settings_tree():
+    # one config path: a parameter name addresses the same field as `--set NAME=VALUE`
+    from persistence_ros.overrides import replace_fields
+    from persistence_ros.ros.parameters import leaf_values, node_settings, NodeSettings
+    leaves = leaf_values(NodeSettings())
+    for p in PARAMETERS:
+        assert p.name in leaves, p.name
+        assert leaves[p.name] == p.default
+    changed = node_settings({'tracker.high_score': 0.7, 'pipeline.window': 16,
+                             'model.decision.min_frames': 4, 'sync.slop': 0.05})
+    assert changed == replace_fields(NodeSettings(), {
+        'tracker': {'high_score': 0.7}, 'pipeline.window': 16,
+        'model.decision': {'min_frames': 4}, 'sync.slop': 0.05})
+    assert (changed.tracker.high_score, changed.pipeline.window,
+            changed.model.decision.min_frames, changed.sync.slop) == (0.7, 16, 4, 0.05)

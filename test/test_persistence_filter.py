@@ -6,15 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from persistence_ros.evaluation.runner import read_stereo_bag, run_pipeline
 from persistence_ros.features import GEOMETRY_FEATURES, side_geometry
-from persistence_ros.filters import make_filter, PERSISTENT, StereoTrackState
+from persistence_ros.filter_factory import build_filter
 from persistence_ros.model.checkpoint import save_model
 from persistence_ros.model.config import load_config
 from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.model.model import PersistenceModel
 from persistence_ros.model.persistence_filter import LearnedFilter, load_persistence_filter
+from persistence_ros.offline_runner import read_stereo_bag, run_pipeline
+from persistence_ros.overrides import replace_fields
+from persistence_ros.settings import Settings
+from persistence_ros.stereo_track import StereoTrackHistory, TrackState
 from persistence_ros.tracking import TrackObservation
+
+PERSISTENT = TrackState.PERSISTENT
 
 COL = {name: i for i, name in enumerate(GEOMETRY_FEATURES)}
 
@@ -33,9 +38,9 @@ def test_side_geometry_against_hand_computed_rows():
             _obs(4, 130, 62)]
     right = [_obs(2, 90, 55), _obs(3, 95, 57), _obs(4, 100, 62)]
     points = np.array([[np.nan] * 3, [0.0, -1.0, 2.0], [0.0, 0.5, 2.0], [0.0, -2.0, 2.0]])
-    state = StereoTrackState(1, 7, 8, left, right, stamps_ns=[1, 2, 3, 4],
-                             epipolar_residuals=np.array([np.nan, 1.5, np.nan, 80.0]),
-                             points=points)
+    state = StereoTrackHistory(1, 7, 8, left, right, stamps_ns=[1, 2, 3, 4],
+                               epipolar_residuals=np.array([np.nan, 1.5, np.nan, 80.0]),
+                               points=points)
     plane = [0.0, -2.0, 0.0, 0.0]  # height = -y (normal is normalised)
     rows = side_geometry(state, 'left', (200, 100), plane)
     assert rows.stamps_ns == [1, 2, 4]
@@ -74,8 +79,9 @@ def test_side_geometry_appearance_columns_of_known_crops():
     halves[:, 4:] = 255
     obs = [TrackObservation((50.0, 50.0, 8.0, 8.0), 0.9, k + 1, f'd{k}', True, crop)
            for k, crop in enumerate((red, grey, halves, None))]
-    state = StereoTrackState(1, 1, 2, obs, [], stamps_ns=[1, 2, 3, 4],
-                             epipolar_residuals=np.full(4, np.nan), points=np.full((4, 3), np.nan))
+    state = StereoTrackHistory(1, 1, 2, obs, [], stamps_ns=[1, 2, 3, 4],
+                               epipolar_residuals=np.full(4, np.nan),
+                               points=np.full((4, 3), np.nan))
     g = side_geometry(state, 'left', (100, 100)).geometry
     cols = [COL['brightness'], COL['saturation'], COL['contrast']]
     np.testing.assert_allclose(g[:, cols], [[1.0, 1.0, 0.0], [128 / 255, 0.0, 0.0],
@@ -253,12 +259,14 @@ def test_load_persistence_filter(tmp_path):
     model = _tiny_model()
     path = tmp_path / 'm.safetensors'
     save_model(model, path)
-    filt = make_filter('learned', plane=[0, -1, 0, 1.5], model_path=str(path), device='cpu',
-                       min_frames=7)
+    filt = build_filter(replace_fields(Settings(), {
+        'filter.ground_plane': [0, -1, 0, 1.5], 'model.path': str(path), 'model.device': 'cpu',
+        'model.decision.min_frames': 7}))
     assert isinstance(filt, LearnedFilter) and filt.uses_images
     assert filt.decision.min_frames == 7 and filt.plane == [0, -1, 0, 1.5]
-    with pytest.raises(ValueError, match='unknown decision settings'):
-        load_persistence_filter(str(path), device='cpu', threshold=0.3)
+    assert filt.device == 'cpu'
+    # without a rule, the checkpoint's
+    assert load_persistence_filter(str(path), device='cpu').decision == model.config.decision
     with pytest.raises(RuntimeError, match='image size'):
         filt.update([])
 
@@ -267,7 +275,7 @@ def _stereo_frames(right_offset_ns=0, frames=10, t0=10 ** 9):
     """Return (calibration, StereoFrames): one object at 4 m over a textured image."""
     from persistence_ros.calibration import CameraCalibration, StereoCalibration
     from persistence_ros.detections import Detection, DetectionFrame
-    from persistence_ros.evaluation.runner import StereoFrame
+    from persistence_ros.offline_runner import StereoFrame
     k = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
     calibration = StereoCalibration(*(
         CameraCalibration(640, 480, k, [], P=k[:3] + [tx] + k[3:6] + [0.0] + k[6:] + [0.0])
@@ -287,16 +295,13 @@ def _stereo_frames(right_offset_ns=0, frames=10, t0=10 ** 9):
 
 
 def test_learned_filter_gives_the_same_output_with_right_stamps_a_few_ms_late():
-    from persistence_ros.pipeline import PipelineConfig
-    from persistence_ros.stereo import AssociationConfig
-    config = PipelineConfig(association=AssociationConfig(stamp_tolerance_ns=20_000_000))
     model = _tiny_model(window=4)
     outputs = []
     for offset in (0, 5_000_000):
         filt = LearnedFilter(model, plane=[0.0, -1.0, 0.0, 1.0],
                              decision=EarlyDecision(hi=0.999, lo=0.001, min_frames=10 ** 6))
         calibration, frames = _stereo_frames(offset)
-        run = run_pipeline(calibration, frames, filt, config)
+        run = run_pipeline(calibration, frames, filt)
         outputs.append([[(t.id, t.state, t.probability, t.frames_observed, t.frame_stamps_ns,
                           t.attention) for t in tracks] for _, tracks in run])
         assert filt.stats.frames_encoded == 19  # 10 left + 9 right frames, each once
@@ -326,4 +331,4 @@ def test_learned_filter_is_reset_by_a_new_pipeline_around_it():
     # new stereo track 1 is another object and must not inherit the old one's decision
     reused = first_pair(StereoPipeline(calibration, None, filt), 5 * 10 ** 9)
     fresh = first_pair(StereoPipeline(calibration, None, learned()), 5 * 10 ** 9)
-    assert reused == fresh and fresh[0][:2] == (1, 'tentative') and fresh[0][3] == 3
+    assert reused == fresh and fresh[0][:2] == (1, TrackState.TENTATIVE) and fresh[0][3] == 3

@@ -7,16 +7,18 @@ import sys
 import numpy as np
 import pytest
 
+from persistence_ros.baselines import (
+    GroundPlaneFilter, MinHitsFilter, ScoreFilter, StereoConsistencyFilter)
 from persistence_ros.calibration import CameraCalibration, StereoCalibration
 from persistence_ros.detections import Detection, DetectionFrame
-from persistence_ros.evaluation.runner import run_pipeline, StereoFrame
 from persistence_ros.features import GEOMETRY_FEATURES, side_geometry, SIDES
-from persistence_ros.filters import (
-    GroundPlaneFilter, MinHitsFilter, PERSISTENT, ScoreFilter, StereoConsistencyFilter,
-    TENTATIVE, TRANSIENT)
+from persistence_ros.offline_runner import run_pipeline, StereoFrame
 from persistence_ros.pipeline import (
-    crop_box, DETECTION_REJECTIONS, FRAME_REJECTIONS, PipelineConfig, StereoPipeline)
-from persistence_ros.stereo import AssociationConfig
+    crop_box, DETECTION_REJECTIONS, FRAME_REJECTIONS, StereoPipeline)
+from persistence_ros.stereo_track import TrackState
+
+PERSISTENT, TENTATIVE, TRANSIENT = (TrackState.PERSISTENT, TrackState.TENTATIVE,
+                                    TrackState.TRANSIENT)
 
 F, BASE, WIDTH, HEIGHT = 500.0, 0.1, 640, 480
 FLOOR = [0.0, -1.0, 0.0, 1.0]  # y down: the floor is 1 m below the optical centre
@@ -71,8 +73,7 @@ def _scene(right_offset_ns: int, frames: int = 12):
 
 def _run_scene(right_offset_ns: int):
     states = []
-    config = PipelineConfig(association=AssociationConfig(stamp_tolerance_ns=20_000_000))
-    run = run_pipeline(_rig(), _scene(right_offset_ns), GroundPlaneFilter(FLOOR), config,
+    run = run_pipeline(_rig(), _scene(right_offset_ns), GroundPlaneFilter(FLOOR),
                        on_states=lambda s: states.append(list(s)))
     return run, states
 
@@ -145,6 +146,55 @@ def test_box_that_cannot_be_on_the_image_is_dropped_and_counted():
     edge = pipeline.process(_frame(T0 + 4 * PERIOD_NS, 'L', 5.0),
                             _frame(T0 + 4 * PERIOD_NS, 'R', 2.0), image, image)
     assert edge.accepted and edge.rejected_detections == {}
+
+
+def test_invalid_detections_are_dropped_and_counted_by_reason():
+    pipeline = StereoPipeline(_rig(), None, MinHitsFilter(3))
+    image = _image()
+    for i in range(4):
+        stamp = T0 + i * PERIOD_NS
+        left = DetectionFrame(stamp, 'L', [
+            Detection(330.0, 240.0, 40.0, 40.0, 0.9), Detection(float('nan'), 1.0, 1.0, 1.0),
+            Detection(330.0, 240.0, 0.0, 40.0, 0.9), Detection(330.0, 240.0, 40.0, 40.0, 1.5)])
+        right = DetectionFrame(stamp, 'R', [Detection(317.5, 240.0, 40.0, 40.0, 0.9),
+                                            Detection(1.0, float('inf'), 1.0, 1.0)])
+        result = pipeline.process(left, right, image, image)
+        assert result.accepted
+        assert result.rejected_detections == {'non_finite': 2, 'non_positive_size': 1,
+                                              'score_out_of_range': 1}
+    assert set(pipeline.rejected_detections) <= set(DETECTION_REJECTIONS)
+    assert pipeline.rejected_detections['non_finite'] == 8
+    assert [(t.state, t.frames_observed) for t in result.tracks] == [(PERSISTENT, 4)]
+
+
+@pytest.mark.parametrize('left_id, right_id, image_ids', [
+    ('L', 'L', None), ('', 'R', None), ('L', 'R', ('L', 'other')), ('L', 'R', ('R', 'L'))])
+def test_frame_ids_that_do_not_name_two_cameras_refuse_the_frame(left_id, right_id, image_ids):
+    pipeline = StereoPipeline(_rig(), None, MinHitsFilter(3))
+    image = _image()
+    result = pipeline.process(DetectionFrame(T0, left_id, []), DetectionFrame(T0, right_id, []),
+                              image, image, image_ids)
+    assert not result.accepted and result.reason == 'frame_id_mismatch' and result.detail
+    assert pipeline.rejected_frames == {'frame_id_mismatch': 1}
+    _check_untouched(pipeline, 0)
+    assert pipeline.process(_frame(T0, 'L', 330.0), _frame(T0, 'R', 317.5), image, image,
+                            ('L', 'R')).accepted
+
+
+def test_a_stamp_far_back_starts_a_new_sequence_a_near_one_is_refused():
+    pipeline = StereoPipeline(_rig(), None, MinHitsFilter(3))
+    image = _image()
+    t = T0 + 5 * 10 ** 9
+    for i in range(4):
+        result = pipeline.process(_frame(t + i * PERIOD_NS, 'L', 330.0 + i),
+                                  _frame(t + i * PERIOD_NS, 'R', 317.5 + i), image, image)
+    assert [x.id for x in result.tracks] == [1] and not result.restarted
+    near = pipeline.process(_frame(t, 'L', 330.0), _frame(t, 'R', 317.5), image, image)
+    assert not near.accepted and near.reason == 'stamp_not_increasing'
+    # a bag played again from its start: more than TIME_JUMP_RESET_NS back
+    again = pipeline.process(_frame(T0, 'L', 330.0), _frame(T0, 'R', 317.5), image, image)
+    assert again.accepted and again.restarted and again.tracks == []
+    assert pipeline.frames == 1 and pipeline.left_tracker.last_stamp_ns == T0
 
 
 _CROP_UNDER_MEMORY_LIMIT = """

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from persistence_ros.model import DEFAULT_WEIGHTS
-from persistence_ros.model.card import card_path, check
 from persistence_ros.model.checkpoint import load_model
+from persistence_ros.tools.card import card_path, check
 
 MAX_BYTES = 20 * 1024 * 1024
 

@@ -155,7 +155,7 @@ def test_high_score_detection_wins_over_low_score_one():
 
 def test_ring_buffer_never_exceeds_window():
     window = 5
-    tracker = Tracker2D(TrackerConfig(window=window, min_hits=1, max_age=50))
+    tracker = Tracker2D(TrackerConfig(min_hits=1, max_age=50), window=window)
     for k in range(30):
         boxes = [] if k % 3 == 0 and k else [(100.0 + k, 100.0, 30.0, 30.0, 0.9, f'd{k}')]
         update = tracker.update(_frame(k, boxes))
@@ -171,35 +171,38 @@ def test_ring_buffer_never_exceeds_window():
     assert hit.matched and hit.detection_id == 'd28' and hit.box == (128.0, 100.0, 30.0, 30.0)
 
 
-def test_invalid_detections_are_rejected_and_counted():
-    tracker = Tracker2D(TrackerConfig(min_hits=1))
+def test_invalid_detections_name_their_problem_and_the_tracker_refuses_them():
     boxes = [(math.nan, 10.0, 5.0, 5.0, 0.9, 'nan'), (10.0, 10.0, 0.0, 5.0, 0.9, 'zero'),
              (10.0, 10.0, -3.0, 5.0, 0.9, 'neg'), (10.0, 10.0, 5.0, 5.0, 1.5, 'score'),
              (10.0, math.inf, 5.0, 5.0, 0.9, 'inf'), (200.0, 200.0, 20.0, 20.0, 0.9, 'ok')]
-    update = tracker.update(_frame(0, boxes))
+    problems = [Detection(*b[:5]).problem() for b in boxes]
+    assert problems == ['non_finite', 'non_positive_size', 'non_positive_size',
+                        'score_out_of_range', 'non_finite', '']
+    # the pipeline drops and counts them first; the tracker refuses what it must not get
+    tracker = Tracker2D(TrackerConfig(min_hits=1))
+    with pytest.raises(ValueError, match='invalid detection'):
+        tracker.update(_frame(0, boxes))
+    assert tracker.last_stamp_ns is None and not tracker.tracks
+    update = tracker.update(_frame(0, boxes[-1:]))
     assert [t.detection.id for t in update.tracks] == ['ok']
-    assert tracker.rejected == {'non_finite': 2, 'non_positive_size': 2,
-                                'score_out_of_range': 1}
 
 
-def test_out_of_order_stamps_are_rejected():
+def test_out_of_order_stamps_are_refused():
     tracker = Tracker2D(TrackerConfig(min_hits=1))
     box = [(100.0, 100.0, 30.0, 30.0, 0.9, 'a')]
     tracker.update(DetectionFrame(200, 'cam', [Detection(*box[0][:5])]))
-    old = tracker.update(DetectionFrame(150, 'cam', [Detection(*box[0][:5])]))
-    same = tracker.update(DetectionFrame(200, 'cam', [Detection(*box[0][:5])]))
-    assert not old.accepted and not same.accepted
-    assert tracker.rejected == {'stamp_not_increasing': 2}
+    for stamp in (150, 200):
+        with pytest.raises(ValueError, match='not after the last one'):
+            tracker.update(DetectionFrame(stamp, 'cam', [Detection(*box[0][:5])]))
     assert tracker.tracks[0].hits == 1 and tracker.tracks[0].age == 0
     later = tracker.update(DetectionFrame(300, 'cam', [Detection(*box[0][:5])]))
-    assert later.accepted and later.tracks[0].hits == 2
+    assert later.tracks[0].hits == 2
     assert [o.stamp_ns for o in later.tracks[0].history] == [200, 300]
 
 
 @pytest.mark.parametrize('kwargs, message', [
     ({'max_age': -1}, 'max_age must be an integer >= 0, got -1'),
     ({'min_hits': 0}, 'min_hits must be an integer >= 1'),
-    ({'window': 0}, 'window must be an integer >= 1'),
     ({'high_score': 1.2}, 'high_score must be a number in [0, 1]'),
     ({'low_score': 0.8, 'high_score': 0.5}, 'low_score must be <= high_score'),
     ({'center_radius_px': 0.0}, 'center_radius_px must be a finite number > 0'),
@@ -208,6 +211,11 @@ def test_config_validation(kwargs, message):
     with pytest.raises(ValueError) as info:
         TrackerConfig(**kwargs)
     assert message in str(info.value)
+
+
+def test_window_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match='window must be an integer >= 1'):
+        Tracker2D(TrackerConfig(), window=0)
 
 
 def test_history_boxes_are_the_matched_detections_as_plain_floats():

@@ -13,13 +13,15 @@ import numpy as np
 from persistence_ros import __version__
 from persistence_ros.calibration import StereoCalibration
 from persistence_ros.evaluation.runner import (
-    build_filter, collect_gbdt_training, evaluate_bag, needs_images, read_stereo_bag, Run,
-    run_pipeline, StereoFrame)
+    collect_gbdt_training, evaluate_bag, scene_settings)
 from persistence_ros.evaluation.scoring import score_run, Truth
-from persistence_ros.filters import FILTER_NAMES, GbdtFilter
+from persistence_ros.filter_factory import build_filter
+from persistence_ros.gbdt import GbdtFilter
 from persistence_ros.model import DEFAULT_WEIGHTS, GBDT_BASELINE
+from persistence_ros.offline_runner import (
+    needs_images, read_stereo_bag, Run, run_pipeline, StereoFrame)
 from persistence_ros.overrides import parse_overrides, replace_fields
-from persistence_ros.pipeline import PipelineConfig
+from persistence_ros.settings import FILTER_NAMES, Settings
 
 BASELINES = ('none', 'min_hits', 'score', 'stereo', 'ground_plane')
 
@@ -64,15 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           'the baselines, gbdt with --gbdt/--train-bag, '
                                           'learned with --model or shipped weights)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                        help='override a core pipeline setting, e.g. '
+                        help='override a setting (the node parameter of the same name), e.g. '
                              'tracker.appearance_gate=1.0 (VALUE is read as YAML; repeatable)')
     parser.add_argument('--errors', action='store_true',
                         help='list the wrongly decided stereo tracks under tracks.errors in '
                              'the JSON (outcome, true kinds of their detections, last state)')
     parser.add_argument('--decision', action='append', default=[], metavar='KEY=VALUE',
                         help="override the learned filter's early-decision rule (hi, lo, "
-                             "min_frames, recheck; default: the checkpoint's), e.g. "
-                             'min_frames=3 (repeatable)')
+                             "min_frames, recheck; default: the node's model.decision.*), "
+                             'e.g. min_frames=3; short for --set model.decision.KEY=VALUE '
+                             '(repeatable)')
 
 
 def scene_dirs(paths: List[str]) -> List[Path]:
@@ -128,13 +131,13 @@ def _scored_scenes(args) -> List[Path]:
     return scene_dirs(args.bag) if args.compare else [Path(bag) for bag in args.bag]
 
 
-def _gbdt_path(args, config: Optional[PipelineConfig] = None) -> Optional[str]:
+def _gbdt_path(args, settings: Optional[Settings] = None) -> Optional[str]:
     """Return the gbdt training-set file, fitting one on --train-bag first if asked."""
     if not args.train_bag:
         return args.gbdt or (str(GBDT_BASELINE) if GBDT_BASELINE.exists() else None)
     train = scene_dirs(args.train_bag)
     check_training_scenes(train, _scored_scenes(args))
-    x, y = collect_gbdt_training(train, config=config)
+    x, y = collect_gbdt_training(train, settings=settings)
     path = _gbdt_save_path(args)
     GbdtFilter().fit(x, y).save(path)
     print(f'gbdt: fitted on {len(y)} tracks ({int(y.sum())} real), saved to {path}',
@@ -142,30 +145,29 @@ def _gbdt_path(args, config: Optional[PipelineConfig] = None) -> Optional[str]:
     return path
 
 
-def _filter_kwargs(name: str, model_path: Optional[Sequence[str]],
-                   decision: Optional[Dict] = None) -> Dict:
-    return {'model_path': model_path, **(decision or {})} if name == 'learned' else {}
+def filter_settings(settings: Settings, name: str) -> Settings:
+    """Return ``settings`` with ``filter.name`` set to ``name``."""
+    return replace_fields(settings, {'filter.name': name})
 
 
-def _build_filters(truth: Truth, filters: List[str], gbdt_path: Optional[str],
-                   model_path: Optional[Sequence[str]], decision: Optional[Dict]
-                   ) -> Dict[str, object]:
-    return {name: build_filter(name, truth, gbdt_path,
-                               **_filter_kwargs(name, model_path, decision))
+def _build_filters(truth: Truth, filters: List[str], settings: Settings,
+                   ensemble: Optional[Sequence[str]]) -> Dict[str, object]:
+    return {name: build_filter(scene_settings(filter_settings(settings, name), truth),
+                               ensemble if name == 'learned' else None)
             for name in filters}
 
 
 def _run_built(scene: Path, built: Dict[str, object],
-               config: Optional[PipelineConfig]) -> Dict[str, Run]:
-    with_images = any(needs_images(f, config) for f in built.values())
+               settings: Optional[Settings]) -> Dict[str, Run]:
+    with_images = any(needs_images(f, settings) for f in built.values())
     calibration, frames = read_stereo_bag(scene, with_images=with_images)
-    return _run_on_frames(calibration, frames, built, config)
+    return _run_on_frames(calibration, frames, built, settings)
 
 
 def _run_on_frames(calibration: StereoCalibration, frames: Sequence[StereoFrame],
-                   built: Dict[str, object], config: Optional[PipelineConfig]
+                   built: Dict[str, object], settings: Optional[Settings]
                    ) -> Dict[str, Run]:
-    return {name: run_pipeline(calibration, frames, filt, config)
+    return {name: run_pipeline(calibration, frames, filt, settings)
             for name, filt in built.items()}
 
 
@@ -182,27 +184,29 @@ def model_compute(persistence_filter) -> Optional[Dict[str, int]]:
 
 def run_filters_on_frames(calibration: StereoCalibration, frames: Sequence[StereoFrame],
                           truth: Truth, filters: List[str],
-                          gbdt_path: Optional[str] = None) -> Dict[str, Run]:
+                          settings: Optional[Settings] = None) -> Dict[str, Run]:
     """Run every filter on frames already read (``read_stereo_bag``, with images)."""
+    settings = settings if settings is not None else Settings()
     return _run_on_frames(calibration, frames,
-                          _build_filters(truth, filters, gbdt_path, None, None), None)
+                          _build_filters(truth, filters, settings, None), settings)
 
 
-def compare(scenes: List[Path], filters: List[str], gbdt_path: Optional[str] = None,
-            model_path: Optional[Sequence[str]] = None,
-            config: Optional[PipelineConfig] = None,
-            decision: Optional[Dict] = None, errors: bool = False) -> List[dict]:
+def compare(scenes: List[Path], filters: List[str], settings: Optional[Settings] = None,
+            ensemble: Optional[Sequence[str]] = None, errors: bool = False) -> List[dict]:
     """
     Return the metrics of every filter on every scene (bags are read once).
 
-    A filter with a model also reports its ``compute`` (``model_compute``); ``errors`` adds
-    ``tracks.errors`` (``scoring.score_tracks``).
+    ``settings``: everything but ``filter.name`` (each filter of ``filters`` in turn);
+    ``ensemble``: several checkpoints for the learned filter.  A filter with a model also
+    reports its ``compute`` (``model_compute``); ``errors`` adds ``tracks.errors``
+    (``scoring.score_tracks``).
     """
+    settings = settings if settings is not None else Settings()
     results = []
     for scene in scenes:
         truth = Truth.load(scene / 'truth.json')
-        built = _build_filters(truth, filters, gbdt_path, model_path, decision)
-        runs = _run_built(scene, built, config)
+        built = _build_filters(truth, filters, settings, ensemble)
+        runs = _run_built(scene, built, settings)
         for name, run in runs.items():
             result = score_run(run, truth, name, __version__, errors)
             result['run']['bag'] = str(scene)
@@ -267,15 +271,36 @@ def _check_output(option: str, value: Optional[str]) -> None:
         raise PermissionError(f'{option} {value}: the folder {folder} is not writable')
 
 
+def run_settings(args) -> Settings:
+    """
+    Return the settings of an ``evaluate`` run.
+
+    ``--set`` first, then ``--filter``, ``--model`` (one: ``model.path``) and ``--decision``.
+    """
+    overrides = parse_overrides(args.set)
+    overrides['filter.name'] = args.filter
+    if args.model and len(args.model) == 1:
+        overrides['model.path'] = args.model[0]
+    for key, value in parse_overrides(args.decision, '--decision').items():
+        overrides[f'model.decision.{key}'] = value
+    return replace_fields(Settings(), overrides)
+
+
+def _ensemble(args) -> Optional[List[str]]:
+    return list(args.model) if args.model and len(args.model) > 1 else None
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``evaluate``; return the exit status."""
     try:
         _check_output('--json', args.json)
         if args.train_bag:
             _check_output('--save-gbdt', _gbdt_save_path(args))
-        config = replace_fields(PipelineConfig(), parse_overrides(args.set))
+        settings = run_settings(args)
         decision = parse_overrides(args.decision, '--decision')
-        gbdt_path = _gbdt_path(args, config)
+        gbdt_path = _gbdt_path(args, settings)
+        if gbdt_path:
+            settings = replace_fields(settings, {'filter.gbdt_path': gbdt_path})
         if args.compare:
             filters = (args.filters.split(',') if args.filters else
                        list(BASELINES) + (['gbdt'] if gbdt_path else [])
@@ -284,8 +309,8 @@ def main(args: argparse.Namespace) -> int:
             if unknown:
                 raise ValueError(f'unknown filters {unknown}; choose from {FILTER_NAMES}')
             _check_decision(decision, 'learned' in filters)
-            results = compare(scene_dirs(args.bag), filters, gbdt_path, args.model, config,
-                              decision, args.errors)
+            results = compare(scene_dirs(args.bag), filters, settings, _ensemble(args),
+                              args.errors)
             print(summary_table(results))
             for line in compute_summary(results):
                 print(line)
@@ -297,11 +322,11 @@ def main(args: argparse.Namespace) -> int:
             filt = None
             if args.tracks is None:
                 truth = Truth.load(args.truth or Path(args.bag[0]) / 'truth.json')
-                filt = build_filter(args.filter, truth, gbdt_path,
-                                    **_filter_kwargs(args.filter, args.model, decision))
-            output = evaluate_bag(args.bag[0], args.truth, args.filter, tracks_bag=args.tracks,
+                filt = _build_filters(truth, [args.filter], settings,
+                                      _ensemble(args))[args.filter]
+            output = evaluate_bag(args.bag[0], args.truth, settings, tracks_bag=args.tracks,
                                   tracks_topic=args.tracks_topic, persistence_filter=filt,
-                                  config=config, errors=args.errors)
+                                  errors=args.errors)
             compute = model_compute(filt)
             if compute is not None:
                 output['compute'] = compute

@@ -1,134 +1,23 @@
-"""Run the core pipeline over a bag, or read a node's recorded tracks, and score the run."""
+"""Score a scene: run the core pipeline over its bag, or read a node's recorded tracks."""
 
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
-import warnings
 
 import numpy as np
 
 from persistence_ros import __version__, bag_io
-from persistence_ros.calibration import (
-    calibration_from_camera_info, CameraCalibration, StereoCalibration)
-from persistence_ros.detections import detection_frame_from_msg, DetectionFrame, stamp_to_ns
+from persistence_ros.baselines import NoFilter
+from persistence_ros.detections import stamp_to_ns
 from persistence_ros.evaluation.scoring import score_run, track_labels, Truth
-from persistence_ros.filters import (
-    GBDT_DECIDE_AFTER, GbdtFilter, make_filter, NoFilter, PersistenceFilter, StereoTrackState)
-from persistence_ros.pipeline import PipelineConfig, PipelineTrack, StereoPipeline
+from persistence_ros.filter_factory import build_filter
+from persistence_ros.gbdt import GBDT_DECIDE_AFTER, GbdtFilter
+from persistence_ros.offline_runner import needs_images, read_stereo_bag, Run, run_pipeline
+from persistence_ros.pipeline import PipelineTrack
+from persistence_ros.settings import Settings
+from persistence_ros.stereo_track import PersistenceFilter, StereoTrackHistory, TrackState
 
-CAMERAS = ('left', 'right')
-TOPICS = {cam: {'image': f'/stereo/{cam}/image_raw', 'info': f'/stereo/{cam}/camera_info',
-                'detections': f'/stereo/{cam}/detections'} for cam in CAMERAS}
-TOPIC_TYPES = {'image': bag_io.IMAGE, 'info': bag_io.CAMERA_INFO,
-               'detections': bag_io.DETECTION_2D_ARRAY}
 TRACK_ARRAY = 'persistence_ros/msg/TrackArray'
-STATE_NAMES = ('tentative', 'persistent', 'transient')
-
-Run = List[Tuple[int, List[PipelineTrack]]]
-
-
-@dataclass
-class StereoFrame:
-    """One synchronized frame of a stereo bag."""
-
-    stamp_ns: int
-    left: DetectionFrame
-    right: DetectionFrame
-    left_image: Optional[np.ndarray] = None
-    right_image: Optional[np.ndarray] = None
-
-
-def read_stereo_bag(bag_dir, with_images: bool = False
-                    ) -> Tuple[StereoCalibration, List[StereoFrame]]:
-    """
-    Return the calibration (first CameraInfo of each camera) and the synchronized frames.
-
-    Frames are joined on equal header stamps; a stamp without detections in both cameras
-    is skipped. With ``with_images``, detection frames without an image of the same stamp
-    run without images, and a warning says how many there are.
-    """
-    kinds = ('info', 'detections', 'image') if with_images else ('info', 'detections')
-    topics = [TOPICS[c][k] for c in CAMERAS for k in kinds]
-    _check_topic_types(bag_dir, {TOPICS[c][k]: TOPIC_TYPES[k] for c in CAMERAS for k in kinds})
-    info: Dict[str, CameraCalibration] = {}
-    by_stamp: Dict[int, Dict[str, object]] = defaultdict(dict)
-    for topic, _, msg in bag_io.read_messages(bag_dir, topics):
-        cam = 'left' if topic.startswith('/stereo/left/') else 'right'
-        if topic.endswith('camera_info'):
-            if cam not in info:
-                info[cam] = calibration_from_camera_info(msg)
-        elif topic.endswith('detections'):
-            frame = detection_frame_from_msg(msg)
-            by_stamp[frame.stamp_ns][cam] = frame
-        else:
-            by_stamp[stamp_to_ns(msg.header.stamp)][cam + '_image'] = \
-                bag_io.image_to_rgb(msg)
-    if set(info) != set(CAMERAS):
-        raise ValueError(f'{bag_dir}: no CameraInfo for {sorted(set(CAMERAS) - set(info))}')
-    frames = [StereoFrame(s, d['left'], d['right'], d.get('left_image'), d.get('right_image'))
-              for s, d in sorted(by_stamp.items()) if 'left' in d and 'right' in d]
-    if with_images:
-        _warn_missing_images(bag_dir, frames)
-    return StereoCalibration(info['left'], info['right']), frames
-
-
-def _check_topic_types(bag_dir, expected: Dict[str, str]) -> None:
-    """Raise ``ValueError`` if a topic of the bag has another type than ``expected``."""
-    found = bag_io.bag_topics(bag_dir)
-    wrong = [f'{topic} is {found[topic]}, expected {msgtype}'
-             for topic, msgtype in expected.items() if found.get(topic, msgtype) != msgtype]
-    if wrong:
-        raise ValueError(f'{bag_dir}: wrong message type: {"; ".join(wrong)}')
-
-
-def _warn_missing_images(bag_dir, frames: Sequence[StereoFrame]) -> None:
-    """Warn once if detection frames have no image (left or right) of the same stamp."""
-    missing = sum(f.left_image is None or f.right_image is None for f in frames)
-    if missing:
-        warnings.warn(
-            f'{bag_dir}: {missing} of {len(frames)} detection frames have no left or right '
-            'image with the same header stamp and run without images (frames are joined on '
-            'equal stamps: the detections must carry the stamp of their image)', stacklevel=3)
-
-
-def run_pipeline(calibration: StereoCalibration, frames: Sequence[StereoFrame],
-                 persistence_filter: PersistenceFilter,
-                 config: Optional[PipelineConfig] = None,
-                 on_states=None) -> Run:
-    """
-    Run ``StereoPipeline`` over frames; return ``[(stamp_ns, tracks)]``.
-
-    ``on_states(states)`` (optional) sees the filter inputs of every frame (used to collect
-    gbdt training features).
-    """
-    filt = persistence_filter
-    if on_states is not None:
-        filt = _Spy(persistence_filter, on_states)
-    pipeline = StereoPipeline(calibration, config, filt)
-    run: Run = []
-    for f in frames:
-        result = pipeline.process(f.left, f.right, f.left_image, f.right_image)
-        run.append((f.stamp_ns, result.tracks))
-    return run
-
-
-class _Spy(PersistenceFilter):
-    """Pass-through filter wrapper that shows every frame's inputs to a callback."""
-
-    def __init__(self, inner: PersistenceFilter, callback):
-        self.inner, self.callback, self.name = inner, callback, inner.name
-        self.uses_images = inner.uses_images
-
-    def set_calibration(self, calibration):
-        self.inner.set_calibration(calibration)
-
-    def update(self, tracks):
-        self.callback(tracks)
-        return self.inner.update(tracks)
-
-    def reset(self):
-        self.inner.reset()
 
 
 def read_track_bag(bag_dir, topic: Optional[str] = None) -> Run:
@@ -149,7 +38,7 @@ def read_track_bag(bag_dir, topic: Optional[str] = None) -> Run:
         for t in msg.tracks:
             tracks.append(PipelineTrack(
                 id=int(t.id), left_track_id=int(t.left_track_id),
-                right_track_id=int(t.right_track_id), state=STATE_NAMES[int(t.state)],
+                right_track_id=int(t.right_track_id), state=TrackState(int(t.state)),
                 probability=float(t.probability), frames_observed=int(t.frames_observed),
                 decision_frame=int(t.decision_frame),
                 frame_stamps_ns=[stamp_to_ns(s) for s in t.frame_stamps],
@@ -162,35 +51,32 @@ def read_track_bag(bag_dir, topic: Optional[str] = None) -> Run:
     return run
 
 
-def needs_images(persistence_filter: PersistenceFilter,
-                 config: Optional[PipelineConfig] = None) -> bool:
-    """
-    Return True if the run needs the images (reading them is slow).
-
-    They are needed when the filter uses image crops or the trackers gate on colour.
-    """
-    tracker = (config if config is not None else PipelineConfig()).tracker
-    return bool(getattr(persistence_filter, 'uses_images', True) or tracker.uses_appearance)
+def scene_settings(settings: Optional[Settings], truth: Optional[Truth]) -> Settings:
+    """Return ``settings`` with the truth rig's ground plane as ``filter.ground_plane``."""
+    settings = settings if settings is not None else Settings()
+    if truth is None or truth.ground_plane is None:
+        return settings
+    return replace(settings, filter=replace(settings.filter,
+                                            ground_plane=[float(v) for v in truth.ground_plane]))
 
 
-def build_filter(filter_name: str, truth: Optional[Truth] = None,
-                 gbdt_path: Optional[str] = None, **kwargs) -> PersistenceFilter:
-    """Build a filter; the ground plane comes from the truth rig when known."""
-    plane = truth.ground_plane if truth is not None else None
-    return make_filter(filter_name, plane=plane, gbdt_path=gbdt_path, **kwargs)
+def build_scene_filter(settings: Optional[Settings], truth: Optional[Truth]
+                       ) -> PersistenceFilter:
+    """Build the filter of ``settings`` for a scene (``scene_settings``)."""
+    return build_filter(scene_settings(settings, truth))
 
 
-def evaluate_bag(bag_dir, truth_path=None, filter_name: str = 'none',
-                 tracks_bag=None, gbdt_path: Optional[str] = None,
-                 config: Optional[PipelineConfig] = None,
-                 persistence_filter: Optional[PersistenceFilter] = None,
+def evaluate_bag(bag_dir, truth_path=None, settings: Optional[Settings] = None,
+                 tracks_bag=None, persistence_filter: Optional[PersistenceFilter] = None,
                  tracks_topic: Optional[str] = None, errors: bool = False) -> dict:
     """
     Return the metrics of one scene (the JSON of ``persistence-ros evaluate``).
 
     With ``tracks_bag`` the recorded ``TrackArray`` messages are scored (``run.filter`` is
-    ``'node'``); otherwise the core pipeline runs over ``bag_dir`` with the filter.
-    ``errors`` adds the wrongly decided tracks (``tracks.errors``, ``scoring.score_tracks``).
+    ``'node'``); otherwise the core pipeline runs over ``bag_dir`` with
+    ``persistence_filter`` (default: the filter of ``settings`` for the scene,
+    ``build_scene_filter``).  ``errors`` adds the wrongly decided tracks (``tracks.errors``,
+    ``scoring.score_tracks``).
     """
     truth_path = Path(truth_path) if truth_path else Path(bag_dir) / 'truth.json'
     truth = Truth.load(truth_path)
@@ -198,15 +84,16 @@ def evaluate_bag(bag_dir, truth_path=None, filter_name: str = 'none',
         run = read_track_bag(tracks_bag, tracks_topic)
         name = 'node'
     else:
-        filt = persistence_filter or build_filter(filter_name, truth, gbdt_path)
-        calibration, frames = read_stereo_bag(bag_dir, with_images=needs_images(filt, config))
-        run = run_pipeline(calibration, frames, filt, config)
+        filt = persistence_filter or build_scene_filter(settings, truth)
+        calibration, frames = read_stereo_bag(bag_dir,
+                                              with_images=needs_images(filt, settings))
+        run = run_pipeline(calibration, frames, filt, settings)
         name = filt.name
     return score_run(run, truth, name, __version__, errors)
 
 
 def collect_gbdt_training(bag_dirs: Iterable, decide_after: int = GBDT_DECIDE_AFTER,
-                          config: Optional[PipelineConfig] = None
+                          settings: Optional[Settings] = None
                           ) -> Tuple[np.ndarray, np.ndarray]:
     """
     Return (features, labels) of the stereo tracks of training bags.
@@ -223,13 +110,13 @@ def collect_gbdt_training(bag_dirs: Iterable, decide_after: int = GBDT_DECIDE_AF
         featurizer = GbdtFilter(plane=truth.ground_plane, decide_after=decide_after)
         snapshots: Dict[int, np.ndarray] = {}
 
-        def on_states(states: Sequence[StereoTrackState]) -> None:
+        def on_states(states: Sequence[StereoTrackHistory]) -> None:
             for st in states:
                 if st.id not in snapshots and st.frames_observed >= decide_after:
                     snapshots[st.id] = featurizer.features(st)
 
         calibration, frames = read_stereo_bag(bag_dir, with_images=True)
-        run = run_pipeline(calibration, frames, NoFilter(), config, on_states=on_states)
+        run = run_pipeline(calibration, frames, NoFilter(), settings, on_states=on_states)
         labels = track_labels(run, truth)
         for tid, feats in snapshots.items():
             if labels.get(tid) is not None:

@@ -4,7 +4,7 @@ Score a run (stereo tracks per stamp) against ``truth.json``.
 A run is a sequence of ``(stamp_ns, tracks)`` where each track has the fields of
 ``Track.msg`` as attributes (``persistence_ros.pipeline.PipelineTrack`` or the converted
 ``TrackArray`` messages): ``id``, ``left_track_id``, ``right_track_id``, ``state``
-('tentative' | 'persistent' | 'transient'), ``probability``, ``frames_observed``,
+(a ``TrackState``, its constant or its name), ``probability``, ``frames_observed``,
 ``decision_frame``, ``position`` (3 floats or None), ``left_detection_id``,
 ``right_detection_id``.  Everything is joined to the truth through the detection ids.
 
@@ -34,8 +34,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from persistence_ros.evaluation.metrics import MotAccumulator
+from persistence_ros.stereo_track import TrackState
 
-PERSISTENT = 'persistent'
 CAMERAS = ('left', 'right')
 
 
@@ -103,10 +103,8 @@ class Truth:
         return {key for key, cams in seen.items() if {'left', 'right'} <= cams}
 
 
-def _state_name(state) -> str:
-    if isinstance(state, str):
-        return state
-    return ('tentative', 'persistent', 'transient')[int(state)]
+def _state(track) -> TrackState:
+    return TrackState.parse(track.state)
 
 
 def _prf(tp: int, fp: int, fn: int) -> Dict[str, float]:
@@ -161,7 +159,7 @@ def score_tracks(run: Sequence[Tuple[int, Sequence]], truth: Truth,
     kinds = track_kind_counts(run, truth)
     persistent = set()
     for _, tracks in run:
-        persistent.update(t.id for t in tracks if _state_name(t.state) == PERSISTENT)
+        persistent.update(t.id for t in tracks if _state(t) == TrackState.PERSISTENT)
     outcomes = {tid: (label, tid in persistent)  # (real, predicted persistent)
                 for tid, label in labels_from_kind_counts(kinds).items() if label is not None}
     counts = Counter(outcomes.values())
@@ -181,7 +179,7 @@ def _error_row(tid: int, real: bool, kinds: Counter, last) -> dict:
     return {'id': tid, 'outcome': 'fn' if real else 'fp',
             'left_track_id': int(last.left_track_id),
             'right_track_id': int(last.right_track_id),
-            'kinds': dict(sorted(kinds.items())), 'state': _state_name(last.state),
+            'kinds': dict(sorted(kinds.items())), 'state': _state(last).label,
             'probability': float(last.probability),
             'frames_observed': int(last.frames_observed),
             'decision_frame': int(last.decision_frame)}
@@ -211,7 +209,7 @@ def score_points(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[str,
     for stamp, tracks in run:
         frame = truth.frame(stamp)
         for t in tracks:
-            if _state_name(t.state) != PERSISTENT or t.position is None:
+            if _state(t) != TrackState.PERSISTENT or t.position is None:
                 continue
             published += 1
             obj = _point_object(t, truth, labels.get(t.id))
@@ -241,7 +239,7 @@ def score_decisions(run: Sequence[Tuple[int, Sequence]]) -> Dict[str, float]:
     for _, tracks in run:
         for t in tracks:
             seen.add(t.id)
-            if _state_name(t.state) != 'tentative' and t.decision_frame > 0:
+            if _state(t) != TrackState.TENTATIVE and t.decision_frame > 0:
                 decided.setdefault(t.id, int(t.decision_frame))
     frames = np.array(list(decided.values()), dtype=np.float64)
     return {
@@ -267,7 +265,7 @@ def score_mot(run: Sequence[Tuple[int, Sequence]], truth: Truth,
             for t in by_stamp.get(int(frame['stamp_ns']), []):
                 det_id = getattr(t, f'{cam}_detection_id')
                 det = truth.detections.get(det_id) if det_id else None
-                if _state_name(t.state) != PERSISTENT or det is None:
+                if _state(t) != TrackState.PERSISTENT or det is None:
                     continue
                 tid = getattr(t, f'{cam}_track_id')
                 if tid in tr_ids:  # one 2D track in two stereo tracks: count it once

@@ -1,22 +1,15 @@
 """
 The early decision rule: when a track's p(persistent) makes it PERSISTENT or TRANSIENT.
 
-Plain Python (no torch): the model configuration's ``decision`` section is an
-``EarlyDecision``, so its defaults and checks live in one place.
+Plain Python (no torch): the model configuration's ``decision`` section and the node's
+``model.decision`` settings are an ``EarlyDecision``, so its defaults and checks live in one
+place.  Its answers are ``TrackState``s (TENTATIVE while undecided).
 """
 
 from dataclasses import dataclass
-import enum
 
 from persistence_ros.overrides import check_fields
-
-
-class Decision(enum.IntEnum):
-    """Early decision of one track."""
-
-    UNDECIDED = 0
-    PERSISTENT = 1
-    TRANSIENT = 2
+from persistence_ros.stereo_track import TrackState
 
 
 @dataclass
@@ -36,23 +29,23 @@ class EarlyDecision:
         if not 0.0 <= self.lo < self.hi <= 1.0:
             raise ValueError(f'need 0 <= lo < hi <= 1, got lo={self.lo} hi={self.hi}')
 
-    def decide(self, p: float, frames: int, previous: Decision = Decision.UNDECIDED
-               ) -> Decision:
+    def decide(self, p: float, frames: int, previous: TrackState = TrackState.TENTATIVE
+               ) -> TrackState:
         """
         Return the decision after ``frames`` frames with probability ``p``.
 
         A decided track keeps its decision unless ``recheck`` is set.
         """
-        if previous != Decision.UNDECIDED and not self.recheck:
+        if previous != TrackState.TENTATIVE and not self.recheck:
             return previous
         if frames < self.min_frames:
-            return previous if self.recheck else Decision.UNDECIDED
+            return previous if self.recheck else TrackState.TENTATIVE
         if p >= self.hi:
-            return Decision.PERSISTENT
+            return TrackState.PERSISTENT
         if p <= self.lo:
-            return Decision.TRANSIENT
-        return previous if self.recheck else Decision.UNDECIDED
+            return TrackState.TRANSIENT
+        return previous if self.recheck else TrackState.TENTATIVE
 
-    def needs_encoding(self, decision: Decision) -> bool:
+    def needs_encoding(self, decision: TrackState) -> bool:
         """Return True if a track with this decision must still be run through the model."""
-        return decision == Decision.UNDECIDED or self.recheck
+        return decision == TrackState.TENTATIVE or self.recheck

@@ -9,8 +9,9 @@ from torch import nn
 
 from persistence_ros.model.classifier import PersistenceClassifier
 from persistence_ros.model.config import ModelConfig
-from persistence_ros.model.decision import Decision, EarlyDecision
+from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.model.tokenizer import Tokenizer
+from persistence_ros.stereo_track import TrackState
 
 
 @dataclass
@@ -201,7 +202,7 @@ class TrackResult:
     """Output for one track at one frame."""
 
     probability: float
-    decision: Decision
+    decision: TrackState
     frames: int
     attention: np.ndarray
     updated: bool
@@ -282,7 +283,7 @@ class TrackStreamer:
         for j, i in enumerate(run):
             tid = track_ids[i]
             self._state[tid] = state.select([j]) if len(run) > 1 else state
-            dec = self._last[tid].decision if tid in self._last else Decision.UNDECIDED
+            dec = self._last[tid].decision if tid in self._last else TrackState.TENTATIVE
             n = int(frames[j])
             first = n - prob.shape[1] + 1  # frame count at the first of the T new frames
             for k, p in enumerate(prob[j]):

@@ -25,15 +25,13 @@ import torch
 
 from persistence_ros.features import (
     APPEARANCE_FEATURES, GEOMETRY_FEATURES, side_geometry, SIDES)
-from persistence_ros.filters import (
-    FilterDecision, PersistenceFilter, PERSISTENT, StereoTrackState, TENTATIVE, TRANSIENT)
 from persistence_ros.model import ATTENTION_MODES, DEFAULT_WEIGHTS
 from persistence_ros.model.checkpoint import load_model
-from persistence_ros.model.decision import Decision, EarlyDecision
+from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.model.model import PersistenceModel, TrackStreamer
-_STATE_NAMES = {Decision.UNDECIDED: TENTATIVE, Decision.PERSISTENT: PERSISTENT,
-                Decision.TRANSIENT: TRANSIENT}
-_DECISIONS = {name: decision for decision, name in _STATE_NAMES.items()}
+from persistence_ros.stereo_track import (
+    FilterDecision, PersistenceFilter, StereoTrackHistory, TrackState)
+
 _NEVER = EarlyDecision(hi=1.0, lo=0.0, min_frames=2 ** 62)  # the streamer only scores
 
 
@@ -103,6 +101,11 @@ class LearnedFilter(PersistenceFilter):
                           '(the shipped model was trained with the floor plane)', stacklevel=2)
         self.reset()
 
+    @property
+    def device(self) -> str:
+        """Return the device the model runs on (``cpu``, ``cuda``)."""
+        return next(self.model.parameters()).device.type
+
     def reset(self) -> None:
         """Forget every track."""
         self._streamers = [TrackStreamer(member, _NEVER, self.attention == 'rollout')
@@ -115,7 +118,7 @@ class LearnedFilter(PersistenceFilter):
         """Take the image size (feature normalisation) from the stereo calibration."""
         self.image_size = (int(calibration.left.width), int(calibration.left.height))
 
-    def _pending(self, tracks: Sequence[StereoTrackState]):
+    def _pending(self, tracks: Sequence[StereoTrackHistory]):
         """Return {(track id, side): (crops, geometry rows, stamps)} of frames not yet streamed."""
         pending = {}
         for st in tracks:
@@ -183,7 +186,7 @@ class LearnedFilter(PersistenceFilter):
                     return weights / total, list(stamps)[-n:]
         return None, None
 
-    def update(self, tracks: Sequence[StereoTrackState]) -> Dict[int, FilterDecision]:
+    def update(self, tracks: Sequence[StereoTrackHistory]) -> Dict[int, FilterDecision]:
         """Stream the new frames of every track; return its (latched) decision."""
         if self.image_size is None:
             raise RuntimeError('learned filter: image size unknown (call set_calibration or '
@@ -209,14 +212,14 @@ class LearnedFilter(PersistenceFilter):
             probs = [[r.probability for r in (streamer.result((st.id, s)) for s in SIDES)
                       if r is not None] for streamer in self._streamers]
             if not probs[0]:
-                out[st.id] = FilterDecision(0.5, TENTATIVE)
+                out[st.id] = FilterDecision(0.5, TrackState.TENTATIVE)
                 continue
             p = float(np.mean([np.mean(member) for member in probs]))
-            previous = _DECISIONS[latched.state] if latched else Decision.UNDECIDED
-            decision = self.decision.decide(p, int(st.frames_observed), previous)
+            previous = latched.state if latched else TrackState.TENTATIVE
+            state = self.decision.decide(p, int(st.frames_observed), previous)
             attention, stamps = self._attention(st.id)
-            result = FilterDecision(p, _STATE_NAMES[decision], attention, stamps)
-            if decision != Decision.UNDECIDED:
+            result = FilterDecision(p, state, attention, stamps)
+            if state != TrackState.TENTATIVE:
                 self._latched[st.id] = result
             out[st.id] = result
         return out
@@ -225,15 +228,15 @@ class LearnedFilter(PersistenceFilter):
 def load_persistence_filter(model_path: Union[None, str, Sequence[str]] = None,
                             device: str = 'auto', plane: Optional[Sequence[float]] = None,
                             image_size: Optional[Tuple[int, int]] = None,
-                            attention: str = 'last_layer', **decision) -> LearnedFilter:
+                            attention: str = 'last_layer',
+                            decision: Optional[EarlyDecision] = None) -> LearnedFilter:
     """
     Return a ``LearnedFilter`` with the weights at ``model_path`` (default: shipped ``cpu``).
 
     Several paths make an ensemble: p is the mean of the members' p, the first member gives
-    the decision settings and the attention.  ``attention``: 'last_layer' or 'rollout'
-    (``LearnedFilter``). ``decision`` overrides the checkpoint's early-decision settings (hi,
-    lo, min_frames, recheck).  Fails with a message naming the missing file when no weights
-    are found.
+    the attention.  ``attention``: 'last_layer' or 'rollout' (``LearnedFilter``).
+    ``decision``: the early-decision rule (None: the first checkpoint's).  Fails with a
+    message naming the missing file when no weights are found.
     """
     if not model_path:
         paths = [DEFAULT_WEIGHTS]
@@ -247,11 +250,5 @@ def load_persistence_filter(model_path: Union[None, str, Sequence[str]] = None,
                 'train classifier` (docs/model.md) or set model.path')
     device = resolve_device(device)
     models = [load_model(path, device) for path in paths]
-    settings = dict(vars(models[0].config.decision))
-    unknown = sorted(set(decision) - set(settings))
-    if unknown:
-        raise ValueError(f'learned filter: unknown decision settings {unknown}; '
-                         f'choose from {sorted(settings)}')
-    settings.update({k: v for k, v in decision.items() if v is not None})
-    return LearnedFilter(models, plane=plane, decision=EarlyDecision(**settings),
-                         image_size=image_size, attention=attention)
+    return LearnedFilter(models, plane=plane, decision=decision, image_size=image_size,
+                         attention=attention)

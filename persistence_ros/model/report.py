@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 
 from persistence_ros.model.checkpoint import load_model
 from persistence_ros.model.data import collate, TrackDataset
-from persistence_ros.model.decision import Decision
 from persistence_ros.model.train import evaluate
+from persistence_ros.stereo_track import TrackState
 
 
 def _dataset(model, data_dir, split: str, window: int) -> TrackDataset:
@@ -62,11 +62,11 @@ def earliness(weights, data_dir, split: str = 'test', frames: int = 32) -> List[
     for k in range(1, width + 1):
         alive = length >= k
         for i in np.flatnonzero(alive):
-            decision[i] = rule.decide(float(prob[i, k - 1]), k, Decision(decision[i]))
+            decision[i] = rule.decide(float(prob[i, k - 1]), k, TrackState(decision[i]))
         p = prob[alive, k - 1]
         y = label[alive]
-        decided = alive & (decision != Decision.UNDECIDED)
-        right = (decision[decided] == Decision.PERSISTENT) == (label[decided] == 1)
+        decided = alive & (decision != TrackState.TENTATIVE)
+        right = (decision[decided] == TrackState.PERSISTENT) == (label[decided] == 1)
         rows.append({'frames': k, 'tracks': int(alive.sum()),
                      'accuracy': float(np.mean((p >= 0.5) == (y == 1))) if len(y) else None,
                      'decided_fraction': float(decided.sum() / max(alive.sum(), 1)),

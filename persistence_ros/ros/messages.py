@@ -29,6 +29,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from persistence_ros.msg import Track, TrackArray
 from persistence_ros.ros.conversions import ns_to_stamp
+from persistence_ros.stereo_track import TrackState
 
 POINT_DTYPE = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('probability', '<f4'),
                         ('track_id', '<u4')])
@@ -40,11 +41,11 @@ POINT_FIELDS = [
     PointField(name='track_id', offset=16, datatype=PointField.UINT32, count=1),
 ]
 
-# RGBA per decision state (Track.msg constants).
+# RGBA per decision state.
 STATE_COLOURS = {
-    'tentative': (1.0, 0.85, 0.0, 1.0),
-    'persistent': (0.1, 0.9, 0.2, 1.0),
-    'transient': (0.95, 0.15, 0.1, 1.0),
+    TrackState.TENTATIVE: (1.0, 0.85, 0.0, 1.0),
+    TrackState.PERSISTENT: (0.1, 0.9, 0.2, 1.0),
+    TrackState.TRANSIENT: (0.95, 0.15, 0.1, 1.0),
 }
 # The same as BGR 0..255 for OpenCV drawing.
 STATE_BGR = {name: tuple(int(255 * c) for c in rgba[2::-1])
@@ -60,7 +61,7 @@ def header(stamp_ns: int, frame_id: str) -> Header:
 def persistent_points(result) -> np.ndarray:
     """Return the structured array of the result's PERSISTENT tracks with a finite position."""
     rows = [(t.position, t.probability, t.id) for t in result.tracks
-            if t.state == 'persistent' and t.position is not None
+            if t.state == TrackState.PERSISTENT and t.position is not None
             and np.all(np.isfinite(t.position))]
     cloud = np.zeros(len(rows), dtype=POINT_DTYPE)
     for k, (position, probability, track_id) in enumerate(rows):
@@ -90,7 +91,7 @@ def cloud_to_array(msg) -> np.ndarray:
 def track_msg(track) -> Track:
     """Return a Track message of a ``PipelineTrack``."""
     msg = Track(id=int(track.id), left_track_id=int(track.left_track_id),
-                right_track_id=int(track.right_track_id), state=int(track.state_code),
+                right_track_id=int(track.right_track_id), state=int(track.state),
                 probability=float(track.probability),
                 frames_observed=int(track.frames_observed),
                 decision_frame=int(track.decision_frame),

@@ -1,35 +1,147 @@
 """
-The node's parameters: names, types, defaults, ranges and descriptions in ONE table.
+The node's parameters: names, descriptions and ranges in ONE table, defaults from one tree.
 
-``PARAMETERS`` is plain Python (no rclpy), so ``config/persistence.yaml``, the README table and
-the launch files can be checked against it without ROS (test/test_parameters_doc.py).
-:func:`declare_parameters` turns it into typed, ranged ``ParameterDescriptor`` declarations;
-:func:`validate` checks a ``{name: value}`` dict and returns messages that say what to fix.
+Every parameter is a dotted path in ``NodeSettings``: the core ``settings.Settings`` (tracker,
+association, triangulation, pipeline, filter and model sections, the same tree the command
+line's ``--set`` changes) plus the node's own sections (calibration, sync, processing, qos,
+publish, diagnostics, log).  The node reads its parameters and applies them to that tree
+with ``overrides.replace_fields``, the function ``--set`` uses; it holds no mapping of its
+own.  ``PARAMETERS`` adds what ROS declares (description, range, choices) and takes each
+default and type from the tree.
+
+This module is plain Python (no rclpy at import), so ``config/persistence.yaml``, the README
+table and the launch files can be checked against it without ROS
+(test/test_parameters_doc.py). :func:`declare_parameters` turns the table into typed, ranged
+``ParameterDescriptor`` declarations; :func:`validate` checks a ``{name: value}`` dict and
+returns messages that say what to fix; :func:`node_settings` returns the tree.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from persistence_ros.filters import FILTER_NAMES
 from persistence_ros.model import ATTENTION_MODES, DEFAULT_WEIGHTS
+from persistence_ros.overrides import check_fields, replace_fields
+from persistence_ros.settings import DEVICES, FILTER_NAMES, Settings
 
 RELIABILITIES = ('best_effort', 'reliable')
-DEVICES = ('auto', 'cpu', 'cuda')
-# The shipped learned model (persistence_ros/model/weights/cpu.safetensors); see docs/model.md.
-DEFAULT_FILTER = 'learned'
+
+
+@dataclass(frozen=True)
+class CalibrationFiles:
+    """Calibration files (section ``calibration``); empty: the camera_info topics."""
+
+    left_file: str = ''
+    right_file: str = ''
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Approximate-time synchronizer of the inputs (section ``sync``)."""
+
+    queue_size: int = 10
+    slop: float = 0.02
+
+
+@dataclass(frozen=True)
+class ProcessingSettings:
+    """The worker's queue of synchronized frames (section ``processing``)."""
+
+    queue_size: int = 4
+
+
+@dataclass(frozen=True)
+class QosProfileSettings:
+    """QoS of one kind of input subscription."""
+
+    reliability: str = 'best_effort'
+    depth: int = 10
+
+
+@dataclass(frozen=True)
+class QosSettings:
+    """QoS of the input subscriptions (section ``qos``)."""
+
+    images: QosProfileSettings = field(default_factory=lambda: QosProfileSettings(depth=5))
+    detections: QosProfileSettings = field(default_factory=QosProfileSettings)
+    camera_info: QosProfileSettings = field(
+        default_factory=lambda: QosProfileSettings(depth=5))
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """Optional outputs (section ``publish``)."""
+
+    debug_image: bool = False
+    marker_history: int = 30
+
+
+@dataclass(frozen=True)
+class DiagnosticsSettings:
+    """``/diagnostics`` (section ``diagnostics``)."""
+
+    period: float = 1.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Logging (section ``log``)."""
+
+    throttle_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class NodeSettings(Settings):
+    """``Settings`` plus the node's own sections: every parameter of persistence_node."""
+
+    calibration: CalibrationFiles = field(default_factory=CalibrationFiles)
+    frame_id: str = ''
+    use_images: bool = True
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    processing: ProcessingSettings = field(default_factory=ProcessingSettings)
+    qos: QosSettings = field(default_factory=QosSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
+    diagnostics: DiagnosticsSettings = field(default_factory=DiagnosticsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def __post_init__(self):
+        """Check that every section holds its type."""
+        check_fields(self, '')
+
+
+def leaf_values(tree, prefix: str = '') -> Dict[str, Any]:
+    """Return ``{dotted name: value}`` of every leaf field of a dataclass tree."""
+    out: Dict[str, Any] = {}
+    for f in fields(tree):
+        value = getattr(tree, f.name)
+        if is_dataclass(value):
+            out.update(leaf_values(value, f'{prefix}{f.name}.'))
+        else:
+            out[f'{prefix}{f.name}'] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+_TREE_DEFAULTS = leaf_values(NodeSettings())
 
 
 @dataclass(frozen=True)
 class Parameter:
-    """One declared parameter (``range``: inclusive (min, max); ``choices``: allowed strings)."""
+    """
+    One declared parameter (``range``: inclusive (min, max); ``choices``: allowed strings).
+
+    ``default`` is the value of ``name`` in ``NodeSettings()``.
+    """
 
     name: str
-    default: Any
     description: str
     range: Optional[Tuple[float, float]] = None
     choices: Optional[Sequence[str]] = None
+
+    @property
+    def default(self) -> Any:
+        """Return the default: the tree's value at ``name``."""
+        return _TREE_DEFAULTS[self.name]
 
     @property
     def type_name(self) -> str:
@@ -47,98 +159,90 @@ class Parameter:
 
 _P = Parameter
 PARAMETERS: List[Parameter] = [
-    _P('calibration.left_file', '',
+    _P('calibration.left_file',
        'camera_calibration_parsers YAML of the left camera; empty: use left/camera_info'),
-    _P('calibration.right_file', '',
+    _P('calibration.right_file',
        'camera_calibration_parsers YAML of the right camera; empty: use right/camera_info'),
-    _P('frame_id', '',
-       "frame of the outputs; empty: the left detections' header.frame_id"),
-    _P('use_images', True,
+    _P('frame_id', "frame of the outputs; empty: the left detections' header.frame_id"),
+    _P('use_images',
        'subscribe to and synchronize the images (needed by the learned filter and the debug '
        'image); false: detections only'),
-    _P('sync.queue_size', 10, 'messages kept per input by the approximate-time synchronizer',
-       range=(1, 1000)),
-    _P('sync.slop', 0.02,
+    _P('sync.queue_size',
+       'messages kept per input by the approximate-time synchronizer', range=(1, 1000)),
+    _P('sync.slop',
        'seconds: a synchronized set spreads less than this (left/right/images)',
-       range=(1e-6, 10.0)),
-    _P('processing.queue_size', 4,
+       range=(1e-06, 10.0)),
+    _P('processing.queue_size',
        'synchronized frames waiting for the worker; when full the oldest is dropped (counted)',
        range=(1, 1000)),
-    _P('filter.name', DEFAULT_FILTER, 'persistence filter: ' + '|'.join(FILTER_NAMES),
-       choices=FILTER_NAMES),
-    _P('filter.decide_after', 3, 'observed frames before a baseline filter decides',
-       range=(1, 1000)),
-    _P('filter.threshold', 0.5, 'probability at or above which a track is persistent',
-       range=(0.0, 1.0)),
-    _P('filter.min_hits', 5, 'min_hits filter: observed frames to become persistent',
-       range=(1, 1000)),
-    _P('filter.max_residual_px', 2.0, 'stereo filter: mean epipolar residual gate (pixels)',
-       range=(0.0, 100.0)),
-    _P('filter.ground_plane', [0.0, 0.0, 0.0, 0.0],
-       'ground_plane/gbdt/learned filters: plane [a, b, c, d] in the left optical frame '
-       '(n.X + d = 0, n up); all zero: unset'),
-    _P('filter.ground_margin_m', 0.05,
+    _P('filter.name', 'persistence filter: ' + '|'.join(FILTER_NAMES), choices=FILTER_NAMES),
+    _P('filter.decide_after', 'observed frames before a baseline filter decides', range=(1, 1000)),
+    _P('filter.threshold',
+       'probability at or above which a track is persistent', range=(0.0, 1.0)),
+    _P('filter.min_hits',
+       'min_hits filter: observed frames to become persistent', range=(1, 1000)),
+    _P('filter.max_residual_px',
+       'stereo filter: mean epipolar residual gate (pixels)', range=(0.0, 100.0)),
+    _P('filter.ground_plane',
+       'ground_plane/gbdt/learned filters: plane [a, b, c, d] in the left optical frame (n.X + '
+       'd = 0, n up); all zero: unset'),
+    _P('filter.ground_margin_m',
        'ground_plane filter: tracks lower than this below the plane are transient',
        range=(0.0, 10.0)),
-    _P('filter.gbdt_path', '', 'gbdt filter: training file written by GbdtFilter.save (.npz)'),
-    _P('model.path', '', 'learned filter: safetensors checkpoint of the persistence model '
-       "('': the shipped cpu weights)"),
-    _P('model.device', 'auto', 'device of the learned model: auto|cpu|cuda', choices=DEVICES),
-    _P('model.attention', 'last_layer',
-       'attention published per track: last_layer (the decision layer, over the last W '
-       'frames) or rollout (all layers, over the last L(W-1)+1 frames)',
-       choices=ATTENTION_MODES),
-    _P('model.decision.hi', 0.9,
+    _P('filter.gbdt_path', 'gbdt filter: training file written by GbdtFilter.save (.npz)'),
+    _P('model.path',
+       "learned filter: safetensors checkpoint of the persistence model ('': the shipped cpu "
+       'weights)'),
+    _P('model.device', 'device of the learned model: auto|cpu|cuda', choices=DEVICES),
+    _P('model.attention',
+       'attention published per track: last_layer (the decision layer, over the last W frames) '
+       'or rollout (all layers, over the last L(W-1)+1 frames)', choices=ATTENTION_MODES),
+    _P('model.decision.hi',
        'learned filter: decided persistent once p(persistent) is at or above this',
        range=(0.5, 1.0)),
-    _P('model.decision.lo', 0.1,
+    _P('model.decision.lo',
        'learned filter: decided transient once p(persistent) is at or below this',
        range=(0.0, 0.5)),
-    _P('model.decision.min_frames', 3, 'learned filter: observed frames before it decides',
-       range=(1, 1000)),
-    _P('model.decision.recheck', False,
+    _P('model.decision.min_frames',
+       'learned filter: observed frames before it decides', range=(1, 1000)),
+    _P('model.decision.recheck',
        'learned filter: keep scoring decided tracks (a transient one can still turn '
        'persistent); false: decided tracks cost no model time'),
-    _P('tracker.high_score', 0.5, 'detections at or above it start and extend 2D tracks',
+    _P('tracker.high_score',
+       'detections at or above it start and extend 2D tracks', range=(0.0, 1.0)),
+    _P('tracker.low_score', 'detections at or above it only extend 2D tracks', range=(0.0, 1.0)),
+    _P('tracker.iou_threshold', 'minimum IoU of a first-stage 2D match', range=(0.0, 1.0)),
+    _P('tracker.max_age', 'missed frames a 2D track survives', range=(0, 10000)),
+    _P('tracker.min_hits', 'matches before a 2D track is confirmed', range=(1, 1000)),
+    _P('tracker.appearance_gate',
+       'largest colour-histogram (Hellinger) distance of a 2D match, needs use_images; 1.0: off',
        range=(0.0, 1.0)),
-    _P('tracker.low_score', 0.1, 'detections at or above it only extend 2D tracks',
-       range=(0.0, 1.0)),
-    _P('tracker.iou_threshold', 0.2, 'minimum IoU of a first-stage 2D match',
-       range=(0.0, 1.0)),
-    _P('tracker.max_age', 30, 'missed frames a 2D track survives', range=(0, 10000)),
-    _P('tracker.min_hits', 3, 'matches before a 2D track is confirmed', range=(1, 1000)),
-    _P('tracker.appearance_gate', 0.5,
-       'largest colour-histogram (Hellinger) distance of a 2D match, needs use_images; '
-       '1.0: off', range=(0.0, 1.0)),
-    _P('association.max_epipolar_px', 3.0,
+    _P('association.max_epipolar_px',
        'mean epipolar cost gate (pixels) for pairing left/right tracks', range=(0.01, 1000.0)),
-    _P('association.min_common_frames', 3, 'frames both tracks were seen before pairing',
-       range=(1, 1000)),
-    _P('triangulation.max_epipolar_px', 3.0, 'epipolar gate before triangulating (pixels)',
-       range=(0.01, 1000.0)),
-    _P('triangulation.max_reprojection_error_px', 3.0,
+    _P('association.min_common_frames',
+       'frames both tracks were seen before pairing', range=(1, 1000)),
+    _P('triangulation.max_epipolar_px',
+       'epipolar gate before triangulating (pixels)', range=(0.01, 1000.0)),
+    _P('triangulation.max_reprojection_error_px',
        'reprojection error gate after triangulating (pixels)', range=(0.01, 1000.0)),
-    _P('triangulation.max_depth_sigma_m', 1.0,
+    _P('triangulation.max_depth_sigma_m',
        'depth standard deviation gate (metres)', range=(0.001, 1000.0)),
-    _P('pipeline.window', 64, 'frames of history kept per stereo track', range=(1, 10000)),
-    _P('qos.images.reliability', 'best_effort', 'QoS reliability of the image subscriptions',
-       choices=RELIABILITIES),
-    _P('qos.images.depth', 5, 'QoS history depth of the image subscriptions', range=(1, 1000)),
-    _P('qos.detections.reliability', 'best_effort',
+    _P('pipeline.window', 'frames of history kept per stereo track', range=(1, 10000)),
+    _P('qos.images.reliability',
+       'QoS reliability of the image subscriptions', choices=RELIABILITIES),
+    _P('qos.images.depth', 'QoS history depth of the image subscriptions', range=(1, 1000)),
+    _P('qos.detections.reliability',
        'QoS reliability of the detection subscriptions', choices=RELIABILITIES),
-    _P('qos.detections.depth', 10, 'QoS history depth of the detection subscriptions',
-       range=(1, 1000)),
-    _P('qos.camera_info.reliability', 'best_effort',
+    _P('qos.detections.depth',
+       'QoS history depth of the detection subscriptions', range=(1, 1000)),
+    _P('qos.camera_info.reliability',
        'QoS reliability of the camera_info subscriptions', choices=RELIABILITIES),
-    _P('qos.camera_info.depth', 5, 'QoS history depth of the camera_info subscriptions',
-       range=(1, 1000)),
-    _P('publish.debug_image', False, 'publish ~/debug_image (left image with state boxes)'),
-    _P('publish.marker_history', 30, 'trajectory points per track in ~/markers',
-       range=(2, 10000)),
-    _P('diagnostics.period', 1.0, 'seconds between /diagnostics messages',
-       range=(0.05, 3600.0)),
-    _P('log.throttle_s', 5.0, 'seconds between repeated warnings of one kind',
-       range=(0.0, 3600.0)),
+    _P('qos.camera_info.depth',
+       'QoS history depth of the camera_info subscriptions', range=(1, 1000)),
+    _P('publish.debug_image', 'publish ~/debug_image (left image with state boxes)'),
+    _P('publish.marker_history', 'trajectory points per track in ~/markers', range=(2, 10000)),
+    _P('diagnostics.period', 'seconds between /diagnostics messages', range=(0.05, 3600.0)),
+    _P('log.throttle_s', 'seconds between repeated warnings of one kind', range=(0.0, 3600.0)),
 ]
 
 DEFAULTS: Dict[str, Any] = {p.name: p.default for p in PARAMETERS}
@@ -180,6 +284,11 @@ def validate(values: Dict[str, Any]) -> List[str]:
     merged = dict(DEFAULTS, **values)
     if not errors:
         errors.extend(_semantic_errors(merged))
+    if not errors:
+        try:
+            node_settings(values)
+        except ValueError as error:
+            errors.append(str(error))
     return errors
 
 
@@ -216,10 +325,14 @@ def _semantic_errors(v: Dict[str, Any]) -> List[str]:
     return errors
 
 
-def plane_of(values: Dict[str, Any]) -> Optional[List[float]]:
-    """Return filter.ground_plane, or None when unset (normal all zero)."""
-    plane = [float(x) for x in values['filter.ground_plane']]
-    return plane if any(plane[:3]) else None
+def node_settings(values: Dict[str, Any]) -> NodeSettings:
+    """
+    Return the settings tree with ``values`` (``{dotted name: value}``) applied.
+
+    The same ``replace_fields`` as the command line's ``--set``; ValueError names the key.
+    Call :func:`validate` first for the ROS-side checks (ranges, choices, files).
+    """
+    return replace_fields(NodeSettings(), values)
 
 
 def nested(values: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

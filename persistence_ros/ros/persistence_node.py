@@ -3,15 +3,20 @@ persistence_node: stereo detections (+ images) in, persistent 3D tracks out.
 
 A lifecycle node (``rclpy.lifecycle.LifecycleNode``):
 
-* configure: reads and validates the parameters (``persistence_ros.ros.parameters``), loads
-  the calibration files (or waits for ``left/camera_info`` + ``right/camera_info``), builds the
-  persistence filter (and the model on ``model.device``) and creates the publishers. A bad
-  configuration returns FAILURE and logs what to fix.
+* configure: reads and validates the parameters and applies them to the settings tree
+  (``persistence_ros.ros.parameters``: the core ``Settings`` plus the node's own sections),
+  loads the calibration files (or waits for ``left/camera_info`` + ``right/camera_info``),
+  builds the persistence filter with ``filter_factory.build_filter`` (and the model on
+  ``model.device``) and creates the publishers. A bad configuration returns FAILURE and logs
+  what to fix.
 * activate: subscribes (approximate-time synchronized) and starts the worker thread.
 * deactivate / cleanup: release the subscriptions, the worker, the pipeline and the model.
 
 Started plainly (``main()``, i.e. ``ros2 run`` / ``ros2 launch``) it configures and activates
 itself; ``--managed`` leaves the transitions to a lifecycle manager.
+
+The node only adapts: it converts messages to core types, calls ``StereoPipeline.process``
+(which applies every input rule and names each refusal) and publishes the result.
 
 Inputs: ``left/detections``, ``right/detections`` (persistence_ros/Detection2DArray),
 ``left/image_raw``, ``right/image_raw`` (unless ``use_images`` is false), ``left/camera_info``,
@@ -22,7 +27,6 @@ stamp, frame: ``frame_id`` or the left optical frame): ``~/points``, ``~/markers
 
 import argparse
 from collections import Counter, deque
-import dataclasses
 import sys
 import threading
 import time
@@ -40,22 +44,17 @@ from visualization_msgs.msg import MarkerArray
 
 from persistence_ros.calibration import (calibration_from_camera_info, CalibrationError,
                                          load_calibration_yaml, StereoCalibration)
-from persistence_ros.detections import detection_frame_from_msg, DetectionFrame, stamp_to_ns
-from persistence_ros.filters import make_filter
+from persistence_ros.detections import detection_frame_from_msg, stamp_to_ns
+from persistence_ros.filter_factory import build_filter
 from persistence_ros.image_codec import to_rgb8
-from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.msg import Detection2DArray, TrackArray
-from persistence_ros.pipeline import PipelineConfig, StereoPipeline
+from persistence_ros.pipeline import StereoPipeline, TIME_JUMP_RESET_NS
 from persistence_ros.ros import messages, parameters
 from persistence_ros.ros.conversions import image_to_numpy, numpy_to_image
 from persistence_ros.ros.sync import SynchronizedSubscriptions
-from persistence_ros.stereo import AssociationConfig, TriangulationConfig
-from persistence_ros.tracking import TrackerConfig
 
 NODE_NAME = 'persistence_node'
 INPUTS = ('left/detections', 'right/detections', 'left/image_raw', 'right/image_raw')
-# A stamp more than this far behind the last one starts a new sequence (bag played in a loop).
-TIME_JUMP_RESET_NS = 1_000_000_000
 SPIN_TIMEOUT_S = 0.5
 WORKER_JOIN_TIMEOUT_S = 10.0
 # raised by rcl calls (rclpy re-exports it only from its own modules, e.g. rclpy.subscription)
@@ -70,62 +69,6 @@ def _qos(reliability: str, depth: int) -> QoSProfile:
     return profile
 
 
-def resolve_device(requested: str) -> str:
-    """Return 'cuda' or 'cpu' for ``model.device`` (raise RuntimeError if cuda is missing)."""
-    if requested == 'cpu':
-        return 'cpu'
-    from persistence_ros.model.persistence_filter import resolve_device as resolve
-    try:
-        return resolve(requested)
-    except ValueError as error:
-        raise RuntimeError(f'model.device: {error}; set model.device to auto or cpu') from None
-
-
-def build_filter(values: Dict[str, Any], device: str):
-    """Return the persistence filter named by ``filter.name`` with its parameters."""
-    name = values['filter.name']
-    decide_after = values['filter.decide_after']
-    kwargs: Dict[str, Any] = {}
-    if name == 'min_hits':
-        kwargs = {'min_hits': values['filter.min_hits']}
-    elif name == 'score':
-        kwargs = {'decide_after': decide_after, 'threshold': values['filter.threshold']}
-    elif name == 'stereo':
-        kwargs = {'decide_after': decide_after,
-                  'max_residual_px': values['filter.max_residual_px']}
-    elif name == 'ground_plane':
-        kwargs = {'decide_after': decide_after, 'margin_m': values['filter.ground_margin_m']}
-    elif name == 'learned':
-        kwargs = {'model_path': values['model.path'], 'device': device,
-                  'attention': values['model.attention'],
-                  **{f.name: values[f'model.decision.{f.name}']
-                     for f in dataclasses.fields(EarlyDecision)}}
-    return make_filter(name, plane=parameters.plane_of(values),
-                       gbdt_path=values['filter.gbdt_path'] or None, **kwargs)
-
-
-def pipeline_config(values: Dict[str, Any]) -> PipelineConfig:
-    """Return the PipelineConfig of the parameters (raises ValueError saying what to fix)."""
-    window = values['pipeline.window']
-    tracker = TrackerConfig(high_score=values['tracker.high_score'],
-                            low_score=values['tracker.low_score'],
-                            iou_threshold=values['tracker.iou_threshold'],
-                            max_age=values['tracker.max_age'],
-                            min_hits=values['tracker.min_hits'],
-                            appearance_gate=values['tracker.appearance_gate'], window=window)
-    association = AssociationConfig(
-        max_epipolar_px=values['association.max_epipolar_px'],
-        min_common_frames=values['association.min_common_frames'],
-        # Left and right stamps of one synchronized set differ by less than the slop.
-        stamp_tolerance_ns=int(values['sync.slop'] * 1e9))
-    triangulation = TriangulationConfig(
-        max_epipolar_px=values['triangulation.max_epipolar_px'],
-        max_reprojection_error_px=values['triangulation.max_reprojection_error_px'],
-        max_depth_sigma_m=values['triangulation.max_depth_sigma_m'])
-    return PipelineConfig(tracker=tracker, association=association,
-                          triangulation=triangulation, window=window)
-
-
 class PersistenceNode(LifecycleNode):
     """The lifecycle node; see the module docstring."""
 
@@ -133,8 +76,7 @@ class PersistenceNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._declare_errors = parameters.declare_parameters(self)
         self.add_post_set_parameters_callback(self._on_parameters_set)
-        self.values: Dict[str, Any] = {}
-        self.config: Optional[PipelineConfig] = None
+        self.settings = parameters.NodeSettings()
         self.calibration: Optional[StereoCalibration] = None
         self.filter = None
         self.pipeline: Optional[StereoPipeline] = None
@@ -162,14 +104,12 @@ class PersistenceNode(LifecycleNode):
         self.received = Counter()
         self._rate_marks = (time.monotonic(), Counter())
         self.rejected: Counter = Counter()
-        self.invalid_detections: Counter = Counter()
         self.frames_synchronized = 0
         self.time_jumps = 0
         self.frames_processed = 0
         self.queue_drops = 0
         self.publish_errors = 0
         self.latencies_ms: Deque[float] = deque(maxlen=2000)
-        self._last_stamp_ns: Optional[int] = None
         self._last_warn: Dict[str, float] = {}
 
     def _on_parameters_set(self, changed) -> None:
@@ -177,11 +117,11 @@ class PersistenceNode(LifecycleNode):
         for parameter in changed:
             self._declare_errors.pop(parameter.name, None)
 
-    def reject(self, reason: str, detail: str) -> None:
-        """Count a rejected input by reason and log it, rate-limited per reason."""
-        self.rejected[reason] += 1
+    def reject(self, reason: str, detail: str, count: int = 1) -> None:
+        """Count ``count`` rejected inputs by reason and log it, rate-limited per reason."""
+        self.rejected[reason] += count
         now = time.monotonic()
-        throttle = float(self.values.get('log.throttle_s', 5.0))
+        throttle = self.settings.log.throttle_s
         if now - self._last_warn.get(reason, -1e18) >= throttle:
             self._last_warn[reason] = now
             self.get_logger().warning(
@@ -194,28 +134,21 @@ class PersistenceNode(LifecycleNode):
         logger = self.get_logger()
         values = parameters.read_parameters(self)
         errors = list(self._declare_errors.values()) + parameters.validate(values)
-        config = None
-        if not errors:
-            try:
-                config = pipeline_config(values)
-            except ValueError as error:
-                errors.append(str(error))
+        settings = parameters.node_settings(values) if not errors else None
         calibration = None
-        if not errors and values['calibration.left_file']:
+        if not errors and settings.calibration.left_file:
             try:
                 calibration = StereoCalibration(
-                    load_calibration_yaml(values['calibration.left_file']),
-                    load_calibration_yaml(values['calibration.right_file']))
+                    load_calibration_yaml(settings.calibration.left_file),
+                    load_calibration_yaml(settings.calibration.right_file))
             except (CalibrationError, OSError, ValueError, KeyError) as error:
                 errors.append(f'calibration.left_file/right_file: cannot load the stereo '
                               f'calibration: {error}')
         if not errors:
             try:
-                self.device = (resolve_device(values['model.device'])
-                               if values['filter.name'] == 'learned' else 'cpu')
-                self.filter = build_filter(values, self.device)
+                self.filter = build_filter(settings)
             except Exception as error:  # noqa: B902 - any loader error becomes a clear FAILURE
-                errors.append(f"filter.name={values['filter.name']}: cannot build the filter: "
+                errors.append(f'filter.name={settings.filter.name}: cannot build the filter: '
                               f'{error}')
         if errors:
             for error in errors:
@@ -224,14 +157,14 @@ class PersistenceNode(LifecycleNode):
                          'passed with --ros-args --params-file) and configure again')
             self.filter = None
             return TransitionCallbackReturn.FAILURE
-        self.values = values
-        self.config = config
-        self.frame_id = values['frame_id']
+        self.settings = settings
+        self.device = getattr(self.filter, 'device', 'cpu')
+        self.frame_id = settings.frame_id
         self.calibration = calibration
         self.pipeline = None
         if calibration is not None:
             self._build_pipeline(calibration)
-        self._markers = messages.MarkerBuilder(history=values['publish.marker_history'])
+        self._markers = messages.MarkerBuilder(history=settings.publish.marker_history)
         self._reset_counters()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._outputs = {
@@ -240,16 +173,16 @@ class PersistenceNode(LifecycleNode):
             'tracks': self.create_publisher(TrackArray, '~/tracks', reliable),
             'diagnostics': self.create_publisher(DiagnosticArray, '/diagnostics', reliable),
         }
-        if values['publish.debug_image']:
+        if settings.publish.debug_image:
             self._outputs['debug_image'] = self.create_publisher(
                 Image, '~/debug_image', reliable)
-        logger.info(f"configured: filter {values['filter.name']}, device {self.device}, "
+        logger.info(f'configured: filter {settings.filter.name}, device {self.device}, '
                     'calibration ' + ('from files' if calibration is not None
                                       else 'from camera_info topics'))
         return TransitionCallbackReturn.SUCCESS
 
     def _build_pipeline(self, calibration: StereoCalibration) -> None:
-        self.pipeline = StereoPipeline(calibration, self.config, self.filter)
+        self.pipeline = StereoPipeline(calibration, self.settings, self.filter)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Subscribe and start the worker thread."""
@@ -257,19 +190,19 @@ class PersistenceNode(LifecycleNode):
             self.get_logger().error('activate FAILED: the previous worker is still processing '
                                     'a frame; deactivate and activate again later')
             return TransitionCallbackReturn.FAILURE
-        v = self.values
-        det_qos = _qos(v['qos.detections.reliability'], v['qos.detections.depth'])
-        img_qos = _qos(v['qos.images.reliability'], v['qos.images.depth'])
+        v = self.settings
+        det_qos = _qos(v.qos.detections.reliability, v.qos.detections.depth)
+        img_qos = _qos(v.qos.images.reliability, v.qos.images.depth)
         inputs = [(Detection2DArray, 'left/detections', det_qos),
                   (Detection2DArray, 'right/detections', det_qos)]
-        if v['use_images']:
+        if v.use_images:
             inputs += [(Image, 'left/image_raw', img_qos), (Image, 'right/image_raw', img_qos)]
         self._sync = SynchronizedSubscriptions(
-            self, inputs, v['sync.queue_size'], v['sync.slop'], self._on_synchronized,
+            self, inputs, v.sync.queue_size, v.sync.slop, self._on_synchronized,
             on_receive=self._on_receive, time_jump_ns=TIME_JUMP_RESET_NS,
             on_time_jump=self._on_time_jump)
-        if not v['calibration.left_file']:  # watch camera_info, also after a re-activate
-            info_qos = _qos(v['qos.camera_info.reliability'], v['qos.camera_info.depth'])
+        if not v.calibration.left_file:  # watch camera_info, also after a re-activate
+            info_qos = _qos(v.qos.camera_info.reliability, v.qos.camera_info.depth)
             self._info_subs = [
                 self.create_subscription(CameraInfo, f'{side}/camera_info',
                                          lambda msg, side=side: self._on_camera_info(side, msg),
@@ -279,7 +212,7 @@ class PersistenceNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, name='persistence_worker',
                                         daemon=True)
         self._worker.start()
-        self._timer = self.create_timer(v['diagnostics.period'], self._publish_diagnostics)
+        self._timer = self.create_timer(v.diagnostics.period, self._publish_diagnostics)
         self.get_logger().info(f'active: synchronizer {self._sync.backend}, inputs '
                                + ', '.join(topic for _, topic, _ in inputs))
         return super().on_activate(state)
@@ -385,7 +318,7 @@ class PersistenceNode(LifecycleNode):
         # Only enqueue: the worker thread does the work (bounded queue, oldest dropped).
         with self._wake:
             self.frames_synchronized += 1
-            if len(self._frames) >= self.values['processing.queue_size']:
+            if len(self._frames) >= self.settings.processing.queue_size:
                 self._frames.popleft()
                 self.queue_drops += 1
                 dropped = True
@@ -413,28 +346,13 @@ class PersistenceNode(LifecycleNode):
 
     # -- per frame -------------------------------------------------------------------------
 
-    def _image(self, msg, expected_frame: str, side: str) -> Optional[np.ndarray]:
-        if msg.header.frame_id != expected_frame:
-            self.reject('frame_id_mismatch',
-                        f'{side} image frame_id {msg.header.frame_id!r} != {side} detections '
-                        f'frame_id {expected_frame!r}')
-            return None
+    def _image(self, msg, side: str) -> Optional[np.ndarray]:
+        """Return an image message as RGB, None (rejected, counted) if it cannot be read."""
         try:
             return to_rgb8(image_to_numpy(msg), msg.encoding)
         except ValueError as error:
             self.reject('unsupported_image', f'{side} image: {error}')
             return None
-
-    def _clean(self, frame: DetectionFrame, side: str) -> DetectionFrame:
-        valid = [d for d in frame.detections if d.is_valid()]
-        bad = len(frame.detections) - len(valid)
-        if bad:
-            self.invalid_detections[side] += bad
-            self.reject('invalid_detection',
-                        f'{bad} {side} detection(s) with a NaN/inf box, a size <= 0 or a score '
-                        f'outside [0, 1] at stamp {frame.stamp_ns} were dropped')
-            return DetectionFrame(frame.stamp_ns, frame.frame_id, valid)
-        return frame
 
     def process(self, left_msg, right_msg, left_image_msg=None, right_image_msg=None):
         """Process one synchronized set; return the PipelineFrameResult or None if rejected."""
@@ -442,6 +360,7 @@ class PersistenceNode(LifecycleNode):
             return self._process(left_msg, right_msg, left_image_msg, right_image_msg)
 
     def _process(self, left_msg, right_msg, left_image_msg, right_image_msg):
+        """Convert the messages, run the pipeline (every input rule), count, publish."""
         start = time.perf_counter()
         with self._lock:
             pipeline = self.pipeline
@@ -451,47 +370,28 @@ class PersistenceNode(LifecycleNode):
             return None
         left = detection_frame_from_msg(left_msg)
         right = detection_frame_from_msg(right_msg)
-        if not left.frame_id or not right.frame_id or left.frame_id == right.frame_id:
-            self.reject('frame_id_mismatch',
-                        f'left/right detections need distinct, non-empty frame ids, got '
-                        f'{left.frame_id!r} and {right.frame_id!r}')
-            return None
-        stamp = left.stamp_ns
-        if self._last_stamp_ns is not None and stamp <= self._last_stamp_ns:
-            if self._last_stamp_ns - stamp > TIME_JUMP_RESET_NS:
-                self.get_logger().info('input time jumped back by '
-                                       f'{(self._last_stamp_ns - stamp) / 1e9:.2f} s: '
-                                       'starting a new sequence')
-                self._restart(pipeline, stamp)
-            else:
-                self.reject('stamp_not_increasing',
-                            f'stamp {stamp} is not after the last one {self._last_stamp_ns}')
-                return None
-        left_rgb = right_rgb = None
+        left_rgb = right_rgb = image_frame_ids = None
         if left_image_msg is not None:
-            left_rgb = self._image(left_image_msg, left.frame_id, 'left')
-            right_rgb = self._image(right_image_msg, right.frame_id, 'right')
+            left_rgb = self._image(left_image_msg, 'left')
+            right_rgb = self._image(right_image_msg, 'right')
             if left_rgb is None or right_rgb is None:
                 return None
-        left, right = self._clean(left, 'left'), self._clean(right, 'right')
-        result = pipeline.process(left, right, left_rgb, right_rgb)
+            image_frame_ids = (left_image_msg.header.frame_id, right_image_msg.header.frame_id)
+        result = pipeline.process(left, right, left_rgb, right_rgb, image_frame_ids)
         for reason, count in sorted(result.rejected_detections.items()):
-            self.reject(reason, f'{count} detection(s) at stamp {stamp} cannot be on the image '
-                        '(a box over twice the image size, or entirely outside it): dropped')
+            self.reject(reason, f'{count} detection(s) at stamp {left.stamp_ns} dropped '
+                        '(pipeline.DETECTION_REJECTIONS)', count)
         if not result.accepted:  # the pipeline names every refusal (FRAME_REJECTIONS)
             self.reject(result.reason, result.detail)
             return None
-        self._last_stamp_ns = stamp
+        if result.restarted:
+            self.get_logger().info('input time jumped back: started a new sequence')
+            self._publish('markers', self._markers.delete_all(
+                result.stamp_ns, self.frame_id or result.frame_id))
         self.publish(result, left_rgb, pipeline)
         self.frames_processed += 1
         self.latencies_ms.append(1e3 * (time.perf_counter() - start))
         return result
-
-    def _restart(self, pipeline: StereoPipeline, stamp_ns: int) -> None:
-        pipeline.reset()
-        self._last_stamp_ns = None
-        frame_id = self.frame_id or (self.calibration.left.frame_id if self.calibration else '')
-        self._publish('markers', self._markers.delete_all(stamp_ns, frame_id))
 
     def _publish(self, name: str, msg) -> None:
         publisher = self._outputs.get(name)
@@ -528,7 +428,7 @@ class PersistenceNode(LifecycleNode):
             values[f'rate_hz.{topic}'] = (self.received[topic] - counts[topic]) / dt
         self._rate_marks = (now, Counter(self.received))
         received = sum(self.received[t] for t in INPUTS)
-        n_inputs = 4 if self.values.get('use_images', True) else 2
+        n_inputs = 4 if self.settings.use_images else 2
         values['sync.sets'] = self.frames_synchronized
         values['sync.unmatched_messages'] = max(0, received
                                                 - n_inputs * self.frames_synchronized)
@@ -539,14 +439,12 @@ class PersistenceNode(LifecycleNode):
         values['frames.processed'] = self.frames_processed
         for reason, count in sorted(self.rejected.items()):
             values[f'rejected.{reason}'] = count
-        values['invalid_detections.left'] = self.invalid_detections['left']
-        values['invalid_detections.right'] = self.invalid_detections['right']
         if self.latencies_ms:
             lat = np.asarray(self.latencies_ms)
             values['latency_ms.p50'] = float(np.percentile(lat, 50))
             values['latency_ms.p99'] = float(np.percentile(lat, 99))
         values['device'] = self.device
-        values['filter'] = self.values.get('filter.name', '')
+        values['filter'] = self.settings.filter.name
         values['calibrated'] = self.pipeline is not None
         return values
 

@@ -8,14 +8,15 @@ from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 
-from persistence_ros.evaluation.runner import read_stereo_bag, run_pipeline
+from persistence_ros.baselines import NoFilter
 from persistence_ros.evaluation.scoring import (labels_from_kind_counts, track_kind_counts,
                                                 Truth)
 from persistence_ros.features import GEOMETRY_FEATURES, side_geometry, SIDES
-from persistence_ros.filters import NoFilter, StereoTrackState
-from persistence_ros.pipeline import PipelineConfig
+from persistence_ros.offline_runner import read_stereo_bag, run_pipeline
+from persistence_ros.settings import PipelineConfig, Settings
 from persistence_ros.simulation.generate import TRUTH_FILE
 from persistence_ros.simulation.scenario import file_name
+from persistence_ros.stereo_track import StereoTrackHistory
 
 SCHEMA_VERSION = 2
 EVALUATION_SEEDS = frozenset(range(1000, 1010))
@@ -52,7 +53,7 @@ def split_of(name: str, by: str = 'seed') -> str:
 
 def _record_states(records: Dict[int, dict]):
     """Return an ``on_states`` callback that keeps every stereo track's whole history."""
-    def on_states(states: Sequence[StereoTrackState]) -> None:
+    def on_states(states: Sequence[StereoTrackHistory]) -> None:
         for st in states:
             rec = records.setdefault(st.id, {'left': {}, 'right': {}, 'stereo': {},
                                              'ids': (st.left_track_id, st.right_track_id)})
@@ -66,9 +67,9 @@ def _record_states(records: Dict[int, dict]):
     return on_states
 
 
-def _full_state(track_id: int, rec: dict) -> StereoTrackState:
+def _full_state(track_id: int, rec: dict) -> StereoTrackHistory:
     stamps = sorted(rec['stereo'])
-    return StereoTrackState(
+    return StereoTrackHistory(
         id=track_id, left_track_id=rec['ids'][0], right_track_id=rec['ids'][1],
         left=[rec['left'][s] for s in sorted(rec['left'])],
         right=[rec['right'][s] for s in sorted(rec['right'])], stamps_ns=stamps,
@@ -92,7 +93,8 @@ def scene_arrays(scene_dir, crop_size: int = 64, context: float = 0.25) -> Dict[
     calibration, frames = read_stereo_bag(scene_dir, with_images=True)
     records: Dict[int, dict] = {}
     run = run_pipeline(calibration, frames, NoFilter(),
-                       PipelineConfig(crop_size=crop_size, crop_context=context),
+                       Settings(pipeline=PipelineConfig(crop_size=crop_size,
+                                                        crop_context=context)),
                        on_states=_record_states(records))
     kinds = track_kind_counts(run, truth)
     labels = labels_from_kind_counts(kinds)

@@ -12,6 +12,7 @@ from persistence_ros.detections import stamp_to_ns
 from persistence_ros.msg import Track
 from persistence_ros.pipeline import PipelineFrameResult, PipelineTrack
 from persistence_ros.ros import messages
+from persistence_ros.stereo_track import TrackState
 
 FRAME = 'stereo_left_optical'
 
@@ -121,8 +122,8 @@ def test_debug_image_colours_boxes_by_state():
     out = messages.debug_image(rgb, res, {11: (20.0, 30.0, 10.0, 10.0),
                                           12: (60.0, 30.0, 10.0, 10.0)})
     assert out.shape == rgb.shape and not rgb.any()
-    green = tuple(int(255 * c) for c in messages.STATE_COLOURS['persistent'][:3])
-    red = tuple(int(255 * c) for c in messages.STATE_COLOURS['transient'][:3])
+    green = tuple(int(255 * c) for c in messages.STATE_COLOURS[TrackState.PERSISTENT][:3])
+    red = tuple(int(255 * c) for c in messages.STATE_COLOURS[TrackState.TRANSIENT][:3])
     assert tuple(out[25, 20]) == green   # top edge of the persistent box (y = 30 - 5)
     assert tuple(out[25, 60]) == red
 

@@ -20,15 +20,18 @@ from persistence_ros.bag_io import get_typestore, read_messages
 from persistence_ros.calibration import CameraCalibration, load_calibration_yaml, \
     save_calibration_yaml, StereoCalibration
 from persistence_ros.detections import Detection, DetectionFrame, stamp_to_ns
-from persistence_ros.evaluation.runner import read_stereo_bag
+from persistence_ros.filter_factory import build_filter
 from persistence_ros.msg import Track
-from persistence_ros.pipeline import PipelineConfig, StereoPipeline
+from persistence_ros.offline_runner import read_stereo_bag
+from persistence_ros.pipeline import StereoPipeline
 from persistence_ros.ros import messages, parameters, persistence_node
 from persistence_ros.ros.conversions import calibration_to_camera_info, detections_to_msg, \
     numpy_to_image
-from persistence_ros.ros.persistence_node import build_filter, PersistenceNode, \
-    pipeline_config, RCLError, spin_once_unless_shut_down
+from persistence_ros.ros.persistence_node import PersistenceNode, RCLError, \
+    spin_once_unless_shut_down
 from persistence_ros.ros.replay import read_frames, replay
+from persistence_ros.settings import Settings
+from persistence_ros.stereo_track import TrackState
 
 LEFT, RIGHT = 'stereo_left_optical', 'stereo_right_optical'
 N_FRAMES = 20
@@ -73,16 +76,12 @@ def make_node(context, **overrides):
     return PersistenceNode(context=context, parameter_overrides=params)
 
 
-def test_default_parameters_build_the_core_default_pipeline():
-    """The node's defaults (README table, config yaml) are the core's defaults."""
-    config = pipeline_config(parameters.DEFAULTS)
-    core = PipelineConfig()
-    assert config.tracker == core.tracker
-    assert config.triangulation == core.triangulation
-    assert config.window == core.window
-    # The one deliberate difference: the pairing stamp tolerance comes from sync.slop.
-    assert config.association == replace(
-        core.association, stamp_tolerance_ns=int(parameters.DEFAULTS['sync.slop'] * 1e9))
+def test_default_parameters_are_the_core_default_settings():
+    """The node's defaults (README table, config yaml) are the core's defaults, one tree."""
+    settings = parameters.node_settings(parameters.DEFAULTS)
+    core = Settings()
+    for section in ('tracker', 'association', 'triangulation', 'pipeline', 'filter', 'model'):
+        assert getattr(settings, section) == getattr(core, section), section
 
 
 def test_lifecycle_transitions_create_and_release(context, calibration_files):
@@ -160,8 +159,7 @@ def test_bad_inputs_are_rejected_and_counted_not_fatal(context, calibration_file
         # NaN box: dropped and counted, the frame goes on.
         nan = node.process(_frame(2_000, [(math.nan, 1.0, 1.0, 1.0), box], LEFT),
                            _frame(2_000, [(70.0, 60.0, 10, 10)], RIGHT))
-        assert nan is not None and node.rejected['invalid_detection'] == 1
-        assert node.invalid_detections['left'] == 1
+        assert nan is not None and node.rejected['non_finite'] == 1
         # stamp going backwards, frame ids swapped/equal, unsupported encoding.
         assert node.process(_frame(1_500, [box], LEFT), _frame(1_500, [], RIGHT)) is None
         assert node.rejected['stamp_not_increasing'] == 1
@@ -193,7 +191,7 @@ def test_bad_inputs_are_rejected_and_counted_not_fatal(context, calibration_file
         # A good frame still works afterwards; diagnostics report every reason.
         assert node.process(_frame(4_000, [box], LEFT), _frame(4_000, [], RIGHT)) is not None
         values = node.diagnostic_values()
-        for reason in ('invalid_detection', 'stamp_not_increasing', 'frame_id_mismatch',
+        for reason in ('non_finite', 'stamp_not_increasing', 'frame_id_mismatch',
                        'unsupported_image', 'uncalibrated_camera_info', 'image_size_mismatch',
                        'box_too_large'):
             assert int(values[f'rejected.{reason}']) >= 1
@@ -281,7 +279,7 @@ def test_new_camera_info_restarts_tracks_decisions_and_markers(context, calibrat
                                 _frame(stamp, [(70.0, 60.0, 10.0, 10.0)], RIGHT, score))
 
         states = [t.state for k in range(6) for t in frame(k, 0.5).tracks]
-        assert states[-1] == 'transient', states
+        assert states[-1] == TrackState.TRANSIENT, states
         # the same camera_info again changes nothing; another right P restarts everything
         node._on_camera_info('right', calibration_to_camera_info(right_cal, 0, RIGHT))
         assert node.pipeline is first
@@ -295,7 +293,7 @@ def test_new_camera_info_restarts_tracks_decisions_and_markers(context, calibrat
         assert node.pipeline is not first
         after = [t for k in range(6, 12) for t in frame(k, 0.9).tracks]
         assert after and {t.id for t in after} == {1}   # ids restart with the pipeline ...
-        assert after[-1].state == 'persistent', after   # ... not the old id 1's decision
+        assert after[-1].state == TrackState.PERSISTENT, after   # ... not the old id 1's decision
         assert _wait_for(lambda: executor.spin_once(timeout_sec=0.05) or any(
             m.action == Marker.DELETEALL for msg in received for m in msg.markers))
     finally:
@@ -343,7 +341,7 @@ def test_an_override_set_right_after_start_no_longer_fails_configure(context, ca
         assert 'sync.slop: invalid value -1.0' in capfd.readouterr().err
         assert node.set_parameters([Parameter('sync.slop', value=0.05)])[0].successful
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.values['sync.slop'] == 0.05
+        assert node.settings.sync.slop == 0.05
     finally:
         node.destroy_node()
 
@@ -368,18 +366,18 @@ def test_spin_stops_quietly_when_a_signal_shut_the_context_down(context):
 def test_learned_filter_takes_the_decision_parameters():
     values = dict(parameters.DEFAULTS, **{'model.decision.hi': 0.95, 'model.decision.lo': 0.2,
                                           'model.decision.min_frames': 7,
-                                          'model.decision.recheck': True})
-    decision = build_filter(values, 'cpu').decision
+                                          'model.decision.recheck': True, 'model.device': 'cpu'})
+    decision = build_filter(parameters.node_settings(values)).decision
     assert (decision.hi, decision.lo, decision.min_frames, decision.recheck) == (0.95, 0.2, 7,
                                                                                  True)
 
 
 def _core_results(bag, truth):
     """Run the core pipeline in-process on the bag, with the node's default parameters."""
-    values = dict(parameters.DEFAULTS)
+    settings = parameters.node_settings(dict(parameters.DEFAULTS, **{'model.device': 'cpu'}))
     cal = StereoCalibration(CameraCalibration.from_dict(truth['rig']['left'], LEFT),
                             CameraCalibration.from_dict(truth['rig']['right'], RIGHT))
-    pipeline = StereoPipeline(cal, pipeline_config(values), build_filter(values, 'cpu'))
+    pipeline = StereoPipeline(cal, settings, build_filter(settings))
     _, frames = read_stereo_bag(bag, with_images=True)  # the default (learned) filter sees crops
     return {f.stamp_ns: pipeline.process(f.left, f.right, f.left_image, f.right_image)
             for f in frames}
@@ -445,7 +443,7 @@ def test_cross_process_replay_outputs(scene, tmp_path):
         node_tracks = {t.id: t for t in tracks_by_stamp[stamp].tracks}
         assert sorted(node_tracks) == sorted(t.id for t in res.tracks)
         for t in res.tracks:
-            assert node_tracks[t.id].state == t.state_code
+            assert node_tracks[t.id].state == int(t.state)
             assert node_tracks[t.id].has_position == t.has_position
 
 
@@ -481,3 +479,64 @@ def test_replay_groups_a_recorded_bag_by_header_stamp(scene, tmp_path):
     types, frames = read_frames(bag, '/stereo')
     assert [stamp for stamp, _ in frames] == [f['stamp_ns'] for f in truth['frames']]
     assert read_frames(recorded, '/stereo') == (types, frames)
+
+
+def _bag_with_bad_detections(scene, out):
+    """Copy the scene's bag with invalid and off-image boxes added to some frames."""
+    from persistence_ros import bag_io
+    types = get_typestore().types
+    bad = [(math.nan, 60.0, 10.0, 10.0, 0.9), (80.0, 60.0, 0.0, 10.0, 0.9),
+           (80.0, 60.0, 10.0, 10.0, 1.5), (80.0, 60.0, 1e5, 10.0, 0.9),
+           (-500.0, 60.0, 10.0, 10.0, 0.9)]
+
+    def change(topic, msg):
+        if not topic.endswith('detections'):
+            return msg
+        k = (stamp_to_ns(msg.header.stamp) // 1_000_000) % 7
+        extra = [types[bag_io.DETECTION_2D](id=f'bad{k}-{i}', center_x=x, center_y=y, width=w,
+                                            height=h, score=s, class_id='')
+                 for i, (x, y, w, h, s) in enumerate(bad[:k])]
+        return types[bag_io.DETECTION_2D_ARRAY](header=msg.header,
+                                                detections=list(msg.detections) + extra)
+
+    with bag_io.BagWriter(out) as bag:
+        for topic, stamp_ns, msg in read_messages(scene):
+            bag.write(topic, stamp_ns, change(topic, msg))
+    return out
+
+
+def test_the_node_and_the_offline_runner_count_the_same_rejections(context, scene,
+                                                                   calibration_files, tmp_path):
+    """One set of input rules: the same bag gives the same counters by reason both ways."""
+    from collections import Counter
+
+    from rclpy.serialization import deserialize_message
+
+    from persistence_ros.offline_runner import run_pipeline
+    from persistence_ros.ros.replay import message_class
+    bag = _bag_with_bad_detections(scene[0], tmp_path / 'bad')
+    settings = parameters.node_settings(dict(parameters.DEFAULTS, **{'filter.name': 'none'}))
+    offline = Counter()
+    calibration, frames = read_stereo_bag(bag, with_images=True)
+    run_pipeline(calibration, frames, build_filter(settings), settings, rejected=offline)
+    assert set(offline) == {'non_finite', 'non_positive_size', 'score_out_of_range',
+                            'box_too_large', 'box_outside_image'}, offline
+
+    node = make_node(context, **{'calibration.left_file': calibration_files[0],
+                                 'calibration.right_file': calibration_files[1],
+                                 'filter.name': 'none', 'log.throttle_s': 60.0})
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        types, played = read_frames(bag, '/stereo')
+        for _, msgs in played:
+            by_topic = {topic.split('/', 2)[2]: deserialize_message(raw,
+                                                                    message_class(types[topic]))
+                        for topic, raw in msgs}
+            assert node.process(by_topic['left/detections'], by_topic['right/detections'],
+                                by_topic['left/image_raw'], by_topic['right/image_raw'])
+        values = node.diagnostic_values()
+        assert {k[len('rejected.'):]: v for k, v in values.items()
+                if k.startswith('rejected.')} == dict(offline)
+        assert values['frames.processed'] == N_FRAMES
+    finally:
+        node.destroy_node()

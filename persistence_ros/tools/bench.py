@@ -66,14 +66,18 @@ def bench_render(scenario: str, frames: int) -> Dict:
             'bytes_per_10s': size * 10.0 * float(spec['fps']) / count}
 
 
-def bench_pipeline(scenario: str, filter_name: str, frames: int, config=None) -> Dict:
+def bench_pipeline(scenario: str, filter_name: str, frames: int, settings=None) -> Dict:
     """
     Time ``StereoPipeline.process`` per frame on a rendered scene.
 
-    ``config``: the ``PipelineConfig`` (default settings when None).
+    ``settings``: the ``Settings`` (defaults when None); ``filter_name`` replaces its
+    ``filter.name``.
     """
-    from persistence_ros.evaluation.runner import build_filter, needs_images, read_stereo_bag
+    from persistence_ros.evaluation.runner import build_scene_filter
     from persistence_ros.evaluation.scoring import Truth
+    from persistence_ros.offline_runner import needs_images, read_stereo_bag
+    from persistence_ros.overrides import replace_fields
+    from persistence_ros.settings import Settings
     from persistence_ros.pipeline import StereoPipeline
     from persistence_ros.simulation.generate import generate_scene
     from persistence_ros.simulation.scenario import load_scenario
@@ -83,10 +87,12 @@ def bench_pipeline(scenario: str, filter_name: str, frames: int, config=None) ->
         scene = Path(tmp) / 'scene'
         generate_scene(spec, scene)
         truth = Truth.load(scene / 'truth.json')
-        filt = build_filter(filter_name, truth)
+        settings = replace_fields(settings if settings is not None else Settings(),
+                                  {'filter.name': filter_name})
+        filt = build_scene_filter(settings, truth)
         calibration, stereo_frames = read_stereo_bag(scene,
-                                                     with_images=needs_images(filt, config))
-    pipeline = StereoPipeline(calibration, config, filt)
+                                                     with_images=needs_images(filt, settings))
+    pipeline = StereoPipeline(calibration, settings, filt)
     times, tracks = [], []
     for frame in stereo_frames:
         started = time.perf_counter()
@@ -153,10 +159,10 @@ def _run(args: argparse.Namespace) -> Dict:
         import torch
         torch.set_num_threads(args.threads)
         from persistence_ros.overrides import parse_overrides, replace_fields
-        from persistence_ros.pipeline import PipelineConfig
+        from persistence_ros.settings import Settings
         overrides = parse_overrides(args.set)
-        config = replace_fields(PipelineConfig(), overrides)
-        result['pipeline'] = bench_pipeline(args.scenario, args.filter, args.frames, config)
+        settings = replace_fields(Settings(), overrides)
+        result['pipeline'] = bench_pipeline(args.scenario, args.filter, args.frames, settings)
         result['pipeline']['settings'] = overrides
         print(json.dumps(result['pipeline'], indent=1))
     print('machine:', json.dumps(result['machine']))

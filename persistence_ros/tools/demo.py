@@ -26,14 +26,18 @@ import numpy as np
 
 from persistence_ros import __version__
 from persistence_ros.evaluation.command import run_filters_on_frames, summary_table
-from persistence_ros.evaluation.runner import read_stereo_bag, Run, StereoFrame
+from persistence_ros.evaluation.runner import evaluate_bag
 from persistence_ros.evaluation.scoring import score_run, Truth
-from persistence_ros.filters import FILTER_NAMES
 from persistence_ros.model import DEFAULT_WEIGHTS, GBDT_BASELINE
+from persistence_ros.offline_runner import read_stereo_bag, Run, StereoFrame
+from persistence_ros.overrides import replace_fields
+from persistence_ros.settings import FILTER_NAMES, Settings
 from persistence_ros.simulation.generate import generate_scene
 from persistence_ros.simulation.scenario import file_name, load_scenario, ScenarioError
+from persistence_ros.stereo_track import TrackState
 
-STATE_COLOURS = {'persistent': '#1a9850', 'transient': '#d73027', 'tentative': '#fdae61'}
+STATE_COLOURS = {TrackState.PERSISTENT: '#1a9850', TrackState.TRANSIENT: '#d73027',
+                 TrackState.TENTATIVE: '#fdae61'}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +95,7 @@ def _plot_trajectories(run_all: Run, decided: Run, truth: Truth, path: Path) -> 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    final_state: Dict[int, str] = {}
+    final_state: Dict[int, TrackState] = {}
     for _, tracks in decided:
         for track in tracks:
             final_state[track.id] = track.state
@@ -111,7 +115,7 @@ def _plot_trajectories(run_all: Run, decided: Run, truth: Truth, path: Path) -> 
                 ax.plot(xyz[:, 0], xyz[:, 2], -xyz[:, 1], color='black', lw=1, alpha=0.6)
         for track_id, xyz in points.items():
             xyz = np.array(xyz)
-            state = final_state.get(track_id, 'tentative')
+            state = final_state.get(track_id, TrackState.TENTATIVE)
             ax.scatter(xyz[:, 0], xyz[:, 2], -xyz[:, 1], s=6, color=STATE_COLOURS[state])
         ax.set_xlabel('x [m]')
         ax.set_ylabel('z (depth) [m]')
@@ -140,13 +144,14 @@ def _plot_attention(decided: Run, path: Path) -> bool:
         return False
     # up to two tracks of each decision, the longest attention first
     ranked = sorted(latest.values(), key=lambda t: (-len(t.attention), t.id))
-    chosen = [t for t in ranked if t.state == 'persistent'][:2]
-    chosen += [t for t in ranked if t.state != 'persistent'][:4 - len(chosen)]
+    chosen = [t for t in ranked if t.state == TrackState.PERSISTENT][:2]
+    chosen += [t for t in ranked if t.state != TrackState.PERSISTENT][:4 - len(chosen)]
     fig, axes = plt.subplots(len(chosen), 1, figsize=(9, 2.0 * len(chosen)), squeeze=False)
     for ax, track in zip(axes[:, 0], chosen):
         ax.bar(np.arange(len(track.attention)), track.attention,
                color=STATE_COLOURS[track.state])
-        ax.set_title(f'track {track.id}: {track.state}, p={track.probability:.2f}', fontsize=9)
+        ax.set_title(f'track {track.id}: {track.state.label}, p={track.probability:.2f}',
+                     fontsize=9)
         ax.set_ylabel('attention')
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1, 0].set_xlabel('frame in the model window (oldest left)')
@@ -198,12 +203,14 @@ def main(args: argparse.Namespace) -> int:
         _say('2/4 replay through the ROS 2 node')
         recorded = replay_through_node(scene, out / 'node_output', truth)
         if recorded is not None:
-            from persistence_ros.evaluation.runner import evaluate_bag
             node_result = evaluate_bag(scene, tracks_bag=recorded)
     filters = available_filters()
     _say(f'3/4 core pipeline with filters: {", ".join(filters)}')
     calibration, frames = read_stereo_bag(scene, with_images=True)  # read once, images kept
-    runs = run_filters_on_frames(calibration, frames, truth, filters, str(GBDT_BASELINE))
+    settings = Settings()
+    if GBDT_BASELINE.exists():
+        settings = replace_fields(settings, {'filter.gbdt_path': str(GBDT_BASELINE)})
+    runs = run_filters_on_frames(calibration, frames, truth, filters, settings)
     results = [score_run(run, truth, name, __version__) for name, run in runs.items()]
     if node_result is not None:
         results.append(node_result)

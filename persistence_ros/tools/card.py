@@ -1,7 +1,7 @@
 """
 The shipped weights' check: a small scene set, never used in training, scored by the evaluator.
 
-``python -m persistence_ros.model.card`` renders the scenes of ``CHECK_SCENES`` (seeds 1000+,
+``python -m persistence_ros.tools.card`` renders the scenes of ``CHECK_SCENES`` (seeds 1000+,
 which the data-set builder refuses), runs the learned filter and the no-filter reference
 through the evaluator and prints per-scene and mean track F1; ``--record`` writes them to the
 weights' card (``weights/<name>.card.json``), which the CI test compares against.
@@ -16,6 +16,7 @@ from typing import List, Optional
 import numpy as np
 
 from persistence_ros.model import DEFAULT_WEIGHTS
+from persistence_ros.overrides import replace_fields
 
 # Hard presets, short scenes: one to two minutes on 2 CPU cores.
 CHECK_SCENES = (('window', 1000), ('glare', 1000), ('mixed_hard', 1000), ('mixed_hard', 1001),
@@ -51,9 +52,11 @@ def check(weights: Path = DEFAULT_WEIGHTS, work_dir: Optional[Path] = None) -> d
     Returns per-scene and mean track F1 of both (the reference shows how hard the set is).
     """
     from persistence_ros.evaluation.command import compare
+    from persistence_ros.settings import Settings
+    settings = replace_fields(Settings(), {'model.path': str(weights)})
     with tempfile.TemporaryDirectory() as tmp:
         scenes = render_check_scenes(Path(work_dir or tmp))
-        results = compare(scenes, ['learned', 'none'], model_path=str(weights))
+        results = compare(scenes, ['learned', 'none'], settings)
     out = {'scenes': [list(s) for s in CHECK_SCENES], 'duration_s': CHECK_DURATION_S}
     for name, key in (('learned', ''), ('none', 'reference_')):
         per_scene = {f'{r["run"]["scenario"]}-s{r["run"]["seed"]}': r['tracks']['f1']

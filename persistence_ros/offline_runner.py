@@ -1,0 +1,152 @@
+"""
+The offline runner: read a stereo bag and run the core pipeline over it (no ROS).
+
+``read_stereo_bag`` reads a simulator-style bag (``TOPICS``: images, camera_info and
+detections of both cameras under ``/stereo``) into synchronized ``StereoFrame``s;
+``run_pipeline`` runs ``StereoPipeline`` over them and returns the ``Run`` (the output tracks
+per stamp) and, when asked, the input rejections by reason (the same counters the node
+reports).  The evaluator and the data-set builder both run scenes through here.
+"""
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+import warnings
+
+import numpy as np
+
+from persistence_ros import bag_io
+from persistence_ros.calibration import (
+    calibration_from_camera_info, CameraCalibration, StereoCalibration)
+from persistence_ros.detections import detection_frame_from_msg, DetectionFrame, stamp_to_ns
+from persistence_ros.pipeline import PipelineTrack, StereoPipeline
+from persistence_ros.settings import Settings
+from persistence_ros.stereo_track import PersistenceFilter
+
+CAMERAS = ('left', 'right')
+TOPICS = {cam: {'image': f'/stereo/{cam}/image_raw', 'info': f'/stereo/{cam}/camera_info',
+                'detections': f'/stereo/{cam}/detections'} for cam in CAMERAS}
+TOPIC_TYPES = {'image': bag_io.IMAGE, 'info': bag_io.CAMERA_INFO,
+               'detections': bag_io.DETECTION_2D_ARRAY}
+Run = List[Tuple[int, List[PipelineTrack]]]
+
+
+@dataclass
+class StereoFrame:
+    """One synchronized frame of a stereo bag."""
+
+    stamp_ns: int
+    left: DetectionFrame
+    right: DetectionFrame
+    left_image: Optional[np.ndarray] = None
+    right_image: Optional[np.ndarray] = None
+
+
+def read_stereo_bag(bag_dir, with_images: bool = False
+                    ) -> Tuple[StereoCalibration, List[StereoFrame]]:
+    """
+    Return the calibration (first CameraInfo of each camera) and the synchronized frames.
+
+    Frames are joined on equal header stamps; a stamp without detections in both cameras
+    is skipped. With ``with_images``, detection frames without an image of the same stamp
+    run without images, and a warning says how many there are.
+    """
+    kinds = ('info', 'detections', 'image') if with_images else ('info', 'detections')
+    topics = [TOPICS[c][k] for c in CAMERAS for k in kinds]
+    _check_topic_types(bag_dir, {TOPICS[c][k]: TOPIC_TYPES[k] for c in CAMERAS for k in kinds})
+    info: Dict[str, CameraCalibration] = {}
+    by_stamp: Dict[int, Dict[str, object]] = defaultdict(dict)
+    for topic, _, msg in bag_io.read_messages(bag_dir, topics):
+        cam = 'left' if topic.startswith('/stereo/left/') else 'right'
+        if topic.endswith('camera_info'):
+            if cam not in info:
+                info[cam] = calibration_from_camera_info(msg)
+        elif topic.endswith('detections'):
+            frame = detection_frame_from_msg(msg)
+            by_stamp[frame.stamp_ns][cam] = frame
+        else:
+            by_stamp[stamp_to_ns(msg.header.stamp)][cam + '_image'] = \
+                bag_io.image_to_rgb(msg)
+    if set(info) != set(CAMERAS):
+        raise ValueError(f'{bag_dir}: no CameraInfo for {sorted(set(CAMERAS) - set(info))}')
+    frames = [StereoFrame(s, d['left'], d['right'], d.get('left_image'), d.get('right_image'))
+              for s, d in sorted(by_stamp.items()) if 'left' in d and 'right' in d]
+    if with_images:
+        _warn_missing_images(bag_dir, frames)
+    return StereoCalibration(info['left'], info['right']), frames
+
+
+def _check_topic_types(bag_dir, expected: Dict[str, str]) -> None:
+    """Raise ``ValueError`` if a topic of the bag has another type than ``expected``."""
+    found = bag_io.bag_topics(bag_dir)
+    wrong = [f'{topic} is {found[topic]}, expected {msgtype}'
+             for topic, msgtype in expected.items() if found.get(topic, msgtype) != msgtype]
+    if wrong:
+        raise ValueError(f'{bag_dir}: wrong message type: {"; ".join(wrong)}')
+
+
+def _warn_missing_images(bag_dir, frames: Sequence[StereoFrame]) -> None:
+    """Warn once if detection frames have no image (left or right) of the same stamp."""
+    missing = sum(f.left_image is None or f.right_image is None for f in frames)
+    if missing:
+        warnings.warn(
+            f'{bag_dir}: {missing} of {len(frames)} detection frames have no left or right '
+            'image with the same header stamp and run without images (frames are joined on '
+            'equal stamps: the detections must carry the stamp of their image)', stacklevel=3)
+
+
+def run_pipeline(calibration: StereoCalibration, frames: Sequence[StereoFrame],
+                 persistence_filter: PersistenceFilter,
+                 settings: Optional[Settings] = None,
+                 on_states=None, rejected: Optional[Counter] = None) -> Run:
+    """
+    Run ``StereoPipeline`` over frames; return ``[(stamp_ns, tracks)]``.
+
+    ``on_states(states)`` (optional) sees the filter inputs of every frame (used to collect
+    gbdt training features and data sets).  ``rejected`` (optional) is updated with the
+    refused frames and dropped detections by reason (``pipeline.FRAME_REJECTIONS``,
+    ``pipeline.DETECTION_REJECTIONS``), as the node counts them.
+    """
+    filt = persistence_filter
+    if on_states is not None:
+        filt = _Spy(persistence_filter, on_states)
+    pipeline = StereoPipeline(calibration, settings, filt)
+    run: Run = []
+    for f in frames:
+        result = pipeline.process(f.left, f.right, f.left_image, f.right_image)
+        if rejected is not None:
+            rejected.update(result.rejected_detections)
+            if not result.accepted:
+                rejected[result.reason] += 1
+        if result.accepted:
+            run.append((f.stamp_ns, result.tracks))
+    return run
+
+
+class _Spy(PersistenceFilter):
+    """Pass-through filter wrapper that shows every frame's inputs to a callback."""
+
+    def __init__(self, inner: PersistenceFilter, callback):
+        self.inner, self.callback, self.name = inner, callback, inner.name
+        self.uses_images = inner.uses_images
+
+    def set_calibration(self, calibration):
+        self.inner.set_calibration(calibration)
+
+    def update(self, tracks):
+        self.callback(tracks)
+        return self.inner.update(tracks)
+
+    def reset(self):
+        self.inner.reset()
+
+
+def needs_images(persistence_filter: PersistenceFilter,
+                 settings: Optional[Settings] = None) -> bool:
+    """
+    Return True if the run needs the images (reading them is slow).
+
+    They are needed when the filter uses image crops or the trackers gate on colour.
+    """
+    tracker = (settings if settings is not None else Settings()).tracker
+    return bool(getattr(persistence_filter, 'uses_images', True) or tracker.uses_appearance)

@@ -1,0 +1,135 @@
+"""
+Every setting of the core pipeline and its persistence filter, as one tree of dataclasses.
+
+``Settings`` is the one config path: a dotted name is a path in the tree
+(``tracker.appearance_gate``, ``pipeline.window``, ``filter.name``,
+``model.decision.min_frames``).  The command line's ``--set KEY=VALUE`` and the node's ROS
+parameters of the same names are both applied with ``overrides.replace_fields``, which checks
+each value against its field's type; every section validates its values.  Defaults live
+here only (the node's parameter table and the README take them from this tree; a test
+keeps them equal).
+"""
+
+from dataclasses import dataclass, field
+import math
+from typing import List, Optional
+
+from persistence_ros.model import ATTENTION_MODES
+from persistence_ros.model.decision import EarlyDecision
+from persistence_ros.overrides import check_fields
+from persistence_ros.stereo import AssociationConfig, TriangulationConfig
+from persistence_ros.tracking import TrackerConfig
+
+FILTER_NAMES = ('none', 'min_hits', 'score', 'stereo', 'ground_plane', 'gbdt', 'learned')
+DEVICES = ('auto', 'cpu', 'cuda')
+# The shipped learned model (persistence_ros/model/weights/cpu.safetensors); docs/model.md.
+DEFAULT_FILTER = 'learned'
+
+
+def _require(ok: bool, key: str, requirement: str, value) -> None:
+    if not ok:
+        raise ValueError(f'{key} must be {requirement}, got {value!r}')
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """
+    History and crops of ``StereoPipeline`` (section ``pipeline``).
+
+    ``window``: frames of history kept per stereo track, and per 2D track (it sets the
+    trackers' ``window``); ``crop_size``: side of the square RGB crops stored in the 2D
+    track histories when images are given; ``crop_context``: extra border around a box, as a
+    fraction of its larger side on each side.
+    """
+
+    window: int = 64
+    crop_size: int = 64
+    crop_context: float = 0.25
+
+    def __post_init__(self):
+        """Check types and values."""
+        check_fields(self, 'pipeline')
+        _require(self.window >= 1, 'pipeline.window', 'an integer >= 1', self.window)
+        _require(self.crop_size >= 2, 'pipeline.crop_size', 'an integer >= 2', self.crop_size)
+        _require(math.isfinite(self.crop_context) and self.crop_context >= 0.0,
+                 'pipeline.crop_context', 'a finite number >= 0', self.crop_context)
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """
+    Which persistence filter decides, and the baselines' thresholds (section ``filter``).
+
+    ``ground_plane``: ``[a, b, c, d]`` in the left optical frame (``n.X + d = 0``, normal
+    up); all zero means unset (``plane`` is then None).
+    """
+
+    name: str = DEFAULT_FILTER
+    decide_after: int = 3
+    threshold: float = 0.5
+    min_hits: int = 5
+    max_residual_px: float = 2.0
+    ground_plane: List[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    ground_margin_m: float = 0.05
+    gbdt_path: str = ''
+
+    def __post_init__(self):
+        """Check types and values; the names say what to fix."""
+        check_fields(self, 'filter')
+        _require(self.name in FILTER_NAMES, 'filter.name', f'one of {FILTER_NAMES}', self.name)
+        _require(self.decide_after >= 1, 'filter.decide_after', 'an integer >= 1',
+                 self.decide_after)
+        _require(self.min_hits >= 1, 'filter.min_hits', 'an integer >= 1', self.min_hits)
+        _require(0.0 <= self.threshold <= 1.0, 'filter.threshold', 'in [0, 1]', self.threshold)
+        for name in ('max_residual_px', 'ground_margin_m'):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and value >= 0.0, f'filter.{name}',
+                     'a finite number >= 0', value)
+        plane = list(self.ground_plane)
+        _require(len(plane) == 4 and all(math.isfinite(v) for v in plane), 'filter.ground_plane',
+                 '4 finite numbers [a, b, c, d] (all zero: unset)', plane)
+
+    @property
+    def plane(self) -> Optional[List[float]]:
+        """Return the ground plane, or None when unset (normal all zero)."""
+        plane = [float(v) for v in self.ground_plane]
+        return plane if any(plane[:3]) else None
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """
+    The learned filter's weights, device, attention and decision rule (section ``model``).
+
+    ``path``: a safetensors checkpoint ('' means the shipped ``cpu`` weights); ``decision``:
+    the early-decision rule the filter applies (it overrides the checkpoint's).
+    """
+
+    path: str = ''
+    device: str = 'auto'
+    attention: str = 'last_layer'
+    decision: EarlyDecision = field(default_factory=EarlyDecision)
+
+    def __post_init__(self):
+        """Check types and choices."""
+        check_fields(self, 'model')
+        _require(self.device in DEVICES or self.device.startswith('cuda:'), 'model.device',
+                 f'one of {DEVICES} (or cuda:N)', self.device)
+        _require(self.attention in ATTENTION_MODES, 'model.attention',
+                 f'one of {ATTENTION_MODES}', self.attention)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The core's settings: the tree that ``--set`` keys and node parameters address."""
+
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    association: AssociationConfig = field(default_factory=AssociationConfig)
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    filter: FilterSettings = field(default_factory=FilterSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+
+    def __post_init__(self):
+        """Check that every section holds its type."""
+        check_fields(self, '')
