@@ -19,7 +19,8 @@ from persistence_ros.model.classifier import attention_rollout
 from persistence_ros.model.config import load_config, ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
 from persistence_ros.model.decision import EarlyDecision
-from persistence_ros.model.model import PersistenceModel, StreamState, TrackStreamer
+from persistence_ros.model.model import (
+    cache_tensors, PersistenceModel, StreamState, TrackStreamer)
 from persistence_ros.model.probe import linear_probe
 from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batch
 from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, warn_if_collapsed
@@ -106,14 +107,8 @@ def test_extend_in_chunks_equals_full_forward_and_steps(kw):
         _, step_attn, stepped = model.step(crops[:, t], geom[:, t], stepped)
     assert torch.allclose(attn, step_attn, atol=1e-5)
     assert int(state.t[0]) == 20 and state.nbytes() == stepped.nbytes()
-    for a, b in zip(_leaves(state.kv), _leaves(stepped.kv)):
+    for a, b in zip(cache_tensors(state.classifier), cache_tensors(stepped.classifier)):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
-
-
-def _leaves(tree):
-    if isinstance(tree, (list, tuple)):
-        return [leaf for item in tree for leaf in _leaves(item)]
-    return [tree]
 
 
 def test_causal_mask_and_attention_rows():
@@ -554,6 +549,18 @@ def test_state_select_and_cat_round_trip():
     p1, _, _ = model.step(crops[[2, 0, 1], 0], geom[[2, 0, 1], 0], joined)
     p2, _, _ = model.step(crops[:, 0], geom[:, 0], state)
     assert torch.allclose(p1, p2[[2, 0, 1]], atol=1e-6)
+
+
+def test_fresh_and_stepped_states_concatenate_with_kernel_t_1():
+    # k_t 1 keeps no past frames: a new track's state used to hold empty tensors where a
+    # stepped one held None, and TrackStreamer failed to concatenate them.
+    model = _model(window=4, kernel_t=1, res_blocks=1)
+    crops, geom = _inputs(b=2, t=2)
+    _, _, old = model.step(crops[1:, 0], geom[1:, 0])
+    joined = StreamState.cat([model.init_state(1), old])
+    p, _, _ = model.step(crops[:, 1], geom[:, 1], joined)
+    assert torch.allclose(p[:1], model.step(crops[:1, 1], geom[:1, 1])[0], atol=1e-6)
+    assert torch.allclose(p[1:], model.step(crops[1:, 1], geom[1:, 1], old)[0], atol=1e-6)
 
 
 def _small_config(*items):

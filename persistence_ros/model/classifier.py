@@ -8,13 +8,38 @@ forward and its cost per frame is bounded by W.
 """
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
+from einops import rearrange
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from persistence_ros.model.config import ModelConfig
+
+
+class AttentionCache(NamedTuple):
+    """
+    One attention layer's streaming cache: its last W-1 frames (oldest first).
+
+    keys, values ``[B, heads, W-1, head_dim]``; valid ``[B, W-1]`` (False: an empty slot);
+    rollout_rows ``[B, W-1, S]``: the previous layers' attention-rollout row of each cached
+    frame, kept only when the stream returns the rollout (rollout mode), else None.
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    valid: torch.Tensor
+    rollout_rows: Optional[torch.Tensor] = None
+
+
+class GRUCache(NamedTuple):
+    """The GRU's hidden states, track-first ``[B, layers, width]``."""
+
+    hidden: torch.Tensor
+
+
+ClassifierCache = Union[Tuple[AttentionCache, ...], GRUCache]
 
 
 class WindowedSelfAttention(nn.Module):
@@ -33,11 +58,8 @@ class WindowedSelfAttention(nn.Module):
         self.distance_bias = nn.Parameter(torch.zeros(heads, window))
 
     def _split(self, x):
-        b, t, _ = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        shape = (b, t, self.heads, self.head_dim)
-        return (q.reshape(shape).transpose(1, 2), k.reshape(shape).transpose(1, 2),
-                v.reshape(shape).transpose(1, 2))
+        return tuple(rearrange(part, 'b t (h d) -> b h t d', h=self.heads)
+                     for part in self.qkv(x).chunk(3, dim=-1))
 
     def _attend(self, q, keys, values, valid: Optional[torch.Tensor]):
         """
@@ -46,7 +68,7 @@ class WindowedSelfAttention(nn.Module):
         ``valid [B, K]`` masks empty cache slots (None: all valid). Returns the output
         ``[B, T, C]`` and the head-mean weights ``[B, T, K]``.
         """
-        b, _, t, _ = q.shape
+        t = q.shape[2]
         n_keys = keys.shape[2]
         dist = (torch.arange(t, device=q.device)[:, None] + (n_keys - t)
                 - torch.arange(n_keys, device=q.device)[None, :])
@@ -58,7 +80,7 @@ class WindowedSelfAttention(nn.Module):
         scores = scores + bias.unsqueeze(0).to(scores.dtype)
         scores = scores.masked_fill(~allowed, float('-inf'))
         weights = torch.softmax(scores.float(), dim=-1).to(values.dtype)
-        out = (weights @ values).transpose(1, 2).reshape(b, t, -1)
+        out = rearrange(weights @ values, 'b h t d -> b t (h d)')
         return out, weights.mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -67,33 +89,33 @@ class WindowedSelfAttention(nn.Module):
         out, weights = self._attend(q, k, v, None)
         return self.proj(out), weights
 
-    def extend(self, x: torch.Tensor, cache: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-               ) -> Tuple[torch.Tensor, torch.Tensor, Tuple]:
+    def extend(self, x: torch.Tensor, cache: AttentionCache
+               ) -> Tuple[torch.Tensor, torch.Tensor, AttentionCache]:
         """
-        Attend for the next T frames ``[B, T, C]`` with a cache (keys, values, valid) of W-1 slots.
+        Attend for the next T frames ``[B, T, C]`` with the cache of the last W-1 frames.
 
         Returns the outputs ``[B, T, C]`` (equal to ``forward`` over the whole track), the
         weights ``[B, T, W-1+T]`` of the T new frames over the W-1 cached and T new slots
         (oldest first, zeros on empty slots and outside each frame's window) and the new cache
-        (same size).
+        (same size; its ``rollout_rows`` are the caller's, None here).
         """
         b, t, _ = x.shape
         q, k, v = self._split(x)
-        keys_c, values_c, valid_c = cache
-        keys = torch.cat([keys_c, k], dim=2)
-        values = torch.cat([values_c, v], dim=2)
-        valid = torch.cat([valid_c, valid_c.new_ones(b, t)], dim=1)
+        keys = torch.cat([cache.keys, k], dim=2)
+        values = torch.cat([cache.values, v], dim=2)
+        valid = torch.cat([cache.valid, cache.valid.new_ones(b, t)], dim=1)
         out, weights = self._attend(q, keys, values, valid)
         keep = t  # the last W-1 of the W-1+T slots
-        new_cache = (keys[:, :, keep:], values[:, :, keep:], valid[:, keep:])
+        new_cache = AttentionCache(keys[:, :, keep:], values[:, :, keep:], valid[:, keep:])
         return self.proj(out), weights, new_cache
 
-    def init_cache(self, batch: int, device, dtype) -> Tuple:
+    def init_cache(self, batch: int, device, dtype) -> AttentionCache:
         """Return an empty cache (W-1 invalid slots) for ``batch`` tracks."""
         shape = (batch, self.heads, self.window - 1, self.head_dim)
-        return (torch.zeros(shape, device=device, dtype=dtype),
-                torch.zeros(shape, device=device, dtype=dtype),
-                torch.zeros(batch, self.window - 1, device=device, dtype=torch.bool))
+        return AttentionCache(torch.zeros(shape, device=device, dtype=dtype),
+                              torch.zeros(shape, device=device, dtype=dtype),
+                              torch.zeros(batch, self.window - 1, device=device,
+                                          dtype=torch.bool))
 
 
 class Block(nn.Module):
@@ -114,7 +136,8 @@ class Block(nn.Module):
         x = x + self.drop(h)
         return x + self.drop(self.mlp(self.ln2(x))), weights
 
-    def extend(self, x, cache):
+    def extend(self, x: torch.Tensor, cache: AttentionCache
+               ) -> Tuple[torch.Tensor, torch.Tensor, AttentionCache]:
         """
         Apply the block to the next frames ``[B, T, C]`` of tracks with an attention cache.
 
@@ -200,7 +223,7 @@ class CrossAttentionFusion(nn.Module):
     def forward(self, visual: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
         """Return tokens ``[..., width]`` of visual ``[..., D*S]`` and geometry ``[..., G]``."""
         lead = visual.shape[:-1]
-        cells = visual.reshape(-1, self.latent_dim, self.cells).transpose(1, 2)
+        cells = rearrange(visual, '... (d s) -> (...) s d', d=self.latent_dim)
         kv = self.cell_embed(self.cell_norm(cells)) + self.cell_position
         g = self.geometry_embed(geometry.reshape(-1, geometry.shape[-1]))
         q = self.query_norm(self.queries.unsqueeze(0) + g.unsqueeze(1))
@@ -307,28 +330,28 @@ class PersistenceClassifier(nn.Module):
         return len(self.blocks) * (window - 1) + 1 if rollout else window
 
     def init_cache(self, batch: int, device, dtype=torch.float32, rollout: bool = False
-                   ) -> List[Tuple]:
+                   ) -> ClassifierCache:
         """
-        Return empty caches for ``batch`` new tracks: per layer (keys, values, valid).
+        Return empty caches for ``batch`` new tracks: an ``AttentionCache`` per layer.
 
         With ``rollout`` each layer's cache also keeps the previous layers' rollout rows of the
         W-1 cached frames (``[B, W-1, (l-1)(W-1)+1]`` for layer l), so the streamed attention
-        is the rollout. The GRU keeps its hidden states (and has no attention).
+        is the rollout. The GRU keeps its hidden states (``GRUCache``; it has no attention).
         """
         if self.gru is not None:
             shape = (batch, self.gru.num_layers, self.gru.hidden_size)
-            return [torch.zeros(shape, device=device, dtype=dtype)]
+            return GRUCache(torch.zeros(shape, device=device, dtype=dtype))
         caches = [blk.attn.init_cache(batch, device, dtype) for blk in self.blocks]
         if rollout:
             w = self.config.window
-            caches = [c + (torch.ones(batch, w - 1, 1, device=device, dtype=dtype) if i == 0
-                           else torch.zeros(batch, w - 1, i * (w - 1) + 1, device=device,
-                                            dtype=dtype),)
-                      for i, c in enumerate(caches)]
-        return caches
+            caches = [c._replace(rollout_rows=(
+                torch.ones(batch, w - 1, 1, device=device, dtype=dtype) if i == 0
+                else torch.zeros(batch, w - 1, i * (w - 1) + 1, device=device, dtype=dtype)))
+                for i, c in enumerate(caches)]
+        return tuple(caches)
 
     def extend(self, visual: torch.Tensor, geometry: torch.Tensor, age: torch.Tensor,
-               cache: List) -> Tuple[torch.Tensor, torch.Tensor, List]:
+               cache: ClassifierCache) -> Tuple[torch.Tensor, torch.Tensor, ClassifierCache]:
         """
         Classify the next T frames of tracks (``[B, T, V]``, ``[B, T, G]``, ``age [B, T]``).
 
@@ -338,23 +361,23 @@ class PersistenceClassifier(nn.Module):
         """
         x = self._tokens(visual, geometry, age)
         if self.gru is not None:  # hidden states are kept track-first, GRU wants layer-first
-            x, hidden = self.gru(x, cache[0].transpose(0, 1).contiguous())
+            x, hidden = self.gru(x, rearrange(cache.hidden, 'b l c -> l b c').contiguous())
             return (self.head(self.ln(x)).squeeze(-1), x.new_zeros(x.shape[0], 0),
-                    [hidden.transpose(0, 1)])
+                    GRUCache(rearrange(hidden, 'l b c -> b l c')))
         b, t = x.shape[:2]
         window = self.config.window
-        rollout = len(cache[0]) == 4  # init_cache(rollout=True) adds the rows to each layer
+        rollout = cache[0].rollout_rows is not None  # init_cache(rollout=True)
         rows = x.new_ones(b, t, 1) if rollout else None  # no layer yet: each frame is itself
         new_cache = []
         for block, c in zip(self.blocks, cache):
-            x, weights, kv = block.extend(x, c[:3])
+            x, weights, kv = block.extend(x, c)
             if rollout:  # mix the previous layers' rows of each new frame's window
-                slots = torch.cat([c[3], rows.to(c[3].dtype)], dim=1)
+                slots = torch.cat([c.rollout_rows, rows.to(c.rollout_rows.dtype)], dim=1)
                 rows = _rollout_step(weights, slots, window)
-                kv = kv + (slots[:, t:],)
+                kv = kv._replace(rollout_rows=slots[:, t:])
             new_cache.append(kv)
         attention = rows[:, -1] if rollout else weights[:, -1, -window:]
-        return self.head(self.ln(x)).squeeze(-1), attention, new_cache
+        return self.head(self.ln(x)).squeeze(-1), attention, tuple(new_cache)
 
 
 def frame_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

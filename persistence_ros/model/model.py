@@ -1,17 +1,41 @@
 """The combined streaming persistence model, its stream state and the track streamer."""
 
 from dataclasses import dataclass, replace
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from persistence_ros.model.classifier import PersistenceClassifier
+from persistence_ros.model.classifier import ClassifierCache, PersistenceClassifier
 from persistence_ros.model.config import ModelConfig
 from persistence_ros.model.decision import EarlyDecision
-from persistence_ros.model.tokenizer import Tokenizer
+from persistence_ros.model.tokenizer import EncoderCache, Tokenizer
 from persistence_ros.stereo_track import TrackState
+
+
+def map_tensors(fn: Callable[..., torch.Tensor], *trees):
+    """
+    Apply ``fn`` leaf by leaf to caches of one structure; return a cache of that structure.
+
+    A cache is a tensor, None (nothing cached: stays None) or a tuple of caches (the named
+    caches of ``tokenizer`` and ``classifier`` are NamedTuples). ``fn`` gets the tensors at
+    the same place in every tree.
+    """
+    first = trees[0]
+    if first is None:
+        return None
+    if torch.is_tensor(first):
+        return fn(*trees)
+    parts = [map_tensors(fn, *items) for items in zip(*trees)]
+    return type(first)(*parts) if hasattr(first, '_fields') else type(first)(parts)
+
+
+def cache_tensors(tree) -> List[torch.Tensor]:
+    """Return the tensors of a cache (``map_tensors``), depth first."""
+    found: List[torch.Tensor] = []
+    map_tensors(lambda x: found.append(x) or x, tree)
+    return found
 
 
 @dataclass
@@ -19,14 +43,13 @@ class StreamState:
     """
     Batched streaming state of B tracks; every tensor has a fixed size (no growth with time).
 
-    conv: per causal encoder layer, the last k_t - 1 input frames (nested tuples for residual
-    blocks); kv: per transformer layer, (keys, values, valid) of the last W - 1 frames, plus
-    the previous layers' attention-rollout rows of those frames when streaming the rollout;
-    t: frames seen per track.
+    tokenizer: the causal encoder's cache (``Tokenizer.init_cache``); classifier: the
+    attention or GRU cache (``PersistenceClassifier.init_cache``); t: frames seen per track.
+    Every tensor in them has the tracks on its first axis.
     """
 
-    conv: list
-    kv: list
+    tokenizer: EncoderCache
+    classifier: ClassifierCache
     t: torch.Tensor
 
     @property
@@ -37,39 +60,21 @@ class StreamState:
     def select(self, index: Sequence[int]) -> 'StreamState':
         """Return the state of the tracks at ``index`` (in that order)."""
         idx = torch.as_tensor(list(index), dtype=torch.long, device=self.t.device)
-        return StreamState(_map(self.conv, lambda x: x.index_select(0, idx)),
-                           _map(self.kv, lambda x: x.index_select(0, idx)),
-                           self.t.index_select(0, idx))
+        return StreamState(*(map_tensors(lambda x: x.index_select(0, idx), part)
+                             for part in (self.tokenizer, self.classifier, self.t)))
 
     @staticmethod
     def cat(states: Sequence['StreamState']) -> 'StreamState':
         """Concatenate states along the track axis."""
-        return StreamState(_zip_cat([s.conv for s in states]), _zip_cat([s.kv for s in states]),
-                           torch.cat([s.t for s in states]))
+        return StreamState(*(map_tensors(lambda *xs: torch.cat(xs, dim=0), *parts)
+                             for parts in ([s.tokenizer for s in states],
+                                           [s.classifier for s in states],
+                                           [s.t for s in states])))
 
     def nbytes(self) -> int:
         """Return the memory held by the state in bytes."""
-        total = [self.t.numel() * self.t.element_size()]
-        _map(self.conv, lambda x: total.append(x.numel() * x.element_size()) or x)
-        _map(self.kv, lambda x: total.append(x.numel() * x.element_size()) or x)
-        return int(sum(total))
-
-
-def _map(tree, fn):
-    if tree is None:
-        return None
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_map(x, fn) for x in tree)
-    return fn(tree)
-
-
-def _zip_cat(trees):
-    first = trees[0]
-    if first is None:
-        return None
-    if isinstance(first, (list, tuple)):
-        return type(first)(_zip_cat([t[i] for t in trees]) for i in range(len(first)))
-    return torch.cat(trees, dim=0)
+        return int(sum(x.numel() * x.element_size()
+                       for x in cache_tensors((self.t, self.tokenizer, self.classifier))))
 
 
 class PersistenceModel(nn.Module):
@@ -143,22 +148,8 @@ class PersistenceModel(nn.Module):
         rollout over all layers (``PersistenceClassifier.init_cache``), not the last layer's.
         """
         device = device or next(self.parameters()).device
-        size = self.config.input_size
-        conv = []
-        for layer in self.tokenizer.encoder.layers:
-            if hasattr(layer, 'init_cache'):
-                c_in = layer.conv.in_channels
-                conv.append(torch.zeros(batch, c_in, layer.kernel_t - 1, size, size,
-                                        device=device))
-                stride = layer.conv.stride[-1]
-                pad = layer.conv.padding[-1]
-                size = (size + 2 * pad - layer.conv.kernel_size[-1]) // stride + 1
-            else:
-                c = layer.conv1.conv.in_channels
-                shape = (batch, c, layer.conv1.kernel_t - 1, size, size)
-                conv.append((torch.zeros(shape, device=device),
-                             torch.zeros(shape, device=device)))
-        return StreamState(conv, self.classifier.init_cache(batch, device, rollout=rollout),
+        return StreamState(self.tokenizer.init_cache(batch, device),
+                           self.classifier.init_cache(batch, device, rollout=rollout),
                            torch.zeros(batch, dtype=torch.long, device=device))
 
     @torch.no_grad()
@@ -176,10 +167,12 @@ class PersistenceModel(nn.Module):
         b, t = crops.shape[:2]
         if state is None:
             state = self.init_state(b, crops.device)
-        z, conv = self.tokenizer.extend(crops, state.conv)
+        z, tokenizer = self.tokenizer.extend(crops, state.tokenizer)
         age = state.t.unsqueeze(1) + torch.arange(t, device=state.t.device)
-        logits, attention, kv = self.classifier.extend(self._visual(z), geometry, age, state.kv)
-        return torch.sigmoid(logits.float()), attention, StreamState(conv, kv, state.t + t)
+        logits, attention, classifier = self.classifier.extend(self._visual(z), geometry, age,
+                                                               state.classifier)
+        return (torch.sigmoid(logits.float()), attention,
+                StreamState(tokenizer, classifier, state.t + t))
 
     @torch.no_grad()
     def step(self, crops: torch.Tensor, geometry: torch.Tensor,

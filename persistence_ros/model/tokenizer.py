@@ -6,8 +6,9 @@ Written here instead of using magvit2-pytorch: its smallest config streams 8 tra
 """
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
+from einops import rearrange
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -17,7 +18,26 @@ from persistence_ros.model.config import latent_grid, ModelConfig
 
 LOG = logging.getLogger(__name__)
 
-Cache = List[Optional[torch.Tensor]]
+
+class ConvCache(NamedTuple):
+    """The last k_t - 1 input frames of a causal convolution, ``[B, C, k_t - 1, H, W]``."""
+
+    frames: torch.Tensor
+
+
+class ResBlockCache(NamedTuple):
+    """The caches of a residual block's two convolutions (None where k_t is 1)."""
+
+    conv1: Optional[ConvCache]
+    conv2: Optional[ConvCache]
+
+
+LayerCache = Union[ConvCache, ResBlockCache, None]
+EncoderCache = Tuple[LayerCache, ...]  # one per encoder layer, in order
+
+
+def _frame_size(size: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 class CausalConv3d(nn.Module):
@@ -25,8 +45,8 @@ class CausalConv3d(nn.Module):
     3D convolution, causal in time (k_t - 1 zero frames before, none after), no time stride.
 
     ``forward`` takes a whole clip ``[B, C, T, H, W]``; ``step`` takes one frame ``[B, C, H, W]``
-    and a cache holding the previous ``k_t - 1`` input frames (fixed size), and returns exactly
-    the output frame ``forward`` would give at that time.
+    and a ``ConvCache`` of the previous ``k_t - 1`` input frames (fixed size; None for k_t 1,
+    which needs no past), and returns exactly the output frame ``forward`` would give then.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel_t: int = 3, kernel_s: int = 3,
@@ -41,25 +61,33 @@ class CausalConv3d(nn.Module):
         """Convolve a clip ``[B, C, T, H, W]`` causally (its past is the zero padding)."""
         return self.extend(x, None)[0]
 
-    def init_cache(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """Return the zero cache (the causal padding) for clips like ``x`` ``[B, C, T, H, W]``."""
+    def init_cache(self, batch: int, size: Union[int, Tuple[int, int]], device=None,
+                   dtype=None) -> Optional[ConvCache]:
+        """Return the zero cache (the causal padding) of ``batch`` clips of frames ``size``."""
         if self.kernel_t == 1:
             return None
-        b, c, _, h, w = x.shape
-        return x.new_zeros(b, c, self.kernel_t - 1, h, w)
+        h, w = _frame_size(size)
+        return ConvCache(torch.zeros(batch, self.conv.in_channels, self.kernel_t - 1, h, w,
+                                     device=device, dtype=dtype))
 
-    def extend(self, x: torch.Tensor, cache: Optional[torch.Tensor]
-               ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def output_size(self, size: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
+        """Return the output frame size ``(h, w)`` for input frames of ``size``."""
+        return tuple((n + 2 * pad - k) // stride + 1 for n, pad, k, stride in zip(
+            _frame_size(size), self.conv.padding[1:], self.conv.kernel_size[1:],
+            self.conv.stride[1:]))
+
+    def extend(self, x: torch.Tensor, cache: Optional[ConvCache]
+               ) -> Tuple[torch.Tensor, Optional[ConvCache]]:
         """Return the output frames for the next input frames ``x`` and the updated cache."""
         if self.kernel_t == 1:
             return self.conv(x), None
         if cache is None:
-            cache = self.init_cache(x)
-        clip = torch.cat([cache, x], dim=2)
-        return self.conv(clip), clip[:, :, clip.shape[2] - (self.kernel_t - 1):]
+            cache = self.init_cache(x.shape[0], x.shape[-2:], x.device, x.dtype)
+        clip = torch.cat([cache.frames, x], dim=2)
+        return self.conv(clip), ConvCache(clip[:, :, clip.shape[2] - (self.kernel_t - 1):])
 
-    def step(self, x: torch.Tensor, cache: Optional[torch.Tensor]
-             ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def step(self, x: torch.Tensor, cache: Optional[ConvCache]
+             ) -> Tuple[torch.Tensor, Optional[ConvCache]]:
         """Return the output frame for input frame ``x`` ``[B, C, H, W]`` and the cache."""
         out, cache = self.extend(x.unsqueeze(2), cache)
         return out.squeeze(2), cache
@@ -77,12 +105,23 @@ class CausalResBlock(nn.Module):
         """Apply the block to a clip."""
         return self.extend(x, None)[0]
 
-    def extend(self, x, cache):
+    def init_cache(self, batch: int, size: Union[int, Tuple[int, int]], device=None,
+                   dtype=None) -> ResBlockCache:
+        """Return the zero caches of both convolutions for ``batch`` clips of frames ``size``."""
+        return ResBlockCache(self.conv1.init_cache(batch, size, device, dtype),
+                             self.conv2.init_cache(batch, size, device, dtype))
+
+    def output_size(self, size: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
+        """Return the output frame size (that of the input)."""
+        return _frame_size(size)
+
+    def extend(self, x: torch.Tensor, cache: Optional[ResBlockCache]
+               ) -> Tuple[torch.Tensor, ResBlockCache]:
         """Apply the block to the next frames ``[B, C, T, H, W]`` with its two conv caches."""
         c1, c2 = cache if cache is not None else (None, None)
         h, c1 = self.conv1.extend(F.silu(x), c1)
         h, c2 = self.conv2.extend(F.silu(h), c2)
-        return x + h, (c1, c2)
+        return x + h, ResBlockCache(c1, c2)
 
 
 class CausalEncoder(nn.Module):
@@ -112,15 +151,25 @@ class CausalEncoder(nn.Module):
         """Encode a clip ``[B, 3, T, H, W]`` (values in [-1, 1])."""
         return self.extend(x, None)[0]
 
-    def extend(self, x: torch.Tensor, cache: Optional[list]) -> Tuple[torch.Tensor, list]:
+    def init_cache(self, batch: int, size: Union[int, Tuple[int, int]], device=None
+                   ) -> EncoderCache:
+        """Return the zero cache of ``batch`` clips of input frames ``size``: each layer's own."""
+        caches = []
+        for layer in self.layers:
+            caches.append(layer.init_cache(batch, size, device))
+            size = layer.output_size(size)
+        return tuple(caches)
+
+    def extend(self, x: torch.Tensor, cache: Optional[EncoderCache]
+               ) -> Tuple[torch.Tensor, EncoderCache]:
         """
         Encode the next frames ``[B, 3, T, H, W]`` of clips whose past is in ``cache``.
 
         Returns latents ``[B, D, T, h, w]`` (equal to ``forward`` over the whole clip) and the
-        new cache: ``k_t - 1`` frames per causal layer, whatever T is.
+        new cache: ``k_t - 1`` frames per causal convolution, whatever T is.
         """
         if cache is None:
-            cache = [None] * len(self.layers)
+            cache = (None,) * len(self.layers)
         new_cache = []
         for layer, c in zip(self.layers, cache):
             x, c = layer.extend(x, c)
@@ -129,10 +178,10 @@ class CausalEncoder(nn.Module):
             new_cache.append(c)
         z, _ = self.head.extend(x, None)
         if self.normalize:
-            b, d, t, h, w = z.shape
-            z = F.group_norm(z.transpose(1, 2).reshape(b * t, d, h, w), 1)
-            z = z.reshape(b, t, d, h, w).transpose(1, 2)
-        return z, new_cache
+            b = z.shape[0]
+            z = F.group_norm(rearrange(z, 'b d t h w -> (b t) d h w'), 1)
+            z = rearrange(z, '(b t) d h w -> b d t h w', b=b)
+        return z, tuple(new_cache)
 
 
 class FrameDecoder(nn.Module):
@@ -151,9 +200,8 @@ class FrameDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Decode ``[B, D, T, h, w]`` to ``[B, T, 3, H, W]``."""
-        b, d, t, h, w = z.shape
-        out = self.net(z.transpose(1, 2).reshape(b * t, d, h, w))
-        return out.reshape(b, t, *out.shape[1:])
+        out = self.net(rearrange(z, 'b d t h w -> (b t) d h w'))
+        return rearrange(out, '(b t) c h w -> b t c h w', b=z.shape[0])
 
 
 class Tokenizer(nn.Module):
@@ -227,12 +275,18 @@ class Tokenizer(nn.Module):
         return {'z': z, 'zq': zq, 'indices': idx, 'aux_loss': aux, 'recon': recon,
                 'target': target}
 
-    def extend(self, frames: torch.Tensor, cache: Optional[list]) -> Tuple[torch.Tensor, list]:
+    def init_cache(self, batch: int, device=None) -> EncoderCache:
+        """Return the encoder's zero cache for ``batch`` new clips (``extend``, ``step``)."""
+        return self.encoder.init_cache(batch, self.input_size, device)
+
+    def extend(self, frames: torch.Tensor, cache: Optional[EncoderCache]
+               ) -> Tuple[torch.Tensor, EncoderCache]:
         """Encode the next frames ``[B, T, 3, H, W]``: latents ``[B, T, D, h, w]`` and cache."""
         z, cache = self.encoder.extend(self.preprocess(frames).transpose(1, 2), cache)
         return z.transpose(1, 2), cache
 
-    def step(self, frame: torch.Tensor, cache: Optional[list]) -> Tuple[torch.Tensor, list]:
+    def step(self, frame: torch.Tensor, cache: Optional[EncoderCache]
+             ) -> Tuple[torch.Tensor, EncoderCache]:
         """Encode one frame ``[B, 3, H, W]``; return the latent ``[B, D, h, w]`` and new cache."""
         z, cache = self.extend(frame.unsqueeze(1), cache)
         return z[:, 0], cache

@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 import random
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -326,17 +326,38 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
     Raises NothingToTrain when there is nothing to do (0 epochs, ``max_steps`` 0 or already
     reached, or a resumed run already at ``epochs``); ValueError for a bad argument.
     """
+    epochs = config.train.epochs if epochs is None else epochs
+    _check_arguments(stage, config, data_dir, epochs, max_steps, resume)
+    world, rank = _world_and_rank()
+    device = _start_processes(training_device(device), world)
+    run = _TrainRun(stage, config, data_dir, Path(out_dir), epochs, max_steps, seed,
+                    world, rank, device)
+    run.build(tokenizer_checkpoint)
+    if resume:
+        run.resume()
+    run.check_work_left()
+    run.make_loaders()
+    metrics = run.fit(progress)
+    run.finish()
+    return metrics
+
+
+def _world_and_rank() -> Tuple[int, int]:
+    """Return the number of processes and this one's rank (torchrun's environment)."""
+    return int(os.environ.get('WORLD_SIZE', '1')), int(os.environ.get('RANK', '0'))
+
+
+def _check_arguments(stage: str, config: ModelConfig, data_dir, epochs: int,
+                     max_steps: Optional[int], resume: bool) -> None:
+    """Raise ValueError, FileNotFoundError or NothingToTrain for a run ``train`` refuses."""
     if stage not in STAGES:
         raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
-    tc = config.train
-    epochs = tc.epochs if epochs is None else epochs
     if epochs < 0 or (max_steps is not None and max_steps < 0):
         raise ValueError(f'epochs and max_steps must be >= 0, got {epochs} and {max_steps}')
-    world = int(os.environ.get('WORLD_SIZE', '1'))
-    rank = int(os.environ.get('RANK', '0'))
-    distributed = world > 1
-    if distributed and tc.steps_per_epoch > 0:
-        raise ValueError(f'train.steps_per_epoch ({tc.steps_per_epoch}) is not supported with '
+    world, _ = _world_and_rank()
+    steps_per_epoch = config.train.steps_per_epoch
+    if world > 1 and steps_per_epoch > 0:
+        raise ValueError(f'train.steps_per_epoch ({steps_per_epoch}) is not supported with '
                          f'several processes (WORLD_SIZE={world}): each epoch is one pass of '
                          'the distributed sampler; set train.steps_per_epoch=0')
     if not (Path(data_dir) / 'manifest.json').is_file():
@@ -344,51 +365,84 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
                                 'with `persistence-ros simulate --dataset`')
     if not resume and (epochs == 0 or max_steps == 0):
         raise NothingToTrain(_nothing_left(None, 0, 0, epochs, max_steps))
-    device = training_device(device)
-    if distributed:
+
+
+def _start_processes(device: str, world: int) -> str:
+    """Join the process group of a distributed run (``world`` > 1); return this rank's device."""
+    if world > 1:
         import torch.distributed as dist
         local = int(os.environ.get('LOCAL_RANK', '0'))
         if device.startswith('cuda'):
             device = f'cuda:{local}'
             torch.cuda.set_device(local)
         dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
-    amp = device.startswith('cuda')
-    seed_everything(seed + rank)
-    out_dir = Path(out_dir)
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    return device
 
-    model = PersistenceModel(config)
-    burn_in = model.tokenizer.temporal_receptive_field - 1
-    feats = config.classifier.geometry_features
-    train_set = TrackDataset(data_dir, 'train', feats, tc.window, True,
-                             tc.start_at_track_start, burn_in, seed)
-    val_set = TrackDataset(data_dir, 'val', feats, max(tc.window, 4 * tc.window), False)
-    if len(train_set) == 0:
-        raise ValueError(f'{data_dir}: no training tracks (split "train")')
-    model.set_geometry_normalization(*train_set.geometry_stats())
-    tok_ckpt = tokenizer_checkpoint or tc.tokenizer_checkpoint
-    if stage == 'classifier' and tok_ckpt:
-        load_tokenizer(model, tok_ckpt)
-        LOG.info('tokenizer initialised from %s', tok_ckpt)
-    model.to(device)
-    if stage == 'tokenizer':
-        params = list(model.tokenizer.parameters())
-    elif tc.finetune_tokenizer:
-        params = list(model.parameters())
-    else:
-        for p in model.tokenizer.parameters():
-            p.requires_grad_(False)
-        params = list(model.classifier.parameters())
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
-    start_epoch, step, best = 0, 0, None
-    done_in_epoch = 0  # batches of start_epoch trained before a stop inside it
-    state_path = out_dir / 'train_state.safetensors'
-    if resume and state_path.exists():
+class _TrainRun:
+    """
+    One call of ``train`` on one rank, step by step.
+
+    ``build`` (model, data sets, optimizer), ``resume`` (from the train state),
+    ``check_work_left``, ``make_loaders``, ``fit`` (per epoch: ``train_epoch``, ``validate``,
+    ``save``) and ``finish`` (the DDP replica check).
+    """
+
+    def __init__(self, stage: str, config: ModelConfig, data_dir, out_dir: Path,
+                 epochs: int, max_steps: Optional[int], seed: int, world: int, rank: int,
+                 device: str):
+        self.stage, self.config, self.tc = stage, config, config.train
+        self.data_dir, self.out_dir = data_dir, out_dir
+        self.epochs, self.max_steps, self.seed = epochs, max_steps, seed
+        self.world, self.rank, self.device = world, rank, device
+        self.distributed = world > 1
+        self.amp = device.startswith('cuda')
+        self.manifest = Path(data_dir) / 'manifest.json'
+        self.state_path = out_dir / 'train_state.safetensors'
+        self.start_epoch, self.step, self.best = 0, 0, None
+        self.done_in_epoch = 0  # batches of start_epoch trained before a stop inside it
+        seed_everything(seed + rank)
+        if rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+
+    def build(self, tokenizer_checkpoint: Optional[str]) -> None:
+        """Make the model, the data sets (geometry normalisation from ``train``), the optimizer."""
+        tc = self.tc
+        model = self.model = PersistenceModel(self.config)
+        burn_in = model.tokenizer.temporal_receptive_field - 1
+        feats = self.config.classifier.geometry_features
+        self.train_set = TrackDataset(self.data_dir, 'train', feats, tc.window, True,
+                                      tc.start_at_track_start, burn_in, self.seed)
+        self.val_set = TrackDataset(self.data_dir, 'val', feats, max(tc.window, 4 * tc.window),
+                                    False)
+        if len(self.train_set) == 0:
+            raise ValueError(f'{self.data_dir}: no training tracks (split "train")')
+        model.set_geometry_normalization(*self.train_set.geometry_stats())
+        tok_ckpt = tokenizer_checkpoint or tc.tokenizer_checkpoint
+        if self.stage == 'classifier' and tok_ckpt:
+            load_tokenizer(model, tok_ckpt)
+            LOG.info('tokenizer initialised from %s', tok_ckpt)
+        model.to(self.device)
+        if self.stage == 'tokenizer':
+            self.params = list(model.tokenizer.parameters())
+        elif tc.finetune_tokenizer:
+            self.params = list(model.parameters())
+        else:
+            for p in model.tokenizer.parameters():
+                p.requires_grad_(False)
+            self.params = list(model.classifier.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=tc.lr, weight_decay=tc.weight_decay)
+
+    def resume(self) -> None:
+        """Restore weights, optimizer, progress and this rank's RNG from the train state."""
+        state_path = self.state_path
+        if not state_path.exists():
+            if (self.out_dir / 'last.safetensors').exists():
+                raise CheckpointError(f'cannot resume: {self.out_dir} has last.safetensors but '
+                                      'no train_state.safetensors; start a new --out')
+            return
         tensors, meta = load_tensors(state_path)
-        mismatches = resume_mismatches(meta, config, stage, seed,
-                                       Path(data_dir) / 'manifest.json')
+        mismatches = resume_mismatches(meta, self.config, self.stage, self.seed, self.manifest)
         if mismatches:
             raise ValueError(f'cannot resume from {state_path}: it was trained with '
                              f'different settings ({"; ".join(mismatches)}); give the same '
@@ -400,131 +454,175 @@ def train(stage: str, config: ModelConfig, data_dir, out_dir, epochs: Optional[i
             raise CheckpointError(f'{state_path} holds no model weights (written by an older '
                                   'version that kept them in last.safetensors); start a new '
                                   '--out')
-        model.load_state_dict(weights, strict=True)
-        load_optimizer_tensors(optimizer, tensors, meta['param_groups'])
-        start_epoch, step, best = meta['epoch'] + 1, meta['step'], meta.get('best')
+        self.model.load_state_dict(weights, strict=True)
+        load_optimizer_tensors(self.optimizer, tensors, meta['param_groups'])
+        self.start_epoch, self.step, self.best = meta['epoch'] + 1, meta['step'], meta.get('best')
         if not meta.get('epoch_complete', True):  # stopped by max_steps inside that epoch
-            start_epoch, done_in_epoch = meta['epoch'], int(meta.get('epoch_steps', 0))
-        if not restore_rng(tensors, rank, device):
+            self.start_epoch, self.done_in_epoch = meta['epoch'], int(meta.get('epoch_steps', 0))
+        if not restore_rng(tensors, self.rank, self.device):
             LOG.warning('%s holds no RNG state for rank %d (it was written by fewer processes);'
                         ' seeding that rank from the seed, rank and epoch instead', state_path,
-                        rank)
-            seed_everything(seed + rank + world * start_epoch)
-        LOG.info('resumed from %s at epoch %d', state_path, start_epoch)
-    elif resume and (out_dir / 'last.safetensors').exists():
-        raise CheckpointError(f'cannot resume: {out_dir} has last.safetensors but no '
-                              'train_state.safetensors; start a new --out')
-    if start_epoch >= epochs or (max_steps is not None and step >= max_steps):
-        if distributed:
-            import torch.distributed as dist
-            dist.destroy_process_group()
-        raise NothingToTrain(_nothing_left(state_path if step else None, start_epoch, step,
-                                           epochs, max_steps))
+                        self.rank)
+            seed_everything(self.seed + self.rank + self.world * self.start_epoch)
+        LOG.info('resumed from %s at epoch %d', state_path, self.start_epoch)
 
-    # The module the loss runs through; under DDP its forward must go through the wrapper,
-    # or gradients are not synchronised (the tokenizer stage used to call net.module).
-    net = model.tokenizer if stage == 'tokenizer' else model
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-        net = DistributedDataParallel(net, find_unused_parameters=True)
-        sampler = DistributedSampler(train_set, seed=seed)
-    elif tc.steps_per_epoch > 0:
-        sampler = RandomSampler(train_set, replacement=True,
-                                num_samples=tc.steps_per_epoch * tc.batch_size)
-    else:
-        sampler = RandomSampler(train_set)
-    loader = DataLoader(train_set, batch_size=tc.batch_size, sampler=sampler,
-                        collate_fn=collate, num_workers=tc.num_workers, drop_last=False)
-    val_loader = DataLoader(val_set, batch_size=tc.batch_size, collate_fn=collate,
-                            num_workers=tc.num_workers)
-    manifest = Path(data_dir) / 'manifest.json'
-    metrics: Dict[str, float] = {}
-    history = []
-    for epoch in range(start_epoch, epochs):
-        train_set.set_epoch(epoch)
-        if distributed:
-            sampler.set_epoch(epoch)
-        net.train()
-        if stage == 'classifier' and not tc.finetune_tokenizer:
-            model.tokenizer.eval()
+    def _steps_done(self) -> bool:
+        return self.max_steps is not None and self.step >= self.max_steps
+
+    def check_work_left(self) -> None:
+        """Raise NothingToTrain (leaving the process group) when the run is already done."""
+        if self.start_epoch >= self.epochs or self._steps_done():
+            if self.distributed:
+                import torch.distributed as dist
+                dist.destroy_process_group()
+            raise NothingToTrain(_nothing_left(self.state_path if self.step else None,
+                                               self.start_epoch, self.step, self.epochs,
+                                               self.max_steps))
+
+    def make_loaders(self) -> None:
+        """Make the module the loss runs through (DDP-wrapped), the sampler and both loaders."""
+        tc = self.tc
+        # The module the loss runs through; under DDP its forward must go through the wrapper,
+        # or gradients are not synchronised (the tokenizer stage used to call net.module).
+        net = self.model.tokenizer if self.stage == 'tokenizer' else self.model
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+            net = DistributedDataParallel(net, find_unused_parameters=True)
+            sampler = DistributedSampler(self.train_set, seed=self.seed)
+        elif tc.steps_per_epoch > 0:
+            sampler = RandomSampler(self.train_set, replacement=True,
+                                    num_samples=tc.steps_per_epoch * tc.batch_size)
+        else:
+            sampler = RandomSampler(self.train_set)
+        self.net, self.sampler = net, sampler
+        self.loader = DataLoader(self.train_set, batch_size=tc.batch_size, sampler=sampler,
+                                 collate_fn=collate, num_workers=tc.num_workers,
+                                 drop_last=False)
+        self.val_loader = DataLoader(self.val_set, batch_size=tc.batch_size, collate_fn=collate,
+                                     num_workers=tc.num_workers)
+
+    def fit(self, progress: bool) -> Dict[str, float]:
+        """Train from ``start_epoch`` to ``epochs`` (or ``max_steps``); return the last metrics."""
+        metrics: Dict[str, float] = {}
+        for epoch in range(self.start_epoch, self.epochs):
+            train_loss, done, complete = self.train_epoch(epoch, progress)
+            metrics = {'epoch': epoch, 'step': self.step, 'train_loss': train_loss}
+            metrics.update(self.validate())
+            self.save(epoch, metrics, complete, done)
+            if self._steps_done():
+                break
+        return metrics
+
+    def _loss(self, batch) -> torch.Tensor:
+        tc, device = self.tc, self.device
+        crops = batch['crops'].to(device, non_blocking=True)
+        geom = batch['geometry'].to(device)
+        valid = batch['valid'].to(device)
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=self.amp):
+            if self.stage == 'tokenizer':
+                out = self.net(crops)
+                return recon_loss(out, valid) + out['aux_loss']
+            want_recon = tc.finetune_tokenizer and tc.recon_weight > 0
+            out = self.net(crops, geom, batch['t0'].to(device), reconstruct=want_recon,
+                           tokenizer_grad=tc.finetune_tokenizer)
+            loss = frame_bce(out['logits'], batch['labels'].to(device),
+                             batch['mask'].to(device))
+            if want_recon:
+                loss = loss + tc.recon_weight * (recon_loss(out, valid) + out['aux_loss'])
+            return loss
+
+    def train_epoch(self, epoch: int, progress: bool) -> Tuple[float, int, bool]:
+        """
+        Train one epoch (of a re-entered one, the batches it lacks).
+
+        Returns the mean training loss, the batches of the epoch done and whether it is
+        complete (False: stopped by ``max_steps`` inside it).
+        """
+        self.train_set.set_epoch(epoch)
+        if self.distributed:
+            self.sampler.set_epoch(epoch)
+        self.net.train()
+        if self.stage == 'classifier' and not self.tc.finetune_tokenizer:
+            self.model.tokenizer.eval()
         sums = {'loss': 0.0, 'n': 0}
-        batches = len(loader)
-        done = done_in_epoch if epoch == start_epoch else 0
+        batches = len(self.loader)
+        done = self.done_in_epoch if epoch == self.start_epoch else 0
         complete = True
-        bar = tqdm(loader, desc=f'{stage} epoch {epoch + 1}/{epochs}', total=batches - done,
-                   disable=not progress or rank != 0, leave=False)
+        bar = tqdm(self.loader, desc=f'{self.stage} epoch {epoch + 1}/{self.epochs}',
+                   total=batches - done, disable=not progress or self.rank != 0, leave=False)
         for batch in bar:
-            crops = batch['crops'].to(device, non_blocking=True)
-            geom = batch['geometry'].to(device)
-            valid = batch['valid'].to(device)
-            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp):
-                if stage == 'tokenizer':
-                    out = net(crops)
-                    loss = recon_loss(out, valid) + out['aux_loss']
-                else:
-                    want_recon = tc.finetune_tokenizer and tc.recon_weight > 0
-                    out = net(crops, geom, batch['t0'].to(device), reconstruct=want_recon,
-                              tokenizer_grad=tc.finetune_tokenizer)
-                    loss = frame_bce(out['logits'], batch['labels'].to(device),
-                                     batch['mask'].to(device))
-                    if want_recon:
-                        loss = loss + tc.recon_weight * (recon_loss(out, valid)
-                                                         + out['aux_loss'])
-            optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            optimizer.step()
-            step += 1
+            if self.tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, self.tc.grad_clip)
+            self.optimizer.step()
+            self.step += 1
             sums['loss'] += float(loss.detach())
             sums['n'] += 1
             bar.set_postfix(loss=f'{float(loss.detach()):.4f}')
             done += 1
             if done >= batches:  # the last batch (of a re-entered epoch: of those it lacked)
                 break
-            if max_steps is not None and step >= max_steps:
+            if self._steps_done():
                 complete = False
                 break
-        metrics = {'epoch': epoch, 'step': step,
-                   'train_loss': sums['loss'] / max(sums['n'], 1)}
-        if len(val_set) and rank == 0:  # the other ranks would repeat the same work
-            metrics.update({f'val_{k}': v for k, v in
-                            evaluate(model, val_loader, stage, device, amp).items()})
-            if 'val_code_usage_fraction' in metrics:
-                warn_if_collapsed({k[9:]: v for k, v in metrics.items()
-                                   if k.startswith('val_code_')},
-                                  tc.collapse_min_usage, tc.collapse_min_perplexity, LOG)
-        history.append(metrics)
-        last = epoch + 1 == epochs or (max_steps is not None and step >= max_steps)
-        checkpoint = (epoch + 1) % max(tc.checkpoint_every, 1) == 0 or last
-        rng = rng_tensors(device, distributed) if checkpoint else {}  # every rank takes part
-        if rank == 0:
-            LOG.info('%s epoch %d: %s', stage, epoch + 1, json.dumps(metrics))
-            with open(out_dir / 'metrics.jsonl', 'a', encoding='utf-8') as stream:
-                stream.write(json.dumps(metrics) + '\n')
-            score = selection_score(stage, metrics)
-            extra = {'stage': stage, 'epoch': epoch, 'step': step, 'seed': seed,
-                     'epoch_complete': complete, 'epoch_steps': done}
-            if best is None or score > best:
-                best = score
-                save_model(model, out_dir / 'model.safetensors', metrics, manifest, extra)
-            if checkpoint:
-                save_model(model, out_dir / 'last.safetensors', metrics, manifest, extra)
-                # One file holds everything a resume needs (weights, optimizer, RNG): a run
-                # stopped while saving resumes from the previous state, never from a mix.
-                tensors, groups = optimizer_tensors(optimizer)
-                tensors.update(rng)
-                tensors.update({MODEL_PREFIX + k: v for k, v in model.state_dict().items()})
-                save_tensors(tensors, state_path, dict(
-                    model_metadata(model, metrics, manifest, extra),
-                    param_groups=groups, best=best))
-        if max_steps is not None and step >= max_steps:
-            break
-    if distributed:
+        return sums['loss'] / max(sums['n'], 1), done, complete
+
+    def validate(self) -> Dict[str, float]:
+        """Return the ``val_`` metrics on rank 0 (warning on a collapsed codebook), else {}."""
+        if not (len(self.val_set) and self.rank == 0):  # other ranks would repeat the work
+            return {}
+        tc = self.tc
+        metrics = {f'val_{k}': v for k, v in
+                   evaluate(self.model, self.val_loader, self.stage, self.device,
+                            self.amp).items()}
+        if 'val_code_usage_fraction' in metrics:
+            warn_if_collapsed({k[9:]: v for k, v in metrics.items()
+                               if k.startswith('val_code_')},
+                              tc.collapse_min_usage, tc.collapse_min_perplexity, LOG)
+        return metrics
+
+    def save(self, epoch: int, metrics: Dict[str, float], complete: bool, done: int) -> None:
+        """
+        Log ``metrics`` and write the epoch's files (rank 0; every rank gives its RNG).
+
+        metrics.jsonl always, model.* on a better selection score, last.* and the train state
+        every ``checkpoint_every`` epochs and at the end.
+        """
+        last = epoch + 1 == self.epochs or self._steps_done()
+        checkpoint = (epoch + 1) % max(self.tc.checkpoint_every, 1) == 0 or last
+        rng = rng_tensors(self.device, self.distributed) if checkpoint else {}  # collective
+        if self.rank != 0:
+            return
+        model, out_dir, manifest = self.model, self.out_dir, self.manifest
+        LOG.info('%s epoch %d: %s', self.stage, epoch + 1, json.dumps(metrics))
+        with open(out_dir / 'metrics.jsonl', 'a', encoding='utf-8') as stream:
+            stream.write(json.dumps(metrics) + '\n')
+        score = selection_score(self.stage, metrics)
+        extra = {'stage': self.stage, 'epoch': epoch, 'step': self.step, 'seed': self.seed,
+                 'epoch_complete': complete, 'epoch_steps': done}
+        if self.best is None or score > self.best:
+            self.best = score
+            save_model(model, out_dir / 'model.safetensors', metrics, manifest, extra)
+        if checkpoint:
+            save_model(model, out_dir / 'last.safetensors', metrics, manifest, extra)
+            # One file holds everything a resume needs (weights, optimizer, RNG): a run
+            # stopped while saving resumes from the previous state, never from a mix.
+            tensors, groups = optimizer_tensors(self.optimizer)
+            tensors.update(rng)
+            tensors.update({MODEL_PREFIX + k: v for k, v in model.state_dict().items()})
+            save_tensors(tensors, self.state_path, dict(
+                model_metadata(model, metrics, manifest, extra),
+                param_groups=groups, best=self.best))
+
+    def finish(self) -> None:
+        """Leave the process group; RuntimeError if the DDP replicas ended out of sync."""
+        if not self.distributed:
+            return
         import torch.distributed as dist
-        in_sync = replicas_in_sync(net.module)
+        in_sync = replicas_in_sync(self.net.module)
         dist.destroy_process_group()
         if not in_sync:
             raise RuntimeError('DistributedDataParallel replicas ended with different weights '
                                '(gradients were not synchronised)')
-    return metrics

@@ -221,12 +221,6 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
            extra_node_args: Optional[List[str]] = None) -> Dict[str, object]:
     """Play ``bag`` into a persistence_node process and record to ``out``; return a summary."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from rosgraph_msgs.msg import Clock
-
-    from persistence_ros.ros.conversions import ns_to_stamp
 
     if not os.environ.get('AMENT_PREFIX_PATH') and (
             Path(sys.prefix) / 'share' / 'ament_index').is_dir():
@@ -243,28 +237,82 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
         frames = frames[:max_frames]
     outputs = {f'{namespace}/{name}': msgtype for name, msgtype in OUTPUTS.items()}
     outputs[DIAGNOSTICS[0]] = DIAGNOSTICS[1]
-    log = node_log if node_log is not None else subprocess.DEVNULL
-    # PYTHONFAULTHANDLER: a node that hangs on shutdown dumps its threads' stacks on SIGABRT
-    process = subprocess.Popen(node_command(namespace, params_file, True, extra_node_args),
-                               env=dict(local_dds_env(), PYTHONFAULTHANDLER='1'), stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = _start_node(namespace, params_file, extra_node_args, node_log)
     context = rclpy.Context()
     rclpy.init(context=context, args=['replay'])
     summary: Dict[str, object] = {'frames': len(frames), 'mode': mode, 'timeouts': 0}
-    recorder = None
-    executor = None
-    spin = None
+    player = _Player(context)
     try:
-        node = Node('persistence_replay', context=context)
-        recorder = Recorder(node, Path(out), outputs)
+        player.start(Path(out), outputs, types)
+        player.wait_ready(namespace, process, startup_timeout)
+        summary.update(player.play(frames, mode, process, frame_timeout))
+    finally:
+        player.close()
+        rclpy.try_shutdown(context=context)
+        summary['node_exit_code'] = _stop_node(process)
+    return summary
+
+
+def _start_node(namespace: str, params_file: Optional[Path],
+                extra_node_args: Optional[List[str]], node_log) -> subprocess.Popen:
+    """Start persistence_node (sim time) with the local DDS environment; log to ``node_log``."""
+    log = node_log if node_log is not None else subprocess.DEVNULL
+    # PYTHONFAULTHANDLER: a node that hangs on shutdown dumps its threads' stacks on SIGABRT
+    return subprocess.Popen(node_command(namespace, params_file, True, extra_node_args),
+                            env=dict(local_dds_env(), PYTHONFAULTHANDLER='1'), stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def _stop_node(process: subprocess.Popen) -> Optional[int]:
+    """Stop the node if it still runs (SIGTERM, then SIGABRT for a stack dump, then kill)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15.0)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # stack dump into the node log
+            try:
+                process.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return process.returncode
+
+
+class _Player:
+    """This process's ROS side of a replay: publishes the bag and /clock, records outputs."""
+
+    def __init__(self, context):
+        self.context = context
+        self.node = None
+        self.recorder: Optional[Recorder] = None
+        self.executor = None
+        self.spin: Optional[threading.Thread] = None
+        self.publishers: Dict[str, object] = {}
+        self.clock = None
+
+    def start(self, out: Path, outputs: Dict[str, str], types: Dict[str, str]) -> None:
+        """Create the node, its recorder and publishers; spin it in a thread."""
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
+
+        node = self.node = Node('persistence_replay', context=self.context)
+        self.recorder = Recorder(node, out, outputs)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        publishers = {topic: node.create_publisher(message_class(msgtype), topic, qos)
-                      for topic, msgtype in types.items()}
-        clock = node.create_publisher(Clock, '/clock', 10)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        spin = threading.Thread(target=executor.spin, daemon=True)
-        spin.start()
+        self.publishers = {topic: node.create_publisher(message_class(msgtype), topic, qos)
+                           for topic, msgtype in types.items()}
+        self.clock = node.create_publisher(Clock, '/clock', 10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(node)
+        self.spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spin.start()
+
+    def wait_ready(self, namespace: str, process: subprocess.Popen,
+                   startup_timeout: float) -> None:
+        """Wait until the node subscribes to the detections and publishes its tracks."""
+        publishers, node = self.publishers, self.node
 
         def matched():
             return (all(p.get_subscription_count() > 0 for t, p in publishers.items()
@@ -277,6 +325,19 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
         _wait(lambda: all(p.get_subscription_count() > 0 for t, p in publishers.items()
                           if 'image' in t or 'camera_info' in t), 5.0, process)
         time.sleep(1.0)  # matched readers can still miss the first samples (DDS discovery)
+
+    def play(self, frames: List[Tuple[int, list]], mode: str, process: subprocess.Popen,
+             frame_timeout: float) -> Dict[str, object]:
+        """
+        Publish the frames (``timed``: at the bag's pace; ``fast``: each after the last's tracks).
+
+        Returns the summary entries: timeouts (fast mode), wall_s and the recorded counts.
+        """
+        from rosgraph_msgs.msg import Clock
+
+        from persistence_ros.ros.conversions import ns_to_stamp
+
+        timeouts = 0
         start_wall = time.monotonic()
         first_stamp = frames[0][0]
         for k, (stamp_ns, msgs) in enumerate(frames):
@@ -286,47 +347,35 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
                 delay = (stamp_ns - first_stamp) / 1e9 - (time.monotonic() - start_wall)
                 if delay > 0:
                     time.sleep(delay)
-            clock.publish(Clock(clock=ns_to_stamp(stamp_ns)))
+            self.clock.publish(Clock(clock=ns_to_stamp(stamp_ns)))
             if k == 0:  # camera_info first, so that the node is calibrated for frame 1
                 infos = [item for item in msgs if 'camera_info' in item[0]]
                 for topic, raw in infos:
-                    publishers[topic].publish(raw)
+                    self.publishers[topic].publish(raw)
                 if infos:
                     time.sleep(0.5)
                 msgs = [item for item in msgs if 'camera_info' not in item[0]]
             for topic, raw in msgs:
-                publishers[topic].publish(raw)
+                self.publishers[topic].publish(raw)
             if k == 0:  # the bag's timing starts after the calibration pause, not before
                 start_wall = time.monotonic()
             has_left = any(topic.endswith('/left/detections') for topic, _ in msgs)
             if (mode == 'fast' and has_left
-                    and not recorder.wait_tracks(stamp_ns, frame_timeout)):
-                summary['timeouts'] += 1
-        recorder.wait_tracks(frames[-1][0], frame_timeout)
+                    and not self.recorder.wait_tracks(stamp_ns, frame_timeout)):
+                timeouts += 1
+        self.recorder.wait_tracks(frames[-1][0], frame_timeout)
         time.sleep(0.3)
-        summary['wall_s'] = time.monotonic() - start_wall
-        summary['recorded'] = dict(recorder.counts)
-    finally:
-        if executor is not None:
-            executor.shutdown()
-        if spin is not None:
-            spin.join(timeout=5.0)
-        if recorder is not None:
-            recorder.close()
-        rclpy.try_shutdown(context=context)
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15.0)
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGABRT)  # stack dump into the node log
-                try:
-                    process.wait(timeout=5.0)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        summary['node_exit_code'] = process.returncode
-    return summary
+        return {'timeouts': timeouts, 'wall_s': time.monotonic() - start_wall,
+                'recorded': dict(self.recorder.counts)}
+
+    def close(self) -> None:
+        """Stop spinning and close the recording (what ``start`` got to create)."""
+        if self.executor is not None:
+            self.executor.shutdown()
+        if self.spin is not None:
+            self.spin.join(timeout=5.0)
+        if self.recorder is not None:
+            self.recorder.close()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -12,9 +12,10 @@ from persistence_ros.simulation.detector import BlobDetector, mask_box
 from persistence_ros.simulation.noise import NoiseModel
 from persistence_ros.simulation.scene import build_scene, SceneRenderer
 
+CAMERAS = ('left', 'right')
 FRAME_IDS = {'left': 'stereo_left_optical', 'right': 'stereo_right_optical'}
 TOPICS = {cam: {'image': f'/stereo/{cam}/image_raw', 'info': f'/stereo/{cam}/camera_info',
-                'detections': f'/stereo/{cam}/detections'} for cam in ('left', 'right')}
+                'detections': f'/stereo/{cam}/detections'} for cam in CAMERAS}
 TRUTH_FILE = 'truth.json'
 SOURCES_FILE = 'sources.json'
 BAG_METADATA_FILE = 'metadata.yaml'
@@ -160,24 +161,18 @@ def generate_scene(scenario: dict, out_dir, overwrite: bool = False,
         renderer.close()
 
 
-def _generate(spec, renderer, out_dir: Path, progress) -> dict:
+def _truth_header(spec, renderer, calib: Dict[str, CameraCalibration]) -> dict:
+    """Return truth.json's dict before any frame: scenario, frames, rig, objects (no states)."""
     scenario = spec.scenario
-    seed = int(scenario['seed'])
-    det_cfg = scenario['detector']
-    cams = ('left', 'right')
-    calib = calibrations(renderer)
-    detectors = {cam: BlobDetector(renderer.backgrounds[cam], det_cfg['threshold'],
-                                   det_cfg['min_area_px']) for cam in cams}
-    noise = {cam: NoiseModel(det_cfg, np.random.default_rng([seed, 2, i]), renderer.width,
-                             renderer.height, spec.n_frames, cam) for i, cam in enumerate(cams)}
     world_T_left = renderer.world_T_optical['left']
     left_T_world = np.linalg.inv(world_T_left)
     left_T_right = left_T_world @ renderer.world_T_optical['right']
     normal = world_T_left[:3, :3].T @ np.array([0.0, 0.0, 1.0])
     plane = list(normal) + [float(world_T_left[2, 3])]
-    truth = {
-        'schema_version': SCHEMA_VERSION, 'scenario': scenario['name'], 'seed': seed,
-        'fps': float(scenario['fps']), 'package_version': __version__,
+    return {
+        'schema_version': SCHEMA_VERSION, 'scenario': scenario['name'],
+        'seed': int(scenario['seed']), 'fps': float(scenario['fps']),
+        'package_version': __version__,
         'frames': [{'index': i, 'stamp_ns': int(s)} for i, s in enumerate(spec.stamps_ns)],
         'rig': {'baseline_m': round(renderer.baseline, 9),
                 'world_T_left_optical': [_r(row, 9) for row in world_T_left],
@@ -187,11 +182,95 @@ def _generate(spec, renderer, out_dir: Path, progress) -> dict:
         'objects': {o.id: {'shape': o.shape, 'size_m': _r(o.size, 6), 'rgba': _r(o.rgba, 6),
                            'trajectory': o.trajectory, 'states': []} for o in spec.objects},
         'detections': {},
-        'gt_boxes': {cam: {} for cam in cams},
+        'gt_boxes': {cam: {} for cam in CAMERAS},
     }
+
+
+def _gt_boxes(spec, renderer, geom_ids: np.ndarray) -> Tuple[List[dict], Dict[str, bool]]:
+    """Return the ground-truth boxes of the objects seen in one segmentation and who is seen."""
+    boxes, visible = [], {}
+    for obj in spec.objects:
+        mask = geom_ids == renderer.geom_ids[obj.id]
+        visible[obj.id] = bool(mask.any())
+        if visible[obj.id]:
+            boxes.append({'object_id': obj.id, 'box': _r(mask_box(mask))})
+    return boxes, visible
+
+
+def _detect(spec, renderer, frame: int, camera: str, rgb: np.ndarray, geom_ids: np.ndarray,
+            detector: BlobDetector, noise: NoiseModel) -> List[dict]:
+    """
+    Return one image's detections: blobs labelled from the segmentation, then the noise.
+
+    Sorted by box centre (x, then y), as the detection ids number them.
+    """
+    positions = {o.id: o.positions[frame] for o in spec.objects}
+    glare_on = {g.id: g.position for g in spec.glares if g.on[frame]}
+    mirror_px = _mirror_pixels(renderer, positions, camera, geom_ids)
+    glare_px = _mirror_pixels(renderer, glare_on, camera, geom_ids)
+    blobs, labels = detector.detect(rgb)
+    raw = []
+    for blob in blobs:
+        kind, oid, source = _label_blob(blob, labels, geom_ids, renderer, mirror_px, glare_px)
+        raw.append({'box': blob.box, 'score': blob.score, 'kind': kind, 'object_id': oid,
+                    'source': source})
+    dets = noise.apply(frame, raw)
+    dets.sort(key=lambda d: (round(d['box'][0], 3), round(d['box'][1], 3)))
+    return dets
+
+
+def _name_detections(dets: List[dict], camera: str, frame: int, stamp_ns: int, truth: dict,
+                     sources: Dict[str, str]) -> None:
+    """Give ``dets`` their ids and rounded boxes/scores; add them to ``truth`` and ``sources``."""
+    prefix = camera[0].upper()
+    for k, det in enumerate(dets):
+        det_id = f'{prefix}{frame:06d}-{k:02d}'
+        det['id'] = det_id
+        det['box'] = _r(det['box'])
+        det['score'] = round(float(det['score']), 4)
+        truth['detections'][det_id] = {
+            'camera': camera, 'frame': frame, 'stamp_ns': stamp_ns, 'kind': det['kind'],
+            'object_id': det['object_id'], 'box': det['box']}
+        sources[det_id] = det['source'] or f'blob:{det_id}'
+
+
+def _write_image(bag: bag_io.BagWriter, camera: str, stamp_ns: int, rgb: np.ndarray,
+                 calib: CameraCalibration, dets: List[dict]) -> None:
+    """Write one camera's image, camera_info and detections at ``stamp_ns`` to the bag."""
+    frame_id = FRAME_IDS[camera]
+    bag.write(TOPICS[camera]['image'], stamp_ns, bag_io.image_msg(rgb, stamp_ns, frame_id))
+    bag.write(TOPICS[camera]['info'], stamp_ns,
+              bag_io.camera_info_msg(calib, stamp_ns, frame_id))
+    bag.write(TOPICS[camera]['detections'], stamp_ns,
+              bag_io.detection_array_msg(dets, stamp_ns, frame_id))
+
+
+def _append_states(spec, renderer, frame: int, stamp_ns: int,
+                   visible: Dict[str, Dict[str, bool]], truth: dict) -> None:
+    """Append every object's state at ``frame`` (``visible[camera][object]``) to ``truth``."""
+    for obj in spec.objects:
+        world = obj.positions[frame]
+        truth['objects'][obj.id]['states'].append({
+            'frame': frame, 'stamp_ns': stamp_ns, 'world': _r(world, 6),
+            'left_optical': _r(renderer.world_to_optical(world, 'left')[0], 6),
+            'visible_left': visible['left'][obj.id],
+            'visible_right': visible['right'][obj.id]})
+
+
+def _generate(spec, renderer, out_dir: Path, progress) -> dict:
+    """Render every frame into the bag at ``out_dir``; write truth.json, sources.json."""
+    det_cfg = spec.scenario['detector']
+    seed = int(spec.scenario['seed'])
+    calib = calibrations(renderer)
+    detectors = {cam: BlobDetector(renderer.backgrounds[cam], det_cfg['threshold'],
+                                   det_cfg['min_area_px']) for cam in CAMERAS}
+    noise = {cam: NoiseModel(det_cfg, np.random.default_rng([seed, 2, i]), renderer.width,
+                             renderer.height, spec.n_frames, cam)
+             for i, cam in enumerate(CAMERAS)}
+    truth = _truth_header(spec, renderer, calib)
     sources: Dict[str, str] = {}
     with bag_io.BagWriter(out_dir) as bag:
-        for cam in cams:
+        for cam in CAMERAS:
             bag.add_topic(TOPICS[cam]['image'], bag_io.IMAGE)
             bag.add_topic(TOPICS[cam]['info'], bag_io.CAMERA_INFO)
             bag.add_topic(TOPICS[cam]['detections'], bag_io.DETECTION_2D_ARRAY)
@@ -199,51 +278,15 @@ def _generate(spec, renderer, out_dir: Path, progress) -> dict:
             stamp_ns = int(spec.stamps_ns[frame])
             rendered = renderer.render(frame)
             visible = {}
-            for cam in cams:
+            for cam in CAMERAS:
                 ids = rendered.geom_ids[cam]
-                boxes = []
-                for obj in spec.objects:
-                    mask = ids == renderer.geom_ids[obj.id]
-                    visible[(obj.id, cam)] = bool(mask.any())
-                    if mask.any():
-                        boxes.append({'object_id': obj.id, 'box': _r(mask_box(mask))})
+                boxes, visible[cam] = _gt_boxes(spec, renderer, ids)
                 truth['gt_boxes'][cam][str(frame)] = boxes
-                positions = {o.id: o.positions[frame] for o in spec.objects}
-                glare_on = {g.id: g.position for g in spec.glares if g.on[frame]}
-                mirror_px = _mirror_pixels(renderer, positions, cam, ids)
-                glare_px = _mirror_pixels(renderer, glare_on, cam, ids)
-                blobs, labels = detectors[cam].detect(rendered.rgb[cam])
-                raw = []
-                for blob in blobs:
-                    kind, oid, source = _label_blob(blob, labels, ids, renderer, mirror_px,
-                                                    glare_px)
-                    raw.append({'box': blob.box, 'score': blob.score, 'kind': kind,
-                                'object_id': oid, 'source': source})
-                dets = noise[cam].apply(frame, raw)
-                dets.sort(key=lambda d: (round(d['box'][0], 3), round(d['box'][1], 3)))
-                prefix = cam[0].upper()
-                for k, det in enumerate(dets):
-                    det_id = f'{prefix}{frame:06d}-{k:02d}'
-                    det['id'] = det_id
-                    det['box'] = _r(det['box'])
-                    det['score'] = round(float(det['score']), 4)
-                    truth['detections'][det_id] = {
-                        'camera': cam, 'frame': frame, 'stamp_ns': stamp_ns, 'kind': det['kind'],
-                        'object_id': det['object_id'], 'box': det['box']}
-                    sources[det_id] = det['source'] or f'blob:{det_id}'
-                bag.write(TOPICS[cam]['image'], stamp_ns,
-                          bag_io.image_msg(rendered.rgb[cam], stamp_ns, FRAME_IDS[cam]))
-                bag.write(TOPICS[cam]['info'], stamp_ns,
-                          bag_io.camera_info_msg(calib[cam], stamp_ns, FRAME_IDS[cam]))
-                bag.write(TOPICS[cam]['detections'], stamp_ns,
-                          bag_io.detection_array_msg(dets, stamp_ns, FRAME_IDS[cam]))
-            for obj in spec.objects:
-                world = obj.positions[frame]
-                truth['objects'][obj.id]['states'].append({
-                    'frame': frame, 'stamp_ns': stamp_ns, 'world': _r(world, 6),
-                    'left_optical': _r(renderer.world_to_optical(world, 'left')[0], 6),
-                    'visible_left': visible[(obj.id, 'left')],
-                    'visible_right': visible[(obj.id, 'right')]})
+                dets = _detect(spec, renderer, frame, cam, rendered.rgb[cam], ids,
+                               detectors[cam], noise[cam])
+                _name_detections(dets, cam, frame, stamp_ns, truth, sources)
+                _write_image(bag, cam, stamp_ns, rendered.rgb[cam], calib[cam], dets)
+            _append_states(spec, renderer, frame, stamp_ns, visible, truth)
             if progress is not None:
                 progress(frame + 1, spec.n_frames)
     (out_dir / TRUTH_FILE).write_text(json.dumps(truth, indent=1, sort_keys=False) + '\n')
