@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from persistence_ros.baselines import (
     GroundPlaneFilter, MinHitsFilter, NoFilter, ScoreFilter, StereoConsistencyFilter)
+from persistence_ros.overrides import replace_fields
 from persistence_ros.settings import FILTER_NAMES, Settings
 from persistence_ros.stereo_track import PersistenceFilter
 
@@ -53,6 +54,8 @@ def build_filter(settings: Settings, ensemble: Optional[Sequence[str]] = None
         from persistence_ros.model.persistence_filter import load_persistence_filter
         ms = settings.model
         paths = list(ensemble) if ensemble else (ms.path or None)
+        fallback = build_filter(replace_fields(settings, {'filter.name': ms.fallback}))
         return load_persistence_filter(paths, device=ms.device, plane=fs.plane,
-                                       attention=ms.attention, decision=ms.decision)
+                                       attention=ms.attention, decision=ms.decision,
+                                       fallback=fallback)
     raise ValueError(f'unknown filter {name!r}; choose one of {FILTER_NAMES}')

@@ -352,7 +352,8 @@ class StereoPipeline:
                 stamps_ns=list(rec.stamps), right_stamps_ns=list(rec.right_stamps),
                 epipolar_residuals=np.array(rec.residuals, dtype=np.float64),
                 points=np.array(rec.points, dtype=np.float64).reshape(-1, 3),
-                frames_observed=rec.frames_observed))
+                frames_observed=rec.frames_observed, left_start_ns=pair.left.start_stamp_ns,
+                right_start_ns=pair.right.start_stamp_ns))
         return states
 
     def _output(self, pair: StereoPair, history: StereoTrackHistory,

@@ -21,6 +21,8 @@ from persistence_ros.stereo import AssociationConfig, TriangulationConfig
 from persistence_ros.tracking import TrackerConfig
 
 FILTER_NAMES = ('none', 'min_hits', 'score', 'stereo', 'ground_plane', 'gbdt', 'learned')
+# the rules the learned filter may fall back on out of its domain (need no plane, no training)
+FALLBACK_NAMES = ('none', 'min_hits', 'score', 'stereo')
 DEVICES = ('auto', 'cpu', 'cuda')
 # The shipped learned model (persistence_ros/model/weights/cpu.safetensors); docs/model.md.
 DEFAULT_FILTER = 'learned'
@@ -102,12 +104,17 @@ class ModelSettings:
     The learned filter's weights, device, attention and decision rule (section ``model``).
 
     ``path``: a safetensors checkpoint ('' means the shipped ``cpu`` weights); ``decision``:
-    the early-decision rule the filter applies (it overrides the checkpoint's).
+    the early-decision rule the filter applies (it overrides the checkpoint's);
+    ``fallback``: the rule (one of ``FALLBACK_NAMES``, with its ``filter.*`` thresholds) that
+    decides the tracks the model is out of its depth on: all of them when the rig or the
+    frame rate is outside the training ranges, a track when its features mostly are
+    (``model.domain``).  The default ``none`` keeps every such track.
     """
 
     path: str = ''
     device: str = 'auto'
     attention: str = 'last_layer'
+    fallback: str = 'none'
     decision: EarlyDecision = field(default_factory=EarlyDecision)
 
     def __post_init__(self):
@@ -117,6 +124,8 @@ class ModelSettings:
                  f'one of {DEVICES} (or cuda:N)', self.device)
         _require(self.attention in ATTENTION_MODES, 'model.attention',
                  f'one of {ATTENTION_MODES}', self.attention)
+        _require(self.fallback in FALLBACK_NAMES, 'model.fallback', f'one of {FALLBACK_NAMES}',
+                 self.fallback)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,10 @@ class StereoTrackHistory:
     frame's stamp is the left camera's.  ``right_stamps_ns``, aligned with them, holds the
     right camera's stamp of each frame (it may differ by the synchroniser's slop); empty
     means equal to ``stamps_ns``.  ``frames_observed`` counts the synchronized frames in
-    which at least one side was matched to a detection.
+    which at least one side was matched to a detection.  ``left_start_ns`` /
+    ``right_start_ns``: the stamps at which the 2D tracks were born (None: unknown, the
+    first observation of the history is used), so a track's age does not depend on how much
+    history is kept.
     """
 
     id: int
@@ -73,6 +76,8 @@ class StereoTrackHistory:
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     frames_observed: int = 0
     right_stamps_ns: Sequence[int] = field(default_factory=list)
+    left_start_ns: Optional[int] = None
+    right_start_ns: Optional[int] = None
 
 
 @dataclass
@@ -119,3 +124,7 @@ class PersistenceFilter(abc.ABC):
 
     def set_calibration(self, calibration) -> None:
         """Receive the rig's ``StereoCalibration`` (the pipeline calls this; default: ignore)."""
+
+    def diagnostics(self) -> Dict[str, object]:
+        """Return values the node reports on ``/diagnostics`` (``filter.<key>``); default none."""
+        return {}

@@ -137,12 +137,18 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     metrics = {}
+    # the ground_plane filter needs the floor: without --plane-from-truth (the node's
+    # default, no plane) it is refused with a message saying what to set
+    args = parser.parse_args(['--bag', str(scene), '--filter', 'ground_plane'])
+    assert command.main(args) == 2
+    assert 'filter.ground_plane' in capsys.readouterr().err
     for name in ('none', 'ground_plane'):
         out = tmp_path / f'{name}.json'
         args = parser.parse_args(['--bag', str(scene), '--filter', name, '--json', str(out),
-                                  '--errors'])
+                                  '--errors', '--plane-from-truth'])
         assert command.main(args) == 0
         metrics[name] = json.loads(out.read_text())
+        assert metrics[name]['run']['plane'] == 'truth'
     for m in metrics.values():
         for section, keys in (('tracks', ('precision', 'recall', 'f1', 'count')),
                               ('points', ('published', 'spurious_fraction',

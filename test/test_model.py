@@ -44,7 +44,8 @@ def _model(name='cpu', window=6, seed=0, **settings):
         setattr(part, key, value)
     model = PersistenceModel(config).eval()
     # Non-trivial normalisation and distance biases so the tests exercise them.
-    model.set_geometry_normalization(np.linspace(-1, 1, 11), np.linspace(0.5, 2, 11))
+    g_dim = len(config.classifier.geometry_features)
+    model.set_geometry_normalization(np.linspace(-1, 1, g_dim), np.linspace(0.5, 2, g_dim))
     with torch.no_grad():
         for block in model.classifier.blocks:
             block.attn.distance_bias.normal_(0, 0.5)
@@ -380,11 +381,17 @@ def test_config_rejects_unknown_keys():
 
 def test_configs_read_the_default_columns_and_the_data_set_offers_more():
     from persistence_ros.features import APPEARANCE_FEATURES, DEFAULT_MODEL_FEATURES, \
-        GEOMETRY_FEATURES
+        GEOMETRY_FEATURES, LEGACY_FEATURES, RIG_FREE_FEATURES
     assert ModelConfig().classifier.geometry_features == list(DEFAULT_MODEL_FEATURES)
     for name in ('cpu', 'gpu'):
         assert load_config(name).classifier.geometry_features == list(DEFAULT_MODEL_FEATURES)
-    assert GEOMETRY_FEATURES == DEFAULT_MODEL_FEATURES + APPEARANCE_FEATURES
+    assert DEFAULT_MODEL_FEATURES == RIG_FREE_FEATURES
+    # the data set offers every column once: the legacy ones (older weights), appearance, and
+    # the rig-independent ones
+    assert set(GEOMETRY_FEATURES) == set(LEGACY_FEATURES + APPEARANCE_FEATURES
+                                         + RIG_FREE_FEATURES)
+    assert len(GEOMETRY_FEATURES) == len(set(GEOMETRY_FEATURES))
+    assert GEOMETRY_FEATURES[:len(LEGACY_FEATURES)] == LEGACY_FEATURES
 
 
 def test_dataset_windows_and_short_tracks(tmp_path):

@@ -86,7 +86,8 @@ def test_values_in_range_build_a_model_that_runs():
         'tokenizer.fsq_levels=[3, 3]', 'decision.min_frames=0']))
     model = PersistenceModel(config).eval()
     with torch.no_grad():
-        prob = model(torch.zeros(1, 3, 3, 64, 64, dtype=torch.uint8), torch.zeros(1, 3, 11))
+        prob = model(torch.zeros(1, 3, 3, 64, 64, dtype=torch.uint8), torch.zeros(
+            1, 3, len(config.classifier.geometry_features)))
     assert torch.isfinite(prob['prob']).all()
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from persistence_ros.features import GEOMETRY_FEATURES, side_geometry
+from persistence_ros.calibration import CameraCalibration, StereoCalibration
+from persistence_ros.features import GEOMETRY_FEATURES, RIG_FREE_FEATURES, side_geometry
 from persistence_ros.filter_factory import build_filter
 from persistence_ros.model.checkpoint import save_model
 from persistence_ros.model.config import load_config
@@ -27,6 +28,18 @@ COL = {name: i for i, name in enumerate(GEOMETRY_FEATURES)}
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
+def _calibration(width, height, f=100.0, base=0.1, cx=None, cy=None, d=()):
+    """Return a row-aligned rig: focal ``f``, principal point (cx, cy), distortion ``d``."""
+    cx = (width - 1) / 2.0 if cx is None else cx
+    cy = (height - 1) / 2.0 if cy is None else cy
+    k = np.array([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]])
+    d = np.array(list(d) + [0.0] * (5 - len(d)))
+    left = CameraCalibration(width, height, k, d, P=np.hstack([k, np.zeros((3, 1))]))
+    right = CameraCalibration(width, height, k, d,
+                              P=np.hstack([k, np.array([[-f * base], [0.0], [0.0]])]))
+    return StereoCalibration(left, right)
+
+
 def _obs(stamp, cx, cy, matched=True, score=0.8):
     return TrackObservation((cx, cy, 10.0, 20.0), score if matched else 0.0, stamp,
                             f'd{stamp}' if matched else '', matched)
@@ -42,7 +55,7 @@ def test_side_geometry_against_hand_computed_rows():
                                epipolar_residuals=np.array([np.nan, 1.5, np.nan, 80.0]),
                                points=points)
     plane = [0.0, -2.0, 0.0, 0.0]  # height = -y (normal is normalised)
-    rows = side_geometry(state, 'left', (200, 100), plane)
+    rows = side_geometry(state, 'left', _calibration(200, 100), plane)
     assert rows.stamps_ns == [1, 2, 4]
     g = rows.geometry
     assert g.shape == (3, len(GEOMETRY_FEATURES)) and g.dtype == np.float32
@@ -57,16 +70,107 @@ def test_side_geometry_against_hand_computed_rows():
     np.testing.assert_allclose(g[:, COL['epipolar_px']], [0.0, 1.5, 50.0])
     np.testing.assert_allclose(g[:, COL['height_m']], [0.0, 1.0, 2.0])
     # the right side sees the same stereo cues with its own boxes
-    right_rows = side_geometry(state, 'right', (200, 100), plane)
+    right_rows = side_geometry(state, 'right', _calibration(200, 100), plane)
     assert right_rows.stamps_ns == [2, 3, 4]
     np.testing.assert_allclose(right_rows.geometry[:, COL['has_partner']], [1, 0, 1])
     np.testing.assert_allclose(right_rows.geometry[:, COL['disparity_norm']], [0.1, 0.0, 0.15])
     # online use: only rows after a stamp, velocity still from the earlier frame
-    later = side_geometry(state, 'left', (200, 100), plane, after_ns=2)
+    later = side_geometry(state, 'left', _calibration(200, 100), plane, after_ns=2)
     assert later.stamps_ns == [4]
     np.testing.assert_allclose(later.geometry[0], g[2])
     with pytest.raises(ValueError, match='side'):
-        side_geometry(state, 'middle', (200, 100))
+        side_geometry(state, 'middle', _calibration(200, 100))
+
+
+def test_rig_free_columns_against_hand_computed_values():
+    # left camera f = 100 px, principal point (99.5, 49.5); stamps 100 ms apart (10 fps)
+    ms = 1_000_000
+    left = [TrackObservation((99.5, 49.5, 10.0, 20.0), 0.8, 1000 * ms, 'a', True),
+            TrackObservation((109.5, 49.5, 10.0, 20.0), 0.8, 1100 * ms, 'b', True)]
+    right = [TrackObservation((89.5, 49.5, 10.0, 20.0), 0.8, 1100 * ms, 'c', True)]
+    points = np.array([[np.nan] * 3, [0.1, 0.0, 2.0]])
+    state = StereoTrackHistory(1, 1, 2, left, right, stamps_ns=[1000 * ms, 1100 * ms],
+                               epipolar_residuals=np.array([np.nan, 1.0]), points=points,
+                               left_start_ns=900 * ms)
+    plane = [0.0, -1.0, 0.0, 0.5]     # height = 0.5 - y
+    g = side_geometry(state, 'left', _calibration(200, 100), plane).geometry
+    size = np.sqrt(200.0)
+    np.testing.assert_allclose(g[:, COL['bearing_x']], [0.0, 0.1], atol=1e-7)
+    np.testing.assert_allclose(g[:, COL['bearing_y']], [0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(g[:, COL['log_size']], np.log(size / 100.0), rtol=1e-6)
+    np.testing.assert_allclose(g[:, COL['log_aspect']], np.log(0.5), rtol=1e-6)
+    # born at 0.9 s: ages from the birth, not from the first kept observation
+    np.testing.assert_allclose(g[:, COL['age_s']], [0.1, 0.2], rtol=1e-6)
+    np.testing.assert_allclose(g[:, COL['dt_s']], [0.0, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(g[:, COL['v_rel_x']], [0.0, 10.0 / size / 0.1], rtol=1e-5)
+    np.testing.assert_allclose(g[:, COL['v_ang_x']], [0.0, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(g[:, COL['growth']], [0.0, 0.0], atol=1e-6)
+    # box [94.5, 104.5] x [39.5, 59.5] in a 200 x 100 image: 39.5 px of margin... left edge
+    np.testing.assert_allclose(g[0, COL['edge_margin']], min(95.0, 40.0, 95.0, 40.0) / 20.0)
+    # depth only where the stereo point is valid; metric size = angular size x depth
+    np.testing.assert_allclose(g[:, COL['has_depth']], [0.0, 1.0])
+    np.testing.assert_allclose(g[:, COL['log_depth']], [0.0, np.log(2.0)], rtol=1e-6)
+    np.testing.assert_allclose(g[1, COL['log_metric_size']], np.log(size / 100.0 * 2.0),
+                               rtol=1e-6)
+    np.testing.assert_allclose(g[:, COL['epipolar_rel']], [0.0, 1.0 / 20.0], rtol=1e-6)
+    np.testing.assert_allclose(g[:, COL['has_partner']], [0.0, 1.0])
+    np.testing.assert_allclose(g[:, COL['height_m']], [0.0, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(g[:, COL['plane_known']], [0.0, 1.0])
+    # no plane: the height is 0 and says so
+    g = side_geometry(state, 'left', _calibration(200, 100)).geometry
+    np.testing.assert_allclose(g[:, [COL['height_m'], COL['plane_known']]], 0.0)
+
+
+def _projected_history(calibration, fps, duration_s=1.0, with_points=True):
+    """Return a stereo history of a 0.2 m sphere moving in 3D, seen by ``calibration``."""
+    import cv2
+    stamps = [2_000_000_000 + int(round(k * 1e9 / fps))
+              for k in range(int(round(duration_s * fps)) + 1)]
+    left, right, points = [], [], []
+    base = -calibration.right.P[0, 3] / calibration.right.P[0, 0]
+    for stamp in stamps:
+        t = (stamp - stamps[0]) / 1e9
+        centre = np.array([-0.3 + 0.4 * t, 0.2 - 0.1 * t, 3.0 + 0.5 * t])
+        for camera, obs, shift in ((calibration.left, left, 0.0),
+                                   (calibration.right, right, -base)):
+            px, _ = cv2.projectPoints(centre[None] + [shift, 0.0, 0.0], np.zeros(3), np.zeros(3),
+                                      camera.K, camera.D)
+            size = 0.2 * camera.K[0, 0] / centre[2]
+            obs.append(TrackObservation((*px.reshape(2), size, size), 0.9, stamp, '', True))
+        points.append(centre if with_points else [np.nan] * 3)
+    return StereoTrackHistory(1, 1, 2, left, right, stamps_ns=stamps,
+                              epipolar_residuals=np.zeros(len(stamps)), points=np.array(points),
+                              left_start_ns=stamps[0], right_start_ns=stamps[0])
+
+
+def test_rig_free_columns_mean_the_same_on_two_rigs():
+    # the same object and motion seen by a 320x240 15 fps rig with a 12 cm baseline and by a
+    # 1280x720 60 fps rig with a 40 cm baseline, another principal point and lens distortion
+    small = _calibration(320, 240, f=280.0, base=0.12)
+    large = _calibration(1280, 720, f=900.0, base=0.4, cx=650.0, cy=355.0,
+                         d=(-0.08, 0.02, 0.0, 0.0, 0.0))
+    rows = {}
+    for name, calibration, fps in (('small', small, 15.0), ('large', large, 60.0)):
+        history = _projected_history(calibration, fps)
+        geometry = side_geometry(history, 'left', calibration, appearance=False)
+        rows[name] = dict(zip(geometry.stamps_ns, geometry.geometry))
+    common = sorted(set(rows['small']) & set(rows['large']))[1:]  # after the first frame
+    assert len(common) >= 10
+    same = ['bearing_x', 'bearing_y', 'log_size', 'log_aspect', 'age_s', 'log_depth',
+            'has_depth', 'log_metric_size', 'score', 'has_partner', 'plane_known']
+    for name in same:
+        a = [rows['small'][s][COL[name]] for s in common]
+        b = [rows['large'][s][COL[name]] for s in common]
+        np.testing.assert_allclose(a, b, atol=2e-3, err_msg=name)
+    # motions are per second: averaged over 4 frames at 60 fps they match 1 frame at 15 fps
+    for name in ('v_ang_x', 'v_ang_y', 'v_rel_x', 'growth'):
+        a = np.array([rows['small'][s][COL[name]] for s in common])
+        b = np.array([rows['large'][s][COL[name]] for s in common])
+        np.testing.assert_allclose(a, b, atol=0.05 * np.abs(a).max() + 1e-3, err_msg=name)
+    # and the frame-based legacy columns do not: that is why the model moved off them
+    assert abs(rows['small'][common[3]][COL['vx_norm']]
+               - rows['large'][common[3]][COL['vx_norm']]) > 0.003
+    assert set(RIG_FREE_FEATURES) <= set(COL)
 
 
 def test_side_geometry_appearance_columns_of_known_crops():
@@ -82,12 +186,12 @@ def test_side_geometry_appearance_columns_of_known_crops():
     state = StereoTrackHistory(1, 1, 2, obs, [], stamps_ns=[1, 2, 3, 4],
                                epipolar_residuals=np.full(4, np.nan),
                                points=np.full((4, 3), np.nan))
-    g = side_geometry(state, 'left', (100, 100)).geometry
+    g = side_geometry(state, 'left', _calibration(100, 100)).geometry
     cols = [COL['brightness'], COL['saturation'], COL['contrast']]
     np.testing.assert_allclose(g[:, cols], [[1.0, 1.0, 0.0], [128 / 255, 0.0, 0.0],
                                             [0.5, 0.0, 127.5 / 255], [0.0, 0.0, 0.0]], atol=1e-6)
     # without the crop statistics (a model that does not read them): NaN, the rest unchanged
-    bare = side_geometry(state, 'left', (100, 100), appearance=False).geometry
+    bare = side_geometry(state, 'left', _calibration(100, 100), appearance=False).geometry
     assert np.isnan(bare[:, cols]).all()
     others = [i for i in range(len(GEOMETRY_FEATURES)) if i not in cols]
     np.testing.assert_array_equal(bare[:, others], g[:, others])
@@ -145,8 +249,7 @@ def test_learned_filter_streams_exactly_what_the_model_sees_in_a_clip(floor_scen
     for tid, st in last.items():
         probs = []
         for side in ('left', 'right'):
-            rows = side_geometry(st, side, (calibration.left.width, calibration.left.height),
-                                 truth['rig']['ground_plane_left_optical'])
+            rows = side_geometry(st, side, calibration, truth['rig']['ground_plane_left_optical'])
             if not rows.observations or len(rows.observations) != _matched(st, side):
                 break  # the history was cut by the tracker window: not a whole clip
             crops = torch.from_numpy(np.stack([o.crop for o in rows.observations])
@@ -180,8 +283,7 @@ def test_learned_filter_publishes_the_attention_rollout_of_the_clip(floor_scene)
     last = {t.id: t for t in run[-1][1]}
     checked = 0
     for st in states[-1]:
-        rows = side_geometry(st, 'left', (calibration.left.width, calibration.left.height),
-                             plane)
+        rows = side_geometry(st, 'left', calibration, plane)
         n = len(rows.observations)
         if n <= 4 or n != _matched(st, 'left'):
             continue  # want clips longer than the window, and whole
@@ -267,7 +369,7 @@ def test_load_persistence_filter(tmp_path):
     assert filt.device == 'cpu'
     # without a rule, the checkpoint's
     assert load_persistence_filter(str(path), device='cpu').decision == model.config.decision
-    with pytest.raises(RuntimeError, match='image size'):
+    with pytest.raises(RuntimeError, match='no calibration'):
         filt.update([])
 
 

@@ -92,8 +92,8 @@ def test_right_stamps_a_few_ms_late_give_the_same_features_points_and_decisions(
             np.testing.assert_array_equal(b.epipolar_residuals, a.epipolar_residuals)
             np.testing.assert_array_equal(b.points, a.points)
             for side in SIDES:
-                ga = side_geometry(a, side, (WIDTH, HEIGHT), FLOOR)
-                gb = side_geometry(b, side, (WIDTH, HEIGHT), FLOOR)
+                ga = side_geometry(a, side, _rig(), FLOOR)
+                gb = side_geometry(b, side, _rig(), FLOOR)
                 np.testing.assert_array_equal(gb.geometry, ga.geometry)
     for (_, tracks0), (_, tracks5) in zip(run0, run5):
         assert [(t.id, t.state, t.probability, t.frames_observed, t.decision_frame)
@@ -107,7 +107,7 @@ def test_right_stamps_a_few_ms_late_give_the_same_features_points_and_decisions(
     last = {st.left_track_id: st for st in states5[-1]}
     real = last[1]
     assert real.frames_observed == 12 and len(real.stamps_ns) == 12
-    partner = side_geometry(real, 'left', (WIDTH, HEIGHT), FLOOR).geometry[:, HAS_PARTNER]
+    partner = side_geometry(real, 'left', _rig(), FLOOR).geometry[:, HAS_PARTNER]
     assert list(partner) == [1.0] * 6 + [0.0] + [1.0] * 5
     valid = np.all(np.isfinite(real.points), axis=1)
     assert list(valid) == [True] * 6 + [False] + [True] * 5

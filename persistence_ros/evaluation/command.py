@@ -68,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='override a setting (the node parameter of the same name), e.g. '
                              'tracker.appearance_gate=1.0 (VALUE is read as YAML; repeatable)')
+    parser.add_argument('--plane-from-truth', action='store_true',
+                        help="give the filters the scene's true ground plane (truth.json) as "
+                             'filter.ground_plane; default: none, as the node runs with its '
+                             'defaults (the ground_plane filter is then left out of --compare)')
     parser.add_argument('--errors', action='store_true',
                         help='list the wrongly decided stereo tracks under tracks.errors in '
                              'the JSON (outcome, true kinds of their detections, last state)')
@@ -151,8 +155,10 @@ def filter_settings(settings: Settings, name: str) -> Settings:
 
 
 def _build_filters(truth: Truth, filters: List[str], settings: Settings,
-                   ensemble: Optional[Sequence[str]]) -> Dict[str, object]:
-    return {name: build_filter(scene_settings(filter_settings(settings, name), truth),
+                   ensemble: Optional[Sequence[str]], plane_from_truth: bool = False
+                   ) -> Dict[str, object]:
+    return {name: build_filter(scene_settings(filter_settings(settings, name), truth,
+                                              plane_from_truth),
                                ensemble if name == 'learned' else None)
             for name in filters}
 
@@ -192,24 +198,28 @@ def run_filters_on_frames(calibration: StereoCalibration, frames: Sequence[Stere
 
 
 def compare(scenes: List[Path], filters: List[str], settings: Optional[Settings] = None,
-            ensemble: Optional[Sequence[str]] = None, errors: bool = False) -> List[dict]:
+            ensemble: Optional[Sequence[str]] = None, errors: bool = False,
+            plane_from_truth: bool = False) -> List[dict]:
     """
     Return the metrics of every filter on every scene (bags are read once).
 
     ``settings``: everything but ``filter.name`` (each filter of ``filters`` in turn);
-    ``ensemble``: several checkpoints for the learned filter.  A filter with a model also
-    reports its ``compute`` (``model_compute``); ``errors`` adds ``tracks.errors``
-    (``scoring.score_tracks``).
+    ``ensemble``: several checkpoints for the learned filter; ``plane_from_truth``: give the
+    filters each scene's true ground plane (default: the node's default, none).  A filter with
+    a model also reports its ``compute`` (``model_compute``); ``errors`` adds
+    ``tracks.errors`` (``scoring.score_tracks``).  Each result says under ``run.plane``
+    whether the plane was given.
     """
     settings = settings if settings is not None else Settings()
     results = []
     for scene in scenes:
         truth = Truth.load(scene / 'truth.json')
-        built = _build_filters(truth, filters, settings, ensemble)
+        built = _build_filters(truth, filters, settings, ensemble, plane_from_truth)
         runs = _run_built(scene, built, settings)
         for name, run in runs.items():
             result = score_run(run, truth, name, __version__, errors)
             result['run']['bag'] = str(scene)
+            result['run']['plane'] = 'truth' if plane_from_truth else 'none'
             compute = model_compute(built[name])
             if compute is not None:
                 result['compute'] = compute
@@ -302,15 +312,20 @@ def main(args: argparse.Namespace) -> int:
         if gbdt_path:
             settings = replace_fields(settings, {'filter.gbdt_path': gbdt_path})
         if args.compare:
+            plane = args.plane_from_truth or settings.filter.plane is not None
             filters = (args.filters.split(',') if args.filters else
-                       list(BASELINES) + (['gbdt'] if gbdt_path else [])
+                       [b for b in BASELINES if plane or b != 'ground_plane']
+                       + (['gbdt'] if gbdt_path else [])
                        + (['learned'] if args.model or DEFAULT_WEIGHTS.exists() else []))
             unknown = [f for f in filters if f not in FILTER_NAMES]
             if unknown:
                 raise ValueError(f'unknown filters {unknown}; choose from {FILTER_NAMES}')
+            if 'ground_plane' in filters and not plane:
+                raise ValueError('the ground_plane filter needs a plane: add --plane-from-truth '
+                                 '(or --set filter.ground_plane=[a,b,c,d]), or leave it out')
             _check_decision(decision, 'learned' in filters)
             results = compare(scene_dirs(args.bag), filters, settings, _ensemble(args),
-                              args.errors)
+                              args.errors, args.plane_from_truth)
             print(summary_table(results))
             for line in compute_summary(results):
                 print(line)
@@ -322,11 +337,12 @@ def main(args: argparse.Namespace) -> int:
             filt = None
             if args.tracks is None:
                 truth = Truth.load(args.truth or Path(args.bag[0]) / 'truth.json')
-                filt = _build_filters(truth, [args.filter], settings,
-                                      _ensemble(args))[args.filter]
+                filt = _build_filters(truth, [args.filter], settings, _ensemble(args),
+                                      args.plane_from_truth)[args.filter]
             output = evaluate_bag(args.bag[0], args.truth, settings, tracks_bag=args.tracks,
                                   tracks_topic=args.tracks_topic, persistence_filter=filt,
                                   errors=args.errors)
+            output['run']['plane'] = 'truth' if args.plane_from_truth else 'none'
             compute = model_compute(filt)
             if compute is not None:
                 output['compute'] = compute

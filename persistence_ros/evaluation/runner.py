@@ -51,24 +51,32 @@ def read_track_bag(bag_dir, topic: Optional[str] = None) -> Run:
     return run
 
 
-def scene_settings(settings: Optional[Settings], truth: Optional[Truth]) -> Settings:
-    """Return ``settings`` with the truth rig's ground plane as ``filter.ground_plane``."""
+def scene_settings(settings: Optional[Settings], truth: Optional[Truth],
+                   plane_from_truth: bool = False) -> Settings:
+    """
+    Return the settings a filter runs with on a scene.
+
+    As the node runs with its defaults: no ground plane unless ``settings`` has one.  With
+    ``plane_from_truth`` the truth rig's floor becomes ``filter.ground_plane`` (an input a robot
+    has only when its floor is configured).
+    """
     settings = settings if settings is not None else Settings()
-    if truth is None or truth.ground_plane is None:
+    if not plane_from_truth or truth is None or truth.ground_plane is None:
         return settings
     return replace(settings, filter=replace(settings.filter,
                                             ground_plane=[float(v) for v in truth.ground_plane]))
 
 
-def build_scene_filter(settings: Optional[Settings], truth: Optional[Truth]
-                       ) -> PersistenceFilter:
+def build_scene_filter(settings: Optional[Settings], truth: Optional[Truth],
+                       plane_from_truth: bool = False) -> PersistenceFilter:
     """Build the filter of ``settings`` for a scene (``scene_settings``)."""
-    return build_filter(scene_settings(settings, truth))
+    return build_filter(scene_settings(settings, truth, plane_from_truth))
 
 
 def evaluate_bag(bag_dir, truth_path=None, settings: Optional[Settings] = None,
                  tracks_bag=None, persistence_filter: Optional[PersistenceFilter] = None,
-                 tracks_topic: Optional[str] = None, errors: bool = False) -> dict:
+                 tracks_topic: Optional[str] = None, errors: bool = False,
+                 plane_from_truth: bool = False) -> dict:
     """
     Return the metrics of one scene (the JSON of ``persistence-ros evaluate``).
 
@@ -84,7 +92,7 @@ def evaluate_bag(bag_dir, truth_path=None, settings: Optional[Settings] = None,
         run = read_track_bag(tracks_bag, tracks_topic)
         name = 'node'
     else:
-        filt = persistence_filter or build_scene_filter(settings, truth)
+        filt = persistence_filter or build_scene_filter(settings, truth, plane_from_truth)
         calibration, frames = read_stereo_bag(bag_dir,
                                               with_images=needs_images(filt, settings))
         run = run_pipeline(calibration, frames, filt, settings)
@@ -92,36 +100,47 @@ def evaluate_bag(bag_dir, truth_path=None, settings: Optional[Settings] = None,
     return score_run(run, truth, name, __version__, errors)
 
 
+GBDT_PLANES = ('truth', 'none')
+
+
 def collect_gbdt_training(bag_dirs: Iterable, decide_after: int = GBDT_DECIDE_AFTER,
-                          settings: Optional[Settings] = None
+                          settings: Optional[Settings] = None,
+                          planes: Sequence[str] = GBDT_PLANES
                           ) -> Tuple[np.ndarray, np.ndarray]:
     """
     Return (features, labels) of the stereo tracks of training bags.
 
-    Each stereo track contributes one sample: its features at the frame where
-    ``frames_observed`` first reaches ``decide_after`` (the frame the gbdt filter decides
-    at).  Labels (1 = real object) are the majority kind of the detections the track used
-    over the whole run, from each bag's ``truth.json``.  Use training-split bags only.
+    Each stereo track contributes one sample per entry of ``planes``: its features at the
+    frame where ``frames_observed`` first reaches ``decide_after`` (the frame the gbdt filter
+    decides at), computed with the truth's ground plane (``'truth'``) and without one
+    (``'none'``: the height features are missing, as on a robot whose floor is not
+    configured), so one fit serves both.  Labels (1 = real object) are the majority kind of
+    the detections the track used over the whole run, from each bag's ``truth.json``.  Use
+    training-split bags only.
     """
+    unknown = sorted(set(planes) - set(GBDT_PLANES))
+    if unknown or not planes:
+        raise ValueError(f'planes must be some of {GBDT_PLANES}, got {list(planes)}')
     xs: List[np.ndarray] = []
     ys: List[int] = []
     for bag_dir in bag_dirs:
         truth = Truth.load(Path(bag_dir) / 'truth.json')
-        featurizer = GbdtFilter(plane=truth.ground_plane, decide_after=decide_after)
-        snapshots: Dict[int, np.ndarray] = {}
+        featurizers = [GbdtFilter(plane=truth.ground_plane if plane == 'truth' else None,
+                                  decide_after=decide_after) for plane in planes]
+        snapshots: Dict[int, List[np.ndarray]] = {}
 
         def on_states(states: Sequence[StereoTrackHistory]) -> None:
             for st in states:
                 if st.id not in snapshots and st.frames_observed >= decide_after:
-                    snapshots[st.id] = featurizer.features(st)
+                    snapshots[st.id] = [f.features(st) for f in featurizers]
 
         calibration, frames = read_stereo_bag(bag_dir, with_images=True)
         run = run_pipeline(calibration, frames, NoFilter(), settings, on_states=on_states)
         labels = track_labels(run, truth)
         for tid, feats in snapshots.items():
             if labels.get(tid) is not None:
-                xs.append(feats)
-                ys.append(int(labels[tid]))
+                xs.extend(feats)
+                ys.extend([int(labels[tid])] * len(feats))
     if not xs:
         raise ValueError('no labelled stereo tracks in the training bags')
     return np.stack(xs), np.array(ys, dtype=np.int64)

@@ -239,7 +239,9 @@ class PersistenceClassifier(nn.Module):
     """
     Per-frame tokens (visual features fused with normalised geometry and age) -> blocks -> logit.
 
-    Fusion ``concat``: token = Linear([visual, geometry, age]); ``cross_attention``:
+    Fusion ``concat``: token = Linear([visual, geometry, age]) (the frame-count age only with
+    ``classifier.frame_age``; rig-independent models read ``age_s`` among the geometry
+    instead); ``cross_attention``:
     ``CrossAttentionFusion`` (needs both streams and the un-pooled latent grid, ``cells`` > 1).
     ``temporal: gru`` replaces the transformer by a GRU (the ablation baseline): no attention,
     the attention outputs have a window of 0.
@@ -265,10 +267,14 @@ class PersistenceClassifier(nn.Module):
             if not (cc.use_visual and cc.use_geometry) or cells < 2:
                 raise ValueError('classifier.fusion: cross_attention needs use_visual and '
                                  'use_geometry true and pool: flatten (a grid of cells)')
-            self.fusion = CrossAttentionFusion(visual_dim // cells, cells, self.geometry_dim + 1,
+            self.fusion = CrossAttentionFusion(visual_dim // cells, cells,
+                                               self.geometry_dim + int(cc.frame_age),
                                                cc.width, cc.heads, cc.fusion_queries)
-        in_dim = 1 + (visual_dim if cc.use_visual else 0) + (
+        in_dim = int(cc.frame_age) + (visual_dim if cc.use_visual else 0) + (
             self.geometry_dim if cc.use_geometry else 0)
+        if in_dim == 0:
+            raise ValueError('classifier: nothing to read (use_visual, use_geometry and '
+                             'frame_age are all false)')
         self.visual_norm = (nn.LayerNorm(visual_dim)
                             if cc.use_visual and self.fusion is None else None)
         self.embed = nn.Linear(in_dim, cc.width) if self.fusion is None else None
@@ -283,16 +289,18 @@ class PersistenceClassifier(nn.Module):
     def _tokens(self, visual, geometry, age):
         dtype = self.head.weight.dtype
         g = (geometry.to(self.geometry_mean.dtype) - self.geometry_mean) / self.geometry_std
-        a = (age.clamp(max=self.config.age_max).to(dtype) / self.config.age_max).unsqueeze(-1)
+        ages = []
+        if self.config.frame_age:
+            ages.append((age.clamp(max=self.config.age_max).to(dtype)
+                         / self.config.age_max).unsqueeze(-1))
         if self.fusion is not None:
-            return self.fusion(visual, torch.cat([g.to(dtype), a], dim=-1))
+            return self.fusion(visual, torch.cat([g.to(dtype)] + ages, dim=-1))
         parts = []
         if self.config.use_visual:
             parts.append(self.visual_norm(visual))
         if self.config.use_geometry:
             parts.append(g.to(dtype))
-        parts.append(a)
-        return self.embed(torch.cat(parts, dim=-1))
+        return self.embed(torch.cat(parts + ages, dim=-1))
 
     def forward(self, visual: torch.Tensor, geometry: torch.Tensor,
                 t0: Optional[torch.Tensor] = None, rollout: bool = False

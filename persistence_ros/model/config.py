@@ -95,6 +95,9 @@ class ClassifierConfig:
     temporal: str = 'transformer'
     fusion_queries: int = 4
     geometry_features: List[str] = field(default_factory=lambda: list(DEFAULT_MODEL_FEATURES))
+    # a token of frames since the track began (age / age_max): counts frames, so it means
+    # another time on every frame rate; false for models that read ``age_s`` instead
+    frame_age: bool = True
     age_max: int = 64
     dropout: float = 0.1
 
@@ -128,6 +131,9 @@ class TrainConfig:
     num_workers: int = 0
     collapse_min_usage: float = 0.02
     collapse_min_perplexity: float = 4.0
+    # probability that a training track is shown without its ground plane (height_m and
+    # plane_known zeroed), so one model serves robots with and without a configured floor
+    plane_dropout: float = 0.0
 
     def __post_init__(self):
         """Check types and values (a string ``lr`` used to reach the optimizer)."""
@@ -139,7 +145,43 @@ class TrainConfig:
                'lr')
         _check(self, 'train', _finite_at_least_0, 'a finite number >= 0', 'weight_decay',
                'recon_weight')
-        _check(self, 'train', lambda v: 0.0 <= v <= 1.0, 'in [0, 1]', 'start_at_track_start')
+        _check(self, 'train', lambda v: 0.0 <= v <= 1.0, 'in [0, 1]', 'start_at_track_start',
+               'plane_dropout')
+
+
+def _range(value) -> bool:
+    return value == [] or (len(value) == 2 and all(math.isfinite(v) for v in value)
+                           and value[0] <= value[1])
+
+
+@dataclass
+class DomainConfig:
+    """
+    What the training data covered, written by ``train`` from the data set.
+
+    Rig ranges ``[min, max]`` over the training scenes (empty: unknown, not checked):
+    ``image_width`` (pixels), ``fovy_deg``, ``baseline_m``, ``fps``; ``feature_ranges``: per
+    geometry column the 0.1 % and 99.9 % quantiles of the training rows; ``sources``: the
+    scene sources trained on.  The learned filter's fail-safe compares a rig and a track's
+    features with them (``persistence_filter.DomainCheck``).
+    """
+
+    image_width: List[float] = field(default_factory=list)
+    fovy_deg: List[float] = field(default_factory=list)
+    baseline_m: List[float] = field(default_factory=list)
+    fps: List[float] = field(default_factory=list)
+    feature_ranges: Dict[str, List[float]] = field(default_factory=dict)
+    sources: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        """Check that every range is empty or [min, max]."""
+        check_fields(self, 'domain')
+        _check(self, 'domain', _range, 'empty or [min, max] of finite numbers',
+               'image_width', 'fovy_deg', 'baseline_m', 'fps')
+        for name, value in self.feature_ranges.items():
+            if not (_range(value) and value):
+                raise ValueError(f'domain.feature_ranges.{name} must be [low, high], got '
+                                 f'{value!r}')
 
 
 @dataclass
@@ -153,6 +195,7 @@ class ModelConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decision: EarlyDecision = field(default_factory=EarlyDecision)
+    domain: DomainConfig = field(default_factory=DomainConfig)
 
     def __post_init__(self):
         """Check types and values; ``input_size`` must halve exactly at every encoder stage."""

@@ -9,6 +9,11 @@ import torch
 from torch.utils.data import Dataset
 
 
+PLANE_COLUMNS = ('height_m', 'plane_known')
+# quantiles of the training rows that bound a feature's range (DomainConfig.feature_ranges)
+RANGE_QUANTILES = (0.001, 0.999)
+
+
 class TrackDataset(Dataset):
     """
     One item per track: a window of up to ``window`` frames (random in training).
@@ -17,12 +22,15 @@ class TrackDataset(Dataset):
     elsewhere at a random frame; then the first ``burn_in`` frames get no loss (their causal
     context, i.e. the frames before the window, is missing). ``random_windows=False`` gives the
     first ``window`` frames of every track (evaluation: the last valid frame decides).
-    Tracks of length 1 are valid.
+    Tracks of length 1 are valid.  ``plane_dropout``: in training, the probability that a
+    track is shown without its ground plane (``PLANE_COLUMNS`` zeroed: height 0, plane not
+    known), as on a robot whose floor is not configured.
     """
 
     def __init__(self, root, split: Optional[str], geometry_features: Sequence[str],
                  window: int = 32, random_windows: bool = True,
-                 start_at_track_start: float = 0.5, burn_in: int = 0, seed: int = 0):
+                 start_at_track_start: float = 0.5, burn_in: int = 0, seed: int = 0,
+                 plane_dropout: float = 0.0):
         self.root = Path(root)
         self.manifest_path = self.root / 'manifest.json'
         with open(self.manifest_path, 'r', encoding='utf-8') as stream:
@@ -33,6 +41,9 @@ class TrackDataset(Dataset):
             raise ValueError(f'{self.manifest_path}: geometry features {missing} not in the '
                              f'data set ({names})')
         self.columns = [names.index(f) for f in geometry_features]
+        self.features = list(geometry_features)
+        self.plane_columns = [k for k, f in enumerate(geometry_features) if f in PLANE_COLUMNS]
+        self.plane_dropout = float(plane_dropout)
         self.window = int(window)
         self.random_windows = random_windows
         self.start_at_track_start = start_at_track_start
@@ -40,10 +51,12 @@ class TrackDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.scenes: List[Dict[str, np.ndarray]] = []
+        self.scene_names: List[str] = []
         self.tracks: List[tuple] = []
         for scene in self.manifest['scenes']:
             if split is not None and scene['split'] != split:
                 continue
+            self.scene_names.append(scene['name'])
             with np.load(self.root / scene['file'], allow_pickle=False) as npz:
                 data = {k: npz[k] for k in ('crops', 'geometry', 'frame_label',
                                             'track_offsets', 'track_label', 'track_kind',
@@ -79,14 +92,37 @@ class TrackDataset(Dataset):
             return np.zeros(n, np.float32), np.ones(n, np.float32)
         return geo.mean(0).astype(np.float32), np.maximum(geo.std(0), 1e-6).astype(np.float32)
 
+    def domain(self) -> Dict[str, object]:
+        """
+        Return what these tracks cover: ``model.config.DomainConfig`` fields.
+
+        Rig ranges from the manifest's ``rig`` entries of the scenes used (absent in data sets
+        built before them: left empty) and the ``RANGE_QUANTILES`` of every geometry column.
+        """
+        out: Dict[str, object] = {}
+        rigs = [scene.get('rig') for scene in self.manifest['scenes']
+                if scene['name'] in self.scene_names and scene.get('rig')]
+        for key in ('image_width', 'fovy_deg', 'baseline_m', 'fps'):
+            values = [float(rig[key]) for rig in rigs if key in rig]
+            out[key] = [min(values), max(values)] if values and len(values) == len(rigs) else []
+        out['sources'] = sorted({str(rig.get('source', '')) for rig in rigs} - {''})
+        geo = np.concatenate([s['geometry'] for s in self.scenes]) if self.scenes else None
+        ranges = {}
+        if geo is not None and len(geo):
+            low, high = np.quantile(geo, RANGE_QUANTILES, axis=0)
+            ranges = {name: [float(lo), float(hi)]
+                      for name, lo, hi in zip(self.features, low, high)}
+        out['feature_ranges'] = ranges
+        return out
+
     def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
         """Return crops uint8 [T, 3, H, W], geometry [T, G], labels [T], loss mask [T], t0."""
         s, a, b, label, _, _, _, _ = self.tracks[i]
         scene = self.scenes[s]
         n = b - a
         start, skip = 0, 0
+        rng = np.random.default_rng((self.seed, self.epoch, i)) if self.random_windows else None
         if self.random_windows and n > self.window:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
             if rng.random() >= self.start_at_track_start:
                 start = int(rng.integers(0, n - self.window + 1))
                 skip = min(self.burn_in, self.window - 1) if start > 0 else 0
@@ -94,9 +130,14 @@ class TrackDataset(Dataset):
         rows = slice(a + start, a + start + length)
         mask = torch.ones(length, dtype=torch.bool)
         mask[:skip] = False
+        geometry = scene['geometry'][rows]
+        if self.plane_dropout > 0.0 and self.plane_columns and \
+                np.random.default_rng((self.seed, self.epoch, i, 1)).random() < self.plane_dropout:
+            geometry = geometry.copy()
+            geometry[:, self.plane_columns] = 0.0
         return {'crops': torch.from_numpy(np.ascontiguousarray(
                     scene['crops'][rows].transpose(0, 3, 1, 2))),
-                'geometry': torch.from_numpy(scene['geometry'][rows]),
+                'geometry': torch.from_numpy(geometry),
                 'labels': torch.full((length,), float(label)),
                 'frame_label': torch.from_numpy(scene['frame_label'][rows].astype(np.float32)),
                 'mask': mask, 't0': torch.tensor(start, dtype=torch.long),

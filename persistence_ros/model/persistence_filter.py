@@ -17,17 +17,19 @@ member's).
 from collections import deque
 import dataclasses
 from pathlib import Path
-from typing import Deque, Dict, Hashable, Optional, Sequence, Tuple, Union
+from typing import Deque, Dict, Hashable, Optional, Sequence, Union
 import warnings
 
 import numpy as np
 import torch
 
+from persistence_ros.baselines import NoFilter
 from persistence_ros.features import (
     APPEARANCE_FEATURES, GEOMETRY_FEATURES, side_geometry, SIDES)
 from persistence_ros.model import ATTENTION_MODES, DEFAULT_WEIGHTS
 from persistence_ros.model.checkpoint import load_model
 from persistence_ros.model.decision import EarlyDecision
+from persistence_ros.model.domain import DomainCheck
 from persistence_ros.model.model import PersistenceModel, TrackStreamer
 from persistence_ros.stereo_track import (
     FilterDecision, PersistenceFilter, StereoTrackHistory, TrackState)
@@ -65,7 +67,8 @@ class LearnedFilter(PersistenceFilter):
     def __init__(self, model: Union[PersistenceModel, Sequence[PersistenceModel]],
                  plane: Optional[Sequence[float]] = None,
                  decision: Optional[EarlyDecision] = None,
-                 image_size: Optional[Tuple[int, int]] = None, attention: str = 'last_layer'):
+                 calibration=None, attention: str = 'last_layer',
+                 fallback: Optional[PersistenceFilter] = None):
         if attention not in ATTENTION_MODES:
             raise ValueError(f'learned filter: attention must be one of {ATTENTION_MODES}, '
                              f'got {attention!r}')
@@ -92,14 +95,23 @@ class LearnedFilter(PersistenceFilter):
                               for member in self.models)
         self.decision = decision or dataclasses.replace(self.model.config.decision)
         self.plane = None if plane is None else [float(v) for v in plane]
-        self.image_size = image_size
+        self.calibration = calibration
         # frames whose stamps are kept per track: what the published attention covers
         self.attention_span = self.model.classifier.attention_span(attention == 'rollout') or 1
         self.stats = LearnedFilterStats()
-        if self.plane is None:
-            warnings.warn('learned filter without a ground plane: the height feature is 0 '
-                          '(the shipped model was trained with the floor plane)', stacklevel=2)
+        features = self.model.config.classifier.geometry_features
+        if self.plane is None and 'height_m' in features and 'plane_known' not in features:
+            warnings.warn('learned filter without a ground plane: the height feature is 0, and '
+                          'these weights cannot tell (they were trained with the floor plane)',
+                          stacklevel=2)
+        # the fail-safe: tracks out of what the model was trained on go to this rule
+        self.fallback = fallback if fallback is not None else NoFilter()
+        self.domain = DomainCheck(self.model.config.domain, features)
+        self._warned: set = set()
+        self.fallback_decided = 0  # tracks the fallback decided (since configure)
         self.reset()
+        if calibration is not None:
+            self.set_calibration(calibration)
 
     @property
     def device(self) -> str:
@@ -113,10 +125,34 @@ class LearnedFilter(PersistenceFilter):
         self._last_stamp: Dict[Hashable, int] = {}
         self._stamps: Dict[Hashable, Deque[int]] = {}
         self._latched: Dict[int, FilterDecision] = {}
+        self._on_fallback: set = set()
+        self.fallback.reset()
+        self.domain.reset()
 
     def set_calibration(self, calibration) -> None:
-        """Take the image size (feature normalisation) from the stereo calibration."""
-        self.image_size = (int(calibration.left.width), int(calibration.left.height))
+        """Take the rig (sizes, intrinsics, lens, baseline); check it against the domain."""
+        self.calibration = calibration
+        self.fallback.set_calibration(calibration)
+        self.domain.set_rig(calibration)
+        self._warn_domain()
+
+    def _warn_domain(self) -> None:
+        """Warn once per reason that the rig is out of the model's domain."""
+        for reason in self.domain.reasons:
+            if reason not in self._warned:
+                self._warned.add(reason)
+                warnings.warn(f'learned filter: {reason}: tracks are decided by the fallback '
+                              f'rule {self.fallback.name!r} (model.fallback)', stacklevel=3)
+
+    def diagnostics(self) -> Dict[str, object]:
+        """Return the fail-safe's state: domain, its reasons, tracks on the fallback rule."""
+        reasons = self.domain.reasons
+        return {'domain': 'outside' if reasons else (
+                    'inside' if self.domain.known else 'unknown'),
+                'domain.reasons': '; '.join(reasons),
+                'domain.fallback': self.fallback.name,
+                'domain.tracks_on_fallback': len(self._on_fallback),
+                'domain.tracks_decided_by_fallback': self.fallback_decided}
 
     def _pending(self, tracks: Sequence[StereoTrackHistory]):
         """Return {(track id, side): (crops, geometry rows, stamps)} of frames not yet streamed."""
@@ -134,13 +170,14 @@ class LearnedFilter(PersistenceFilter):
                         self.stats.frames_skipped_decided += len(new)
                         self._last_stamp[key] = new[-1]
                     continue
-                rows = side_geometry(st, side, self.image_size, self.plane, after_ns=last,
+                rows = side_geometry(st, side, self.calibration, self.plane, after_ns=last,
                                      appearance=self.appearance)
                 if not rows.observations:
                     continue
                 keep = [i for i, o in enumerate(rows.observations) if o.crop is not None]
                 self.stats.frames_without_crop += len(rows.observations) - len(keep)
                 if keep:
+                    self.domain.add_rows(st.id, rows.geometry[keep][:, self.columns[0]])
                     stamps = [rows.observations[i].stamp_ns for i in keep]
                     if side == 'right' and len(st.right_stamps_ns):
                         # attention stamps are frame (left) stamps, the right side's too
@@ -188,9 +225,9 @@ class LearnedFilter(PersistenceFilter):
 
     def update(self, tracks: Sequence[StereoTrackHistory]) -> Dict[int, FilterDecision]:
         """Stream the new frames of every track; return its (latched) decision."""
-        if self.image_size is None:
-            raise RuntimeError('learned filter: image size unknown (call set_calibration or '
-                               'pass image_size)')
+        if self.calibration is None:
+            raise RuntimeError('learned filter: no calibration (call set_calibration or pass '
+                               'calibration)')
         live = {st.id for st in tracks}
         # every side the streamer or the attention stamps know has a _last_stamp entry
         gone = [key for key in self._last_stamp if key[0] not in live]
@@ -201,13 +238,28 @@ class LearnedFilter(PersistenceFilter):
             self._stamps.pop(key, None)
         for tid in [t for t in self._latched if t not in live]:
             del self._latched[tid]
+        self.domain.forget(live)
+        self._on_fallback &= live
+        if tracks and len(tracks[0].stamps_ns):
+            self.domain.add_frame(int(tracks[0].stamps_ns[-1]))
+            self._warn_domain()
 
         self._stream(self._pending(tracks))
+        fallback = self.fallback.update(tracks)
+        rig_outside = bool(self.domain.reasons)
         out: Dict[int, FilterDecision] = {}
         for st in tracks:
             latched = self._latched.get(st.id)
             if latched is not None and not self.decision.recheck:
                 out[st.id] = latched
+                continue
+            if rig_outside or self.domain.track_outside(st.id):
+                # the fail-safe: out of what the model knows, the fallback rule decides
+                decision = fallback[st.id]
+                if st.id not in self._on_fallback:
+                    self._on_fallback.add(st.id)
+                    self.fallback_decided += 1
+                out[st.id] = decision
                 continue
             probs = [[r.probability for r in (streamer.result((st.id, s)) for s in SIDES)
                       if r is not None] for streamer in self._streamers]
@@ -227,9 +279,9 @@ class LearnedFilter(PersistenceFilter):
 
 def load_persistence_filter(model_path: Union[None, str, Sequence[str]] = None,
                             device: str = 'auto', plane: Optional[Sequence[float]] = None,
-                            image_size: Optional[Tuple[int, int]] = None,
-                            attention: str = 'last_layer',
-                            decision: Optional[EarlyDecision] = None) -> LearnedFilter:
+                            calibration=None, attention: str = 'last_layer',
+                            decision: Optional[EarlyDecision] = None,
+                            fallback: Optional[PersistenceFilter] = None) -> LearnedFilter:
     """
     Return a ``LearnedFilter`` with the weights at ``model_path`` (default: shipped ``cpu``).
 
@@ -250,5 +302,5 @@ def load_persistence_filter(model_path: Union[None, str, Sequence[str]] = None,
                 'train classifier` (docs/model.md) or set model.path')
     device = resolve_device(device)
     models = [load_model(path, device) for path in paths]
-    return LearnedFilter(models, plane=plane, decision=decision, image_size=image_size,
-                         attention=attention)
+    return LearnedFilter(models, plane=plane, decision=decision, calibration=calibration,
+                         attention=attention, fallback=fallback)

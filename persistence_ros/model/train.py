@@ -1,5 +1,6 @@
 """Training loops of the tokenizer and the classifier (seeded, resumable, AMP, DDP)."""
 
+import dataclasses
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ from tqdm import tqdm
 from persistence_ros.model.checkpoint import (
     CheckpointError, file_sha256, load_tensors, model_metadata, save_model, save_tensors)
 from persistence_ros.model.classifier import frame_bce
-from persistence_ros.model.config import ModelConfig
+from persistence_ros.model.config import DomainConfig, ModelConfig
 from persistence_ros.model.data import collate, TrackDataset
 from persistence_ros.model.model import PersistenceModel
 from persistence_ros.model.persistence_filter import resolve_device
@@ -412,12 +413,16 @@ class _TrainRun:
         burn_in = model.tokenizer.temporal_receptive_field - 1
         feats = self.config.classifier.geometry_features
         self.train_set = TrackDataset(self.data_dir, 'train', feats, tc.window, True,
-                                      tc.start_at_track_start, burn_in, self.seed)
+                                      tc.start_at_track_start, burn_in, self.seed,
+                                      plane_dropout=tc.plane_dropout)
         self.val_set = TrackDataset(self.data_dir, 'val', feats, max(tc.window, 4 * tc.window),
                                     False)
         if len(self.train_set) == 0:
             raise ValueError(f'{self.data_dir}: no training tracks (split "train")')
         model.set_geometry_normalization(*self.train_set.geometry_stats())
+        # what the training data covered, saved with the weights (the filter's fail-safe)
+        self.config = model.config = dataclasses.replace(
+            self.config, domain=DomainConfig(**self.train_set.domain()))
         tok_ckpt = tokenizer_checkpoint or tc.tokenizer_checkpoint
         if self.stage == 'classifier' and tok_ckpt:
             load_tokenizer(model, tok_ckpt)

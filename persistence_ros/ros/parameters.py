@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from persistence_ros.model import ATTENTION_MODES, DEFAULT_WEIGHTS
 from persistence_ros.overrides import check_fields, replace_fields
-from persistence_ros.settings import DEVICES, FILTER_NAMES, Settings
+from persistence_ros.settings import DEVICES, FALLBACK_NAMES, FILTER_NAMES, Settings
 
 RELIABILITIES = ('best_effort', 'reliable')
 
@@ -197,6 +197,10 @@ PARAMETERS: List[Parameter] = [
     _P('model.attention',
        'attention published per track: last_layer (the decision layer, over the last W frames) '
        'or rollout (all layers, over the last L(W-1)+1 frames)', choices=ATTENTION_MODES),
+    _P('model.fallback',
+       'learned filter: the rule that decides the tracks the model is out of its depth on (the '
+       'rig, frame rate or a track outside its training ranges); none keeps them',
+       choices=FALLBACK_NAMES),
     _P('model.decision.hi',
        'learned filter: decided persistent once p(persistent) is at or above this',
        range=(0.5, 1.0)),

@@ -445,6 +445,9 @@ class PersistenceNode(LifecycleNode):
             values['latency_ms.p99'] = float(np.percentile(lat, 99))
         values['device'] = self.device
         values['filter'] = self.settings.filter.name
+        if self.filter is not None:
+            for key, value in self.filter.diagnostics().items():
+                values[f'filter.{key}'] = value
         values['calibrated'] = self.pipeline is not None
         return values
 
@@ -453,6 +456,14 @@ class PersistenceNode(LifecycleNode):
         level, message = DiagnosticStatus.OK, 'ok'
         if self.pipeline is None:
             level, message = DiagnosticStatus.WARN, 'waiting for calibration'
+        elif values.get('filter.domain') == 'outside':
+            level, message = DiagnosticStatus.WARN, (
+                'the learned filter is out of its training domain: '
+                f"{values['filter.domain.reasons']}; the fallback rule "
+                f"{values['filter.domain.fallback']!r} decides")
+            if message not in self._last_warn:  # said once in the log, always in diagnostics
+                self._last_warn[message] = time.monotonic()
+                self.get_logger().warning(message)
         elif self.rejected or self.queue_drops:
             level, message = DiagnosticStatus.WARN, 'inputs rejected or dropped (see values)'
         self._publish('diagnostics', messages.diagnostics(

@@ -9,6 +9,7 @@ from typing import Dict, Iterable, List, Sequence
 import numpy as np
 
 from persistence_ros.baselines import NoFilter
+from persistence_ros.calibration import CameraCalibration
 from persistence_ros.evaluation.scoring import (labels_from_kind_counts, track_kind_counts,
                                                 Truth)
 from persistence_ros.features import GEOMETRY_FEATURES, side_geometry, SIDES
@@ -56,7 +57,8 @@ def _record_states(records: Dict[int, dict]):
     def on_states(states: Sequence[StereoTrackHistory]) -> None:
         for st in states:
             rec = records.setdefault(st.id, {'left': {}, 'right': {}, 'stereo': {},
-                                             'ids': (st.left_track_id, st.right_track_id)})
+                                             'ids': (st.left_track_id, st.right_track_id),
+                                             'born': (st.left_start_ns, st.right_start_ns)})
             for side, history in (('left', st.left), ('right', st.right)):
                 for obs in history:
                     if obs.matched:
@@ -74,7 +76,8 @@ def _full_state(track_id: int, rec: dict) -> StereoTrackHistory:
         left=[rec['left'][s] for s in sorted(rec['left'])],
         right=[rec['right'][s] for s in sorted(rec['right'])], stamps_ns=stamps,
         epipolar_residuals=np.array([rec['stereo'][s][0] for s in stamps]),
-        points=np.array([rec['stereo'][s][1] for s in stamps]).reshape(-1, 3))
+        points=np.array([rec['stereo'][s][1] for s in stamps]).reshape(-1, 3),
+        left_start_ns=rec['born'][0], right_start_ns=rec['born'][1])
 
 
 def scene_arrays(scene_dir, crop_size: int = 64, context: float = 0.25) -> Dict[str, np.ndarray]:
@@ -98,7 +101,6 @@ def scene_arrays(scene_dir, crop_size: int = 64, context: float = 0.25) -> Dict[
                        on_states=_record_states(records))
     kinds = track_kind_counts(run, truth)
     labels = labels_from_kind_counts(kinds)
-    image_size = (calibration.left.width, calibration.left.height)
     crops, geometry, frame_label, frame_stamp, frame_detection = [], [], [], [], []
     offsets, track_label, track_kind, track_camera, track_id = [0], [], [], [], []
     for stereo_id in sorted(records):
@@ -108,7 +110,7 @@ def scene_arrays(scene_dir, crop_size: int = 64, context: float = 0.25) -> Dict[
         # most frequent kind, ties broken by name (the label itself is the evaluator's)
         kind = sorted(kinds[stereo_id].items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
         for side in SIDES:
-            rows = side_geometry(state, side, image_size, truth.ground_plane)
+            rows = side_geometry(state, side, calibration, truth.ground_plane)
             if not rows.observations:
                 continue
             crops.extend(o.crop for o in rows.observations)
@@ -135,6 +137,20 @@ def scene_arrays(scene_dir, crop_size: int = 64, context: float = 0.25) -> Dict[
         'track_camera': np.asarray(track_camera, dtype='<U8'),
         'track_id': np.asarray(track_id, dtype=np.int64),
     }
+
+
+def scene_rig(truth: dict) -> dict:
+    """
+    Return the rig of a scene as the model's domain counts it.
+
+    ``image_width`` (pixels), ``fovy_deg`` (from the left camera's fy and height),
+    ``baseline_m``, ``fps`` and the scene ``source`` (``mujoco`` unless the truth names one).
+    """
+    left = CameraCalibration.from_dict(truth['rig']['left'])
+    return {'image_width': int(left.width),
+            'fovy_deg': float(np.degrees(2.0 * np.arctan(0.5 * left.height / left.K[1, 1]))),
+            'baseline_m': float(truth['rig']['baseline_m']), 'fps': float(truth['fps']),
+            'source': str(truth.get('source', 'mujoco'))}
 
 
 def _sha256(path: Path) -> str:
@@ -173,6 +189,7 @@ def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: f
         rel = Path('scenes') / f'{name}.npz'
         np.savez_compressed(out_dir / rel, **arrays)
         entries.append({'name': name, 'scenario': truth['scenario'], 'seed': seed,
+                        'rig': scene_rig(truth),
                         'split': split_of(name, split_by), 'file': rel.as_posix(),
                         'sha256': _sha256(out_dir / rel),
                         'tracks': int(len(arrays['track_label'])),

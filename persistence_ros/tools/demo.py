@@ -57,8 +57,12 @@ def _say(message: str) -> None:
 
 
 def available_filters() -> List[str]:
-    """Return the filters that can run here (learned when weights are shipped)."""
-    names = [name for name in FILTER_NAMES if name not in ('learned', 'gbdt')]
+    """
+    Return the filters that run with the node's defaults (learned when weights are shipped).
+
+    ``ground_plane`` needs a floor plane, which the node does not have by default: left out.
+    """
+    names = [name for name in FILTER_NAMES if name not in ('learned', 'gbdt', 'ground_plane')]
     if GBDT_BASELINE.exists():
         names.append('gbdt')
     if DEFAULT_WEIGHTS.exists():
@@ -66,7 +70,7 @@ def available_filters() -> List[str]:
     return names
 
 
-def replay_through_node(scene: Path, out: Path, truth: Truth) -> Optional[Path]:
+def replay_through_node(scene: Path, out: Path) -> Optional[Path]:
     """Replay the scene through persistence_node (subprocess); return the recorded bag."""
     if importlib.util.find_spec('rclpy') is None or \
             importlib.util.find_spec('persistence_ros.ros.replay') is None:
@@ -75,9 +79,6 @@ def replay_through_node(scene: Path, out: Path, truth: Truth) -> Optional[Path]:
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     command = [sys.executable, '-m', 'persistence_ros', 'replay', str(scene.resolve()),
                '--out', str(out.resolve()), '--mode', 'fast']
-    if truth.ground_plane is not None:  # the floor of the simulated scene, as a robot knows it
-        plane = ', '.join(repr(float(v)) for v in truth.ground_plane)  # doubles: '0.0'
-        command += ['--set', f'filter.ground_plane:=[{plane}]']
     _say('replaying through persistence_node: ' + ' '.join(command))
     # run from the output folder: from a source checkout, ``-m`` would import the source tree
     # (without the generated messages) instead of the installed package
@@ -201,7 +202,7 @@ def main(args: argparse.Namespace) -> int:
     node_result = None
     if not args.no_replay:
         _say('2/4 replay through the ROS 2 node')
-        recorded = replay_through_node(scene, out / 'node_output', truth)
+        recorded = replay_through_node(scene, out / 'node_output')
         if recorded is not None:
             node_result = evaluate_bag(scene, tracks_bag=recorded)
     filters = available_filters()
