@@ -368,7 +368,24 @@ class Tracker2D:
 
         ``descriptors``: optional appearance rows, one per detection of the frame in order
         (``appearance.colour_histograms``; a zero row: unknown); they gate the matching.
+        Steps: ``_check`` (the input contract), ``_split_by_score``, ``_predict``,
+        ``_associate`` (ByteTrack's two stages), ``_correct``, ``_retire``, ``_birth``.
         """
+        stamp = self._check(frame, descriptors)
+        descriptors = None if descriptors is None else np.asarray(descriptors, np.float64)
+        self._last_stamp_ns = stamp
+        self.frames += 1
+        high, low = self._split_by_score(frame.detections)
+        self._predict()
+        assigned, free_high = self._associate(frame.detections, high, low, descriptors)
+        self._correct(assigned, frame.detections, descriptors, stamp)
+        live, ended = self._retire(stamp)
+        live += self._birth([high[j] for j in free_high], frame.detections, descriptors, stamp)
+        self._tracks = live
+        return TrackerUpdate(stamp, frame.frame_id, list(live), ended)
+
+    def _check(self, frame: DetectionFrame, descriptors: Optional[np.ndarray]) -> int:
+        """Return the frame's stamp; raise ValueError on input the pipeline should refuse."""
         if descriptors is not None:
             descriptors = np.asarray(descriptors, dtype=np.float64)
             if descriptors.ndim != 2 or len(descriptors) != len(frame.detections):
@@ -382,24 +399,23 @@ class Tracker2D:
         if problems:
             raise ValueError(f'{len(problems)} invalid detection(s) ({problems[0]}); '
                              'StereoPipeline drops them before tracking')
-        self._last_stamp_ns = stamp
-        self.frames += 1
-        cfg = self.config
+        return stamp
 
+    def _split_by_score(self, detections: Sequence[Detection]) -> Tuple[List[int], List[int]]:
+        """Return the indices of the high- and the low-score detections (others ignored)."""
         high: List[int] = []
         low: List[int] = []
-        for k, det in enumerate(frame.detections):
-            if det.score >= cfg.high_score:
+        for k, det in enumerate(detections):
+            if det.score >= self.config.high_score:
                 high.append(k)
-            elif det.score >= cfg.low_score:
+            elif det.score >= self.config.low_score:
                 low.append(k)
             else:
                 self.ignored_low_score += 1
-        dets = frame.detections
+        return high, low
 
-        def rows(indices: List[int]) -> Optional[np.ndarray]:
-            return None if descriptors is None else descriptors[indices]
-
+    def _predict(self) -> None:
+        """Advance every track's Kalman filter one frame; nothing is matched yet."""
         for track in self._tracks:
             track._kf.predict()
             track.age += 1
@@ -407,16 +423,31 @@ class Tracker2D:
             track.matched = False
             track.detection = None
 
-        # Stage 1: high-score detections against all tracks.
+    def _associate(self, dets: Sequence[Detection], high: List[int], low: List[int],
+                   descriptors: Optional[np.ndarray]
+                   ) -> Tuple[List[Tuple[Track2D, int]], List[int]]:
+        """
+        Return (track, detection index) matches and the unmatched high-score positions.
+
+        Stage 1: high-score detections against all tracks; stage 2: low-score detections
+        against the tracks left over (ByteTrack).
+        """
+        def rows(indices: List[int]) -> Optional[np.ndarray]:
+            return None if descriptors is None else descriptors[indices]
+
+        cfg = self.config
         matches, free_tracks, free_high = self._match(
             self._tracks, [dets[k] for k in high], rows(high), cfg.iou_threshold)
         assigned = [(self._tracks[t], high[d]) for t, d in matches]
-        # Stage 2: low-score detections against the tracks left over.
         remaining = [self._tracks[i] for i in free_tracks]
         matches2, _, _ = self._match(remaining, [dets[k] for k in low], rows(low),
                                      cfg.low_iou_threshold)
         assigned += [(remaining[t], low[d]) for t, d in matches2]
+        return assigned, free_high
 
+    def _correct(self, assigned: Sequence[Tuple[Track2D, int]], dets: Sequence[Detection],
+                 descriptors: Optional[np.ndarray], stamp: int) -> None:
+        """Update each matched track with its detection (Kalman, appearance, history)."""
         for track, k in assigned:
             det = dets[k]
             box = det.cxcywh()
@@ -430,29 +461,34 @@ class Tracker2D:
             track.last_stamp_ns = stamp
             track.history.append(TrackObservation(box, float(det.score), stamp, det.id, True))
 
+    def _retire(self, stamp: int) -> Tuple[List[Track2D], List[Track2D]]:
+        """Return (live, ended) tracks; a live unmatched track records its prediction."""
         live: List[Track2D] = []
         ended: List[Track2D] = []
         for track in self._tracks:
-            if track.time_since_update > cfg.max_age:
+            if track.time_since_update > self.config.max_age:
                 ended.append(track)
                 continue
             if not track.matched:
                 track.history.append(TrackObservation(track.box, 0.0, stamp, '', False))
             live.append(track)
+        return live, ended
 
-        for j in free_high:
-            det = dets[high[j]]
+    def _birth(self, indices: Sequence[int], dets: Sequence[Detection],
+               descriptors: Optional[np.ndarray], stamp: int) -> List[Track2D]:
+        """Return new tracks for the unmatched high-score detections ``indices``."""
+        born: List[Track2D] = []
+        for k in indices:
+            det = dets[k]
             box = det.cxcywh()
-            track = Track2D(id=next(self._ids), min_hits=cfg.min_hits,
+            track = Track2D(id=next(self._ids), min_hits=self.config.min_hits,
                             history=deque(maxlen=self.window), detection=det,
                             last_detection=det, start_stamp_ns=stamp, last_stamp_ns=stamp,
-                            _kf=_BoxKalman(box, cfg))
-            self._update_appearance(track, descriptors, high[j])
+                            _kf=_BoxKalman(box, self.config))
+            self._update_appearance(track, descriptors, k)
             track.history.append(TrackObservation(box, float(det.score), stamp, det.id, True))
-            live.append(track)
-
-        self._tracks = live
-        return TrackerUpdate(stamp, frame.frame_id, list(live), ended)
+            born.append(track)
+        return born
 
     def _update_appearance(self, track: Track2D, descriptors: Optional[np.ndarray],
                            k: int) -> None:
