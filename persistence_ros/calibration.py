@@ -6,11 +6,16 @@ reads (``image_width``, ``camera_matrix: {rows, cols, data}``, ...). ``P`` follo
 CameraInfo convention: it projects points given in the *rectified* camera frame, so a point
 triangulated with ``P_left``/``P_right`` is rotated into the left optical frame with
 ``R_left.T``.
+
+``CameraInfoMonitor`` is what a node does with the camera_info topics: the first usable
+pair, then only confirmed recalibrations (one change, then stable) that agree with the
+images; a camera_info that keeps changing or disagrees with the images is refused by reason
+(``CAMERA_INFO_REJECTIONS``) while the last good calibration stays in use.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import cv2
 import numpy as np
@@ -266,3 +271,129 @@ def calibration_from_camera_info(msg) -> CameraCalibration:
                              R=list(msg.r), P=list(msg.p),
                              distortion_model=str(msg.distortion_model) or 'plumb_bob',
                              frame_id=str(msg.header.frame_id))
+
+
+# Why a camera_info is not used (``CalibrationUpdate.reason``; ``rejected.<reason>`` in the
+# node's /diagnostics): uncalibrated (K[0] == 0), unusable (bad numbers, binning, a stereo
+# pair without baseline, ...), a change not confirmed by the next messages (it kept changing),
+# an image size other than the images' own.
+CAMERA_INFO_REJECTIONS = ('uncalibrated_camera_info', 'bad_camera_info',
+                          'camera_info_unstable', 'camera_info_size_mismatch')
+# Identical camera_info messages in a row before a changed calibration is taken (at 30 Hz,
+# 0.17 s); the same number of equal image sizes in a row make a side's image size known.
+CAMERA_INFO_STABLE = 5
+
+
+def same_calibration(a: CameraCalibration, b: CameraCalibration) -> bool:
+    """Return True if two calibrations are equal (sizes, model; arrays to 1e-9 relative)."""
+    return ((a.width, a.height, a.distortion_model) == (b.width, b.height, b.distortion_model)
+            and all(np.shape(getattr(a, n)) == np.shape(getattr(b, n))
+                    and np.allclose(getattr(a, n), getattr(b, n), rtol=1e-9, atol=1e-12)
+                    for n in ('K', 'D', 'R', 'P')))
+
+
+@dataclass
+class CalibrationUpdate:
+    """
+    The outcome of one camera_info (``CameraInfoMonitor.offer``).
+
+    ``calibration``: a stereo calibration to use from now on (the first one, or a confirmed
+    recalibration: ``recalibrated``), else None; ``reason`` (one of
+    ``CAMERA_INFO_REJECTIONS``) and ``detail`` when the message was not used.
+    """
+
+    calibration: Optional[StereoCalibration] = None
+    recalibrated: bool = False
+    reason: str = ''
+    detail: str = ''
+
+
+class CameraInfoMonitor:
+    """
+    The calibration a node takes from ``left/camera_info`` + ``right/camera_info``.
+
+    The first usable pair is taken at once.  After that, a camera_info equal to the current
+    calibration changes nothing; a different one is a candidate, taken only once
+    ``stable`` identical messages arrived in a row (a real recalibration: one change, then
+    stable), and only together with the other side's candidate when it has one (one rebuild
+    for a rig recalibrated on both sides).  A candidate replaced by yet another calibration
+    is refused as ``camera_info_unstable`` (a camera_info that changes on nearly every
+    message never replaces the last good one), and a camera_info whose size differs from the
+    images' known size (``observe_image``) as ``camera_info_size_mismatch``.  The last good
+    calibration stays in use throughout; nothing is rebuilt for a refused message.
+    """
+
+    def __init__(self, stable: int = CAMERA_INFO_STABLE):
+        if stable < 1:
+            raise ValueError(f'stable must be >= 1, got {stable}')
+        self.stable = int(stable)
+        self.current: Optional[StereoCalibration] = None
+        self._first: dict = {}
+        self._candidate: dict = {}   # side -> [calibration, count]
+        self._sizes: dict = {}       # side -> recent image sizes
+        self.recalibrations = 0
+
+    def observe_image(self, side: str, width: int, height: int) -> None:
+        """Note the size of an image of ``side``; known once ``stable`` in a row agree."""
+        sizes = self._sizes.setdefault(side, [])
+        sizes.append((int(width), int(height)))
+        del sizes[:-self.stable]
+
+    def image_size(self, side: str) -> Optional[tuple]:
+        """Return the (width, height) the last ``stable`` images of ``side`` agree on."""
+        sizes = self._sizes.get(side, [])
+        if len(sizes) < self.stable or len(set(sizes)) != 1:
+            return None
+        return sizes[-1]
+
+    def offer(self, side: str, msg) -> CalibrationUpdate:
+        """Take one ``sensor_msgs/CameraInfo`` of ``side`` ('left' or 'right')."""
+        k = np.asarray(msg.k, dtype=np.float64)
+        reason = 'uncalibrated_camera_info' if k.size != 9 or k[0] == 0.0 else 'bad_camera_info'
+        try:
+            calibration = calibration_from_camera_info(msg)
+        except CalibrationError as error:
+            return CalibrationUpdate(reason=reason, detail=f'{side}: {error}')
+        size = self.image_size(side)
+        if size is not None and size != (calibration.width, calibration.height):
+            self._candidate.pop(side, None)
+            return CalibrationUpdate(
+                reason='camera_info_size_mismatch',
+                detail=f'{side} camera_info is {calibration.width}x{calibration.height}, its '
+                       f'images are {size[0]}x{size[1]}: kept the last good calibration')
+        if self.current is None:
+            self._first[side] = calibration
+            if len(self._first) < 2:
+                return CalibrationUpdate()
+            return self._take(self._first['left'], self._first['right'], False)
+        if same_calibration(getattr(self.current, side), calibration):
+            self._candidate.pop(side, None)
+            return CalibrationUpdate()
+        candidate = self._candidate.get(side)
+        if candidate is not None and same_calibration(candidate[0], calibration):
+            candidate[1] += 1
+        else:
+            self._candidate[side] = [calibration, 1]
+            if candidate is not None:
+                return CalibrationUpdate(
+                    reason='camera_info_unstable',
+                    detail=f'{side} camera_info changed again before {self.stable} equal '
+                           'messages confirmed the last change: kept the last good '
+                           'calibration')
+        if any(count < self.stable for _, count in self._candidate.values()):
+            return CalibrationUpdate()
+        new = {s: self._candidate[s][0] if s in self._candidate else getattr(self.current, s)
+               for s in ('left', 'right')}
+        self._candidate.clear()
+        return self._take(new['left'], new['right'], True)
+
+    def _take(self, left: CameraCalibration, right: CameraCalibration,
+              recalibrated: bool) -> CalibrationUpdate:
+        try:
+            stereo = StereoCalibration(left, right)
+        except CalibrationError as error:
+            self._first.clear()
+            return CalibrationUpdate(reason='bad_camera_info', detail=str(error))
+        self.current = stereo
+        self.recalibrations += int(recalibrated)
+        return CalibrationUpdate(calibration=stereo, recalibrated=recalibrated)

@@ -56,7 +56,10 @@ def _box_features(obs: Sequence[TrackObservation]):
 
 
 def _crop_features(obs: Sequence[TrackObservation]) -> np.ndarray:
-    stats = [crop_statistics(o.crop) for o in obs if o.matched and o.crop is not None]
+    # the pipeline stores only the statistics for this filter (appearance_input); a history
+    # built elsewhere (data sets, tests) may carry the crop
+    stats = [o.crop_stats if o.crop_stats is not None else crop_statistics(o.crop)
+             for o in obs if o.matched and (o.crop is not None or o.crop_stats is not None)]
     if not stats:
         return np.full((0, 3), np.nan)
     return np.array(stats, dtype=np.float64)
@@ -132,6 +135,7 @@ class GbdtFilter(LatchingFilter):
 
     name = 'gbdt'
     uses_images = True
+    appearance_input = 'statistics'
 
     def __init__(self, plane: Optional[Sequence[float]] = None,
                  decide_after: int = GBDT_DECIDE_AFTER, threshold: float = 0.5,

@@ -22,8 +22,19 @@ ENCODINGS = {
 }
 
 
+# Why an image message is refused (``ImageEncodingError.reason``; counted as
+# ``rejected.<reason>`` by the node): an encoding this package cannot read or turn into RGB;
+# a layout that contradicts itself (negative size, ``step`` shorter than a row, ``data`` not
+# exactly ``step * height`` bytes as sensor_msgs/Image defines it).
+IMAGE_REJECTIONS = ('unsupported_image', 'bad_image_layout')
+
+
 class ImageEncodingError(ValueError):
     """An image whose encoding or layout cannot be decoded; the message says why."""
+
+    def __init__(self, message: str, reason: str = 'unsupported_image'):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -55,17 +66,20 @@ def decode_image(height: int, width: int, encoding: str, is_bigendian: bool, ste
     height, width, step = int(height), int(width), int(step)
     row_bytes = width * channels * dtype.itemsize
     if height < 0 or width < 0:
-        raise ImageEncodingError(f'negative image size {width}x{height}')
+        raise ImageEncodingError(f'negative image size {width}x{height}', 'bad_image_layout')
     if step < row_bytes:
         raise ImageEncodingError(
-            f'step {step} is smaller than width * pixel size = {row_bytes} bytes')
+            f'step {step} is smaller than width * pixel size = {row_bytes} bytes',
+            'bad_image_layout')
     if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)):
         data = bytes(data)  # array.array or list from some message implementations
     buffer = np.frombuffer(data, dtype=np.uint8)
-    if buffer.size < step * height:
+    # exactly step * height (sensor_msgs/Image): more is as malformed as less
+    if buffer.size != step * height:
         raise ImageEncodingError(
-            f'data has {buffer.size} bytes, {step * height} expected (step * height)')
-    rows = buffer[:step * height].reshape(height, step)[:, :row_bytes]
+            f'data has {buffer.size} bytes, {step * height} expected (step * height)',
+            'bad_image_layout')
+    rows = buffer.reshape(height, step)[:, :row_bytes]
     order = '>' if is_bigendian else '<'
     pixels = np.ascontiguousarray(rows).view(dtype.newbyteorder(order))
     pixels = pixels.reshape(height, width, channels) if channels > 1 \

@@ -104,8 +104,9 @@ def run_pipeline(calibration: StereoCalibration, frames: Sequence[StereoFrame],
 
     ``on_states(states)`` (optional) sees the filter inputs of every frame (used to collect
     gbdt training features and data sets).  ``rejected`` (optional) is updated with the
-    refused frames and dropped detections by reason (``pipeline.FRAME_REJECTIONS``,
-    ``pipeline.DETECTION_REJECTIONS``), as the node counts them.
+    refused frames, dropped detections and what the track bounds refused, by reason
+    (``pipeline.FRAME_REJECTIONS``, ``DETECTION_REJECTIONS``, ``TRACK_REJECTIONS``), as the
+    node counts them.
     """
     filt = persistence_filter
     if on_states is not None:
@@ -115,9 +116,7 @@ def run_pipeline(calibration: StereoCalibration, frames: Sequence[StereoFrame],
     for f in frames:
         result = pipeline.process(f.left, f.right, f.left_image, f.right_image)
         if rejected is not None:
-            rejected.update(result.rejected_detections)
-            if not result.accepted:
-                rejected[result.reason] += 1
+            rejected.update(result.rejections())
         if result.accepted:
             run.append((f.stamp_ns, result.tracks))
     return run
@@ -128,7 +127,8 @@ class _Spy(PersistenceFilter):
 
     def __init__(self, inner: PersistenceFilter, callback):
         self.inner, self.callback, self.name = inner, callback, inner.name
-        self.uses_images = inner.uses_images
+        # the callback may read the crops (data sets, gbdt training features): keep them
+        self.uses_images, self.appearance_input = True, 'crop'
 
     def set_calibration(self, calibration):
         self.inner.set_calibration(calibration)

@@ -29,10 +29,23 @@ Every input rule lives here, so the node and the offline runner refuse and count
 inputs alike.  A frame is checked whole before either tracker sees it (distinct frame ids,
 stamps increasing on both sides, images non-empty RGB of the calibrated size): a refused
 frame changes nothing and names its reason (``PipelineFrameResult.reason``, one of
-``FRAME_REJECTIONS``).  A left stamp more than ``TIME_JUMP_RESET_NS`` before the last one
-starts a new sequence (a bag played in a loop): the pipeline resets itself and says so
-(``PipelineFrameResult.restarted``).  Detections that are invalid or cannot be on the image
-are dropped and counted by reason (``DETECTION_REJECTIONS``) before tracking.
+``FRAME_REJECTIONS``).  A frame whose left AND right stamps are both more than
+``TIME_JUMP_RESET_NS`` before the last ones starts a new sequence (a bag played in a loop):
+the pipeline resets itself and says so (``PipelineFrameResult.restarted``); one side alone
+jumping back is a lone bad stamp, refused as ``stamp_not_increasing`` (no reset on the
+evidence of one message).  Detections that are invalid, cannot be on the image, repeat an
+id of their frame or carry an overlong id are dropped and counted by reason
+(``DETECTION_REJECTIONS``) before tracking.
+
+Memory is bounded whatever arrives (``settings.PipelineConfig``): at most
+``pipeline.max_detections`` detections per camera and frame are tracked (the lowest scores
+dropped), at most ``pipeline.max_tracks`` 2D tracks live per camera and
+``pipeline.max_stereo_tracks`` stereo tracks (``TRACK_REJECTIONS`` count what the bounds
+refused), each with at most ``pipeline.window`` frames.  Crops are stored only for matched
+observations and only when the filter reads them (``PersistenceFilter.uses_images``); a
+filter that reads only their statistics (``appearance_input = 'statistics'``, the gbdt
+baseline) gets the three numbers (``TrackObservation.crop_stats``) instead of the 12 KB
+crop.  Everything a track holds goes with it when it ends.
 """
 
 from collections import Counter, deque
@@ -42,10 +55,11 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from persistence_ros.appearance import colour_histograms
+from persistence_ros.appearance import colour_histograms, crop_statistics
 from persistence_ros.calibration import CameraCalibration, StereoCalibration
 from persistence_ros.detections import DetectionFrame
 from persistence_ros.settings import Settings
+from persistence_ros.stamp_gate import TIME_JUMP_NS
 from persistence_ros.stereo import StereoAssociator, StereoPair, Triangulator
 from persistence_ros.stereo_track import (
     FilterDecision, PersistenceFilter, StereoTrackHistory, TrackState)
@@ -57,13 +71,22 @@ FRAME_REJECTIONS = ('frame_id_mismatch', 'stamp_not_increasing', 'empty_image',
 # Why it dropped a detection before tracking (``PipelineFrameResult.rejected_detections``):
 # a NaN/inf number, a width or height <= 0, a score outside [0, 1] (``Detection.problem``);
 # a box wider or taller than ``MAX_BOX_IMAGE_RATIO`` times the image, or one with no point
-# on the image.
+# on the image; an id longer than ``pipeline.max_id_length``; an id already used by a
+# higher-scored detection of the same camera and frame (an empty id is legal, see
+# msg/Detection2D.msg, and never a duplicate); beyond ``pipeline.max_detections`` valid
+# detections of one camera and frame, the lowest scores.
 DETECTION_REJECTIONS = ('non_finite', 'non_positive_size', 'score_out_of_range',
-                        'box_too_large', 'box_outside_image')
+                        'box_too_large', 'box_outside_image', 'id_too_long', 'duplicate_id',
+                        'too_many_detections')
+# What a bound on live tracks refused (``PipelineFrameResult.rejected_tracks``): detections
+# that would have started a 2D track beyond ``pipeline.max_tracks``; stereo pairs that would
+# have formed beyond ``pipeline.max_stereo_tracks`` (counted once per frame refused).
+TRACK_REJECTIONS = ('too_many_tracks', 'too_many_stereo_tracks')
 MAX_BOX_IMAGE_RATIO = 2.0
-# A left stamp this far before the last one starts a new sequence (a bag played in a loop,
-# a restarted driver) instead of being refused as out of order.
-TIME_JUMP_RESET_NS = 1_000_000_000
+# Left and right stamps this far before the last ones start a new sequence (a bag played in
+# a loop, a restarted driver) instead of being refused as out of order; the node's
+# ``stamp_gate.StampGate`` lets such a frame through only once every input jumped.
+TIME_JUMP_RESET_NS = TIME_JUMP_NS
 # A crop whose square side exceeds this many times the image's larger side (at least
 # 256 px) is sampled straight to ``size`` x ``size`` instead of cut out first: the memory of
 # a crop stays bounded by the image, whatever the box.
@@ -107,8 +130,9 @@ class PipelineFrameResult:
     frame; ``accepted``: False when the frame was refused, before either tracker saw it;
     then ``reason`` is one of ``FRAME_REJECTIONS`` and ``detail`` says what was wrong.
     ``rejected_detections``: reason (``DETECTION_REJECTIONS``) -> detections of this frame
-    (both sides) dropped before tracking.  ``restarted``: this frame started a new sequence
-    (its stamp jumped back; every earlier track ended).
+    (both sides) dropped before tracking; ``rejected_tracks``: reason (``TRACK_REJECTIONS``)
+    -> what the track bounds refused at this frame.  ``restarted``: this frame started a new
+    sequence (both stamps jumped back; every earlier track ended).
     """
 
     stamp_ns: int
@@ -121,6 +145,15 @@ class PipelineFrameResult:
     detail: str = ''
     rejected_detections: Dict[str, int] = field(default_factory=dict)
     restarted: bool = False
+    rejected_tracks: Dict[str, int] = field(default_factory=dict)
+
+    def rejections(self) -> Dict[str, int]:
+        """Return every rejection of this frame by reason (frame, detections, tracks)."""
+        out = Counter(self.rejected_detections)
+        out.update(self.rejected_tracks)
+        if not self.accepted:
+            out[self.reason] += 1
+        return dict(out)
 
 
 def detection_rejection(detection, width: int, height: int) -> str:
@@ -202,6 +235,10 @@ class StereoPipeline:
         self.rejected_triangulation: Counter = Counter()
         self.rejected_frames: Counter = Counter()
         self.rejected_detections: Counter = Counter()
+        self.rejected_tracks: Counter = Counter()
+        # what the filter reads of a crop: None (nothing), 'crop' or 'statistics'
+        self._appearance = (getattr(self.filter, 'appearance_input', 'crop')
+                            if getattr(self.filter, 'uses_images', False) else None)
         self.reset()
 
     def reset(self) -> None:
@@ -212,24 +249,27 @@ class StereoPipeline:
         must not hand its latched decisions to the new tracks, whose ids restart at 1.
         """
         # one history length: the 2D tracks keep as many frames as the stereo records
-        window = self.settings.pipeline.window
-        self.left_tracker = Tracker2D(self.settings.tracker, window)
-        self.right_tracker = Tracker2D(self.settings.tracker, window)
-        self.associator = StereoAssociator(self.calibration, self.settings.association)
+        options = self.settings.pipeline
+        self.left_tracker = Tracker2D(self.settings.tracker, options.window, options.max_tracks)
+        self.right_tracker = Tracker2D(self.settings.tracker, options.window, options.max_tracks)
+        self.associator = StereoAssociator(self.calibration, self.settings.association,
+                                           options.max_stereo_tracks)
         self._records.clear()
         self._frame_stamps.clear()
         self.filter.reset()
         self.rejected_triangulation.clear()
         self.rejected_frames.clear()
         self.rejected_detections.clear()
+        self.rejected_tracks.clear()
         self.frames = 0
 
     # -- input checks --------------------------------------------------------------------
 
-    def _jumped_back(self, left: DetectionFrame) -> bool:
-        """Return True if the left stamp is far enough before the last one to restart."""
-        last = self.left_tracker.last_stamp_ns
-        return last is not None and last - int(left.stamp_ns) > TIME_JUMP_RESET_NS
+    def _jumped_back(self, left: DetectionFrame, right: DetectionFrame) -> bool:
+        """Return True if both stamps are far enough before the last ones to restart."""
+        return all(last is not None and last - int(frame.stamp_ns) > TIME_JUMP_RESET_NS
+                   for frame, last in ((left, self.left_tracker.last_stamp_ns),
+                                       (right, self.right_tracker.last_stamp_ns)))
 
     def _frame_problem(self, left: DetectionFrame, right: DetectionFrame,
                        images: Tuple[Optional[np.ndarray], Optional[np.ndarray]],
@@ -272,16 +312,35 @@ class StereoPipeline:
     def _drop_rejected(self, frame: DetectionFrame, camera: CameraCalibration,
                        rejected: Counter) -> DetectionFrame:
         """Return the frame without the detections it must not track; count them."""
+        options = self.settings.pipeline
         keep = []
         for det in frame.detections:
             reason = detection_rejection(det, camera.width, camera.height)
+            if not reason and len(det.id) > options.max_id_length:
+                reason = 'id_too_long'
             if reason:
                 rejected[reason] += 1
             else:
                 keep.append(det)
-        if len(keep) == len(frame.detections):
+        # one detection per non-empty id (the highest score; the first of equal scores):
+        # the id joins a published track to its detection and to the ground truth
+        ranked = sorted(range(len(keep)), key=lambda k: -keep[k].score)
+        seen, unique = set(), set()
+        for k in ranked:
+            if keep[k].id and keep[k].id in seen:
+                rejected['duplicate_id'] += 1
+                continue
+            seen.add(keep[k].id)
+            unique.add(k)
+        # beyond max_detections, the lowest scores go (ranked is by score, stable)
+        ranked = [k for k in ranked if k in unique]
+        if len(ranked) > options.max_detections:
+            rejected['too_many_detections'] += len(ranked) - options.max_detections
+            unique = set(ranked[:options.max_detections])
+        if len(unique) == len(frame.detections):
             return frame
-        return DetectionFrame(frame.stamp_ns, frame.frame_id, keep)
+        return DetectionFrame(frame.stamp_ns, frame.frame_id,
+                              [det for k, det in enumerate(keep) if k in unique])
 
     # -- per-frame steps -----------------------------------------------------------------
 
@@ -293,13 +352,25 @@ class StereoPipeline:
         return colour_histograms(image, frame.detections)
 
     def _store_crops(self, tracks: Sequence[Track2D], image: Optional[np.ndarray]) -> None:
-        if image is None:
+        """
+        Store what the filter reads of this frame's crops, for matched observations only.
+
+        No filter reads the crop of a missed frame (a Kalman prediction), and the filters
+        that read no image get none; 'statistics' keeps the three numbers of
+        ``crop_statistics`` instead of the 12 KB crop.
+        """
+        if image is None or self._appearance is None:
             return
         options = self.settings.pipeline
         for track in tracks:
             obs = track.history[-1]
-            if obs.crop is None:
-                obs.crop = crop_box(image, obs.box, options.crop_size, options.crop_context)
+            if not obs.matched or obs.crop is not None or obs.crop_stats is not None:
+                continue
+            crop = crop_box(image, obs.box, options.crop_size, options.crop_context)
+            if self._appearance == 'statistics':
+                obs.crop_stats = crop_statistics(crop)
+            else:
+                obs.crop = crop
 
     def _track(self, left: DetectionFrame, right: DetectionFrame,
                left_image: Optional[np.ndarray], right_image: Optional[np.ndarray]
@@ -315,7 +386,10 @@ class StereoPipeline:
         self._store_crops(lu.tracks, left_image)
         self._store_crops(ru.tracks, right_image)
         right_to_frame = {r: s for s, r in self._frame_stamps}
-        return self.associator.update(lu.tracks, ru.tracks, right_to_frame)
+        pairs = self.associator.update(lu.tracks, ru.tracks, right_to_frame)
+        refused = Counter({'too_many_tracks': lu.refused + ru.refused,
+                           'too_many_stereo_tracks': self.associator.refused})
+        return pairs, +refused
 
     def _triangulate_now(self, pairs: Sequence[StereoPair]):
         """Return (triangulation, {pair id: row}) of the pairs matched in both views now."""
@@ -431,7 +505,7 @@ class StereoPipeline:
         (``accepted`` False, ``reason``) leaves both trackers and every track untouched.
         """
         stamp, right_stamp = int(left.stamp_ns), int(right.stamp_ns)
-        restart = self._jumped_back(left)
+        restart = self._jumped_back(left, right)
         reason, detail = self._frame_problem(left, right, (left_image, right_image),
                                              image_frame_ids, restart)
         if reason:
@@ -445,7 +519,8 @@ class StereoPipeline:
         right = self._drop_rejected(right, self.calibration.right, dropped)
         self.rejected_detections.update(dropped)
 
-        pairs = self._track(left, right, left_image, right_image)
+        pairs, refused = self._track(left, right, left_image, right_image)
+        self.rejected_tracks.update(refused)
         ended = [p.id for p in self.associator.ended]
         for pid in ended:
             self._records.pop(pid, None)
@@ -458,4 +533,5 @@ class StereoPipeline:
                for pair, history in zip(pairs, histories)]
         self.rejected_triangulation.update(rejected)
         return PipelineFrameResult(stamp, left.frame_id, out, ended, dict(rejected),
-                                   rejected_detections=dict(dropped), restarted=restart)
+                                   rejected_detections=dict(dropped), restarted=restart,
+                                   rejected_tracks=dict(refused))

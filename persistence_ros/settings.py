@@ -42,16 +42,37 @@ class PipelineConfig:
     trackers' ``window``); ``crop_size``: side of the square RGB crops stored in the 2D
     track histories when images are given; ``crop_context``: extra border around a box, as a
     fraction of its larger side on each side.
+
+    Bounds on what an input can grow (each excess is dropped and counted by reason, see
+    ``pipeline.DETECTION_REJECTIONS``): ``max_detections`` per camera per frame (the excess
+    dropped lowest score first, ``too_many_detections``; 100 is several times the boxes of
+    the busiest simulated scene); ``max_tracks`` live 2D tracks per
+    camera (a detection that would start one more is dropped, ``too_many_tracks``);
+    ``max_stereo_tracks`` live stereo tracks (pairs beyond it are not formed); ``max_id_length``
+    characters of a detection id (longer: the detection is dropped, ``id_too_long``; a UUID
+    has 36).  ``max_stamp_ahead_s``: a message stamped further ahead of the node's clock is
+    refused (``stamp_gate.STAMP_REJECTIONS``).  README "Memory bound" derives the most the
+    node holds from these.
     """
 
     window: int = 64
     crop_size: int = 64
     crop_context: float = 0.25
+    max_detections: int = 100
+    max_tracks: int = 100
+    max_stereo_tracks: int = 100
+    max_id_length: int = 256
+    max_stamp_ahead_s: float = 2.0
 
     def __post_init__(self):
         """Check types and values."""
         check_fields(self, 'pipeline')
         _require(self.window >= 1, 'pipeline.window', 'an integer >= 1', self.window)
+        for name in ('max_detections', 'max_tracks', 'max_stereo_tracks', 'max_id_length'):
+            value = getattr(self, name)
+            _require(value >= 1, f'pipeline.{name}', 'an integer >= 1', value)
+        _require(math.isfinite(self.max_stamp_ahead_s) and self.max_stamp_ahead_s > 0.0,
+                 'pipeline.max_stamp_ahead_s', 'a finite number > 0', self.max_stamp_ahead_s)
         _require(self.crop_size >= 2, 'pipeline.crop_size', 'an integer >= 2', self.crop_size)
         _require(math.isfinite(self.crop_context) and self.crop_context >= 0.0,
                  'pipeline.crop_context', 'a finite number >= 0', self.crop_context)

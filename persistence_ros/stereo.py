@@ -408,11 +408,17 @@ class StereoAssociator:
 
     ``update(left_tracks, right_tracks)`` returns the current pairs; one 2D track belongs to
     at most one pair. ``ended`` holds the pairs that ended at the latest update (a track died
-    or the pairing became inconsistent); their ids are never given out again.
+    or the pairing became inconsistent); their ids are never given out again.  At most
+    ``max_pairs`` pairs live at once: new pairs beyond it are not formed (the cheapest are
+    kept) and ``refused`` counts them at the latest update.
     """
 
     def __init__(self, calibration: StereoCalibration,
-                 config: Optional[AssociationConfig] = None):
+                 config: Optional[AssociationConfig] = None, max_pairs: Optional[int] = None):
+        if max_pairs is not None and (not isinstance(max_pairs, int) or max_pairs < 1):
+            raise ValueError(f'max_pairs must be an integer >= 1, got {max_pairs!r}')
+        self.max_pairs = max_pairs
+        self.refused = 0
         self.config = config if config is not None else AssociationConfig()
         self.calibration = calibration
         # Works on points rectified once per update (see _rectified).
@@ -512,6 +518,7 @@ class StereoAssociator:
         """
         left_tracks, right_tracks = list(left_tracks), list(right_tracks)
         self.ended = []
+        self.refused = 0
         if not left_tracks or not right_tracks:
             self.ended = list(self._pairs.values())
             self._pairs = {}
@@ -545,10 +552,16 @@ class StereoAssociator:
             if np.any(sub_ok):
                 sub_cost = np.where(sub_ok, cost[np.ix_(free_l, free_r)], _FORBIDDEN)
                 rows, cols = linear_sum_assignment(sub_cost)
-                for r, c in zip(rows, cols):
-                    if sub_ok[r, c]:
-                        i, j = free_l[r], free_r[c]
-                        key = (left_tracks[i].id, right_tracks[j].id)
-                        kept[key] = make(next(self._ids), i, j, 1)
+                new = [(r, c) for r, c in zip(rows, cols) if sub_ok[r, c]]
+                room = len(new) if self.max_pairs is None else max(
+                    0, self.max_pairs - len(kept))
+                if len(new) > room:
+                    self.refused = len(new) - room
+                    best = set(sorted(new, key=lambda rc: sub_cost[rc])[:room])
+                    new = [rc for rc in new if rc in best]
+                for r, c in new:
+                    i, j = free_l[r], free_r[c]
+                    key = (left_tracks[i].id, right_tracks[j].id)
+                    kept[key] = make(next(self._ids), i, j, 1)
         self._pairs = kept
         return list(kept.values())

@@ -113,6 +113,10 @@ class PersistenceFilter(abc.ABC):
     name: str = 'filter'
     #: True if the filter reads ``TrackObservation.crop`` (the caller must pass images).
     uses_images: bool = False
+    #: What it reads of a matched observation's crop when ``uses_images``: ``'crop'`` (the
+    #: RGB crop) or ``'statistics'`` (only ``crop_statistics``: the pipeline stores those
+    #: three numbers in ``TrackObservation.crop_stats`` and no crop).
+    appearance_input: str = 'crop'
 
     @abc.abstractmethod
     def update(self, tracks: Sequence[StereoTrackHistory]) -> Dict[int, FilterDecision]:

@@ -13,8 +13,10 @@ glare and reflections, position alone hands an object's track to the glare it pa
 
 Memory is bounded: each track keeps its last ``window`` observations (``Tracker2D``'s
 argument; the pipeline passes ``pipeline.window``) in a
-``collections.deque(maxlen=window)``; ended tracks are handed out once (``TrackerUpdate.ended``)
-and then forgotten.
+``collections.deque(maxlen=window)``; at most ``max_tracks`` tracks live at once (the
+pipeline passes ``pipeline.max_tracks``): unmatched high-score detections start tracks
+highest score first while there is room, the others start none (``TrackerUpdate.refused``);
+ended tracks are handed out once (``TrackerUpdate.ended``) and then forgotten.
 
 Semantics of the counters (all in frames, i.e. calls of ``Tracker2D.update``):
 
@@ -142,7 +144,9 @@ class TrackObservation:
     ``box`` is the matched detection's box (centre x, centre y, width, height in pixels) when
     ``matched``, else the Kalman prediction. ``score`` is the detection score (0.0 when not
     matched), ``detection_id`` the detection's id ('' when not matched). ``crop`` is a free slot
-    (None until the node or the data-set builder stores an image crop there).
+    (None until the node or the data-set builder stores an image crop there); ``crop_stats``
+    holds ``appearance.crop_statistics`` of the crop instead, for a filter that reads only
+    those (the pipeline then stores no crop).
     """
 
     box: Box
@@ -151,6 +155,7 @@ class TrackObservation:
     detection_id: str
     matched: bool
     crop: Any = None
+    crop_stats: Any = None
 
 
 class _BoxKalman:
@@ -251,12 +256,15 @@ class TrackerUpdate:
 
     ``tracks``: live tracks after the update (each knows ``matched`` / ``detection`` for this
     frame). ``ended``: tracks that ended at this update (publish DELETE markers for them).
+    ``refused``: high-score detections that would have started a track beyond
+    ``max_tracks``.
     """
 
     stamp_ns: int
     frame_id: str
     tracks: List[Track2D]
     ended: List[Track2D]
+    refused: int = 0
 
     @property
     def confirmed(self) -> List[Track2D]:
@@ -315,11 +323,16 @@ class Tracker2D:
     ``low_score``.
     """
 
-    def __init__(self, config: Optional[TrackerConfig] = None, window: int = 64):
-        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-            raise ValueError(f'window must be an integer >= 1, got {window!r}')
+    def __init__(self, config: Optional[TrackerConfig] = None, window: int = 64,
+                 max_tracks: Optional[int] = None):
+        for name, value in (('window', window), ('max_tracks', max_tracks)):
+            if value is None and name == 'max_tracks':
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
         self.config = config if config is not None else TrackerConfig()
         self.window = window
+        self.max_tracks = max_tracks
         self._tracks: List[Track2D] = []
         self._ids = itertools.count(1)
         self._last_stamp_ns: Optional[int] = None
@@ -380,9 +393,20 @@ class Tracker2D:
         assigned, free_high = self._associate(frame.detections, high, low, descriptors)
         self._correct(assigned, frame.detections, descriptors, stamp)
         live, ended = self._retire(stamp)
-        live += self._birth([high[j] for j in free_high], frame.detections, descriptors, stamp)
+        births, refused = self._room([high[j] for j in free_high], frame.detections, len(live))
+        live += self._birth(births, frame.detections, descriptors, stamp)
         self._tracks = live
-        return TrackerUpdate(stamp, frame.frame_id, list(live), ended)
+        return TrackerUpdate(stamp, frame.frame_id, list(live), ended, refused)
+
+    def _room(self, indices: Sequence[int], dets: Sequence[Detection], live: int
+              ) -> Tuple[List[int], int]:
+        """Return the births there is room for (``max_tracks``) and how many were refused."""
+        room = len(indices) if self.max_tracks is None else max(0, self.max_tracks - live)
+        refused = max(0, len(indices) - room)
+        if refused:   # the highest scores, in detection order
+            best = set(sorted(indices, key=lambda k: -dets[k].score)[:room])
+            indices = [k for k in indices if k in best]
+        return list(indices), refused
 
     def _check(self, frame: DetectionFrame, descriptors: Optional[np.ndarray]) -> int:
         """Return the frame's stamp; raise ValueError on input the pipeline should refuse."""

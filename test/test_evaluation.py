@@ -257,8 +257,8 @@ def test_pipeline_publishes_only_persistent_points_at_true_position():
     np.testing.assert_allclose(real_track.position, truth_points[-1], atol=1e-3)
     assert real_track.decision_frame >= 3 and real_track.frames_observed == 8
     assert int(real_track.state) == 1 and int(mirror_track.state) == 2
-    # Crops were stored in the 2D histories for the filters that use them.
-    assert pipeline.left_tracker.tracks[0].history[-1].crop.shape == (64, 64, 3)
+    # Crops are stored only for the filters that read them (ground_plane reads none).
+    assert pipeline.left_tracker.tracks[0].history[-1].crop is None
     # A frame without detections ends nothing yet (tracks coast), later ones end the pairs.
     for i in range(8, 40):
         empty = DetectionFrame(1_000_000 + i * 66_666_667, 'L', [])

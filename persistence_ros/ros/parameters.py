@@ -79,9 +79,16 @@ class PublishSettings:
 
 @dataclass(frozen=True)
 class DiagnosticsSettings:
-    """``/diagnostics`` (section ``diagnostics``)."""
+    """
+    ``/diagnostics`` (section ``diagnostics``).
+
+    ``stall_timeout_s``: ERROR once no frame was processed for this long while inputs arrive
+    (5 s: well past any start-up pause of a frame, and 2.5 frames at the slowest rate (0.5 Hz)
+    the node is meant for).
+    """
 
     period: float = 1.0
+    stall_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -233,6 +240,20 @@ PARAMETERS: List[Parameter] = [
     _P('triangulation.max_depth_sigma_m',
        'depth standard deviation gate (metres)', range=(0.001, 1000.0)),
     _P('pipeline.window', 'frames of history kept per stereo track', range=(1, 10000)),
+    _P('pipeline.max_detections',
+       'detections per camera and frame that are tracked; beyond it the lowest scores are '
+       'dropped (counted)', range=(1, 100000)),
+    _P('pipeline.max_tracks',
+       'live 2D tracks per camera; detections that would start more start none (counted)',
+       range=(1, 100000)),
+    _P('pipeline.max_stereo_tracks',
+       'live stereo tracks; pairs beyond it are not formed (counted)', range=(1, 100000)),
+    _P('pipeline.max_id_length',
+       'characters of a detection id; a longer id drops its detection (counted)',
+       range=(1, 1000000)),
+    _P('pipeline.max_stamp_ahead_s',
+       'seconds: an input stamped further ahead of the node clock is refused (counted)',
+       range=(0.001, 1000000.0)),
     _P('qos.images.reliability',
        'QoS reliability of the image subscriptions', choices=RELIABILITIES),
     _P('qos.images.depth', 'QoS history depth of the image subscriptions', range=(1, 1000)),
@@ -247,6 +268,9 @@ PARAMETERS: List[Parameter] = [
     _P('publish.debug_image', 'publish ~/debug_image (left image with state boxes)'),
     _P('publish.marker_history', 'trajectory points per track in ~/markers', range=(2, 10000)),
     _P('diagnostics.period', 'seconds between /diagnostics messages', range=(0.05, 3600.0)),
+    _P('diagnostics.stall_timeout_s',
+       'seconds without a processed frame, while inputs arrive, before /diagnostics says ERROR',
+       range=(0.1, 3600.0)),
     _P('log.throttle_s', 'seconds between repeated warnings of one kind', range=(0.0, 3600.0)),
 ]
 

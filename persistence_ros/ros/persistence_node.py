@@ -16,7 +16,20 @@ Started plainly (``main()``, i.e. ``ros2 run`` / ``ros2 launch``) it configures 
 itself; ``--managed`` leaves the transitions to a lifecycle manager.
 
 The node only adapts: it converts messages to core types, calls ``StereoPipeline.process``
-(which applies every input rule and names each refusal) and publishes the result.
+(which applies every input rule and names each refusal) and publishes the result.  Before
+synchronization every input message passes a ``stamp_gate.StampGate`` (absurd, future and
+lone out-of-order stamps refused; a reset only when every input jumped back), and the
+camera_info topics feed a ``calibration.CameraInfoMonitor`` (the last good calibration is
+kept while a camera_info keeps changing or disagrees with the images).
+
+``/diagnostics`` tells the truth about the last period: level WARN when, since the last
+message, frames were dropped, inputs left the synchronizer unmatched, anything was refused,
+or the pipeline was reset or rebuilt (the message names which); ERROR when no frame was
+processed for ``diagnostics.stall_timeout_s`` while inputs arrive.  Every case has a counter
+(``rejected.<reason>``, ``resets.<kind>``), and the latency is reported as processing time
+(``latency_ms``) and end to end (``latency_e2e_ms``: from the synchronized set to its
+outputs published, the wait in the worker queue included; ``stamp_age_ms``: the node's clock
+at publication minus the input stamp).
 
 Inputs: ``left/detections``, ``right/detections`` (persistence_ros/Detection2DArray),
 ``left/image_raw``, ``right/image_raw`` (unless ``use_images`` is false), ``left/camera_info``,
@@ -42,16 +55,17 @@ from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, Reliab
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from persistence_ros.calibration import (calibration_from_camera_info, CalibrationError,
+from persistence_ros.calibration import (CalibrationError, CameraInfoMonitor,
                                          load_calibration_yaml, StereoCalibration)
-from persistence_ros.detections import detection_frame_from_msg, stamp_to_ns
+from persistence_ros.detections import detection_frame_from_msg, NANOSECONDS, stamp_to_ns
 from persistence_ros.filter_factory import build_filter
-from persistence_ros.image_codec import to_rgb8
+from persistence_ros.image_codec import ImageEncodingError, to_rgb8
 from persistence_ros.msg import Detection2DArray, TrackArray
 from persistence_ros.pipeline import StereoPipeline, TIME_JUMP_RESET_NS
 from persistence_ros.ros import messages, parameters
 from persistence_ros.ros.conversions import image_to_numpy, numpy_to_image
 from persistence_ros.ros.sync import SynchronizedSubscriptions
+from persistence_ros.stamp_gate import StampGate, TIME_JUMP_CONFIRM
 
 NODE_NAME = 'persistence_node'
 INPUTS = ('left/detections', 'right/detections', 'left/image_raw', 'right/image_raw')
@@ -85,7 +99,7 @@ class PersistenceNode(LifecycleNode):
         self._outputs: Dict[str, Any] = {}
         self._sync: Optional[SynchronizedSubscriptions] = None
         self._info_subs: List[Any] = []
-        self._infos: Dict[str, Any] = {}
+        self._infos = CameraInfoMonitor()
         self._timer = None
         self._lock = threading.Lock()
         # Held while a frame runs through the pipeline and while the pipeline is rebuilt
@@ -104,13 +118,22 @@ class PersistenceNode(LifecycleNode):
         self.received = Counter()
         self._rate_marks = (time.monotonic(), Counter())
         self.rejected: Counter = Counter()
+        self.resets: Counter = Counter()   # time_jump, sequence_restart, recalibration
         self.frames_synchronized = 0
         self.time_jumps = 0
         self.frames_processed = 0
         self.queue_drops = 0
         self.publish_errors = 0
         self.latencies_ms: Deque[float] = deque(maxlen=2000)
+        self.e2e_ms: Deque[float] = deque(maxlen=2000)
+        self.stamp_age_ms: Deque[float] = deque(maxlen=2000)
+        self._period_e2e_max = 0.0
         self._last_warn: Dict[str, float] = {}
+        now = time.monotonic()
+        self._last_input = None        # monotonic time of the last input message
+        self._last_processed = now     # ... of the last processed frame (or the start)
+        self._unmatched_seen = 0
+        self._marks = (Counter(), Counter(), 0)   # rejected, resets, queue drops at last report
 
     def _on_parameters_set(self, changed) -> None:
         # An override refused at start-up stops failing configure once it is set right.
@@ -162,6 +185,7 @@ class PersistenceNode(LifecycleNode):
         self.frame_id = settings.frame_id
         self.calibration = calibration
         self.pipeline = None
+        self._infos = CameraInfoMonitor()
         if calibration is not None:
             self._build_pipeline(calibration)
         self._markers = messages.MarkerBuilder(history=settings.publish.marker_history)
@@ -197,10 +221,14 @@ class PersistenceNode(LifecycleNode):
                   (Detection2DArray, 'right/detections', det_qos)]
         if v.use_images:
             inputs += [(Image, 'left/image_raw', img_qos), (Image, 'right/image_raw', img_qos)]
+        gate = StampGate(len(inputs), TIME_JUMP_RESET_NS,
+                         max_ahead_ns=int(v.pipeline.max_stamp_ahead_s * NANOSECONDS),
+                         capacity=max(v.sync.queue_size, TIME_JUMP_CONFIRM))
         self._sync = SynchronizedSubscriptions(
             self, inputs, v.sync.queue_size, v.sync.slop, self._on_synchronized,
-            on_receive=self._on_receive, time_jump_ns=TIME_JUMP_RESET_NS,
-            on_time_jump=self._on_time_jump)
+            on_receive=self._on_receive, gate=gate, on_time_jump=self._on_time_jump,
+            on_rejected=self._on_stamp_rejected, now_ns=self._now_ns)
+        self._last_processed = time.monotonic()
         if not v.calibration.left_file:  # watch camera_info, also after a re-activate
             info_qos = _qos(v.qos.camera_info.reliability, v.qos.camera_info.depth)
             self._info_subs = [
@@ -251,7 +279,7 @@ class PersistenceNode(LifecycleNode):
         self.pipeline = None
         self.filter = None
         self.calibration = None
-        self._infos = {}
+        self._infos = CameraInfoMonitor()
         self._markers.reset()
         if self.device == 'cuda':
             try:
@@ -273,40 +301,45 @@ class PersistenceNode(LifecycleNode):
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def _on_receive(self, index: int) -> None:
+    def _now_ns(self) -> int:
+        """Return the node's clock (sim time: 0 until /clock arrives, i.e. unknown)."""
+        return self.get_clock().now().nanoseconds
+
+    def _on_receive(self, index: int, msg=None) -> None:
         self.received[INPUTS[index]] += 1
+        self._last_input = time.monotonic()
+        if index >= 2 and msg is not None:   # an image: its size, for the camera_info check
+            with self._lock:
+                self._infos.observe_image(('left', 'right')[index - 2], msg.width, msg.height)
+
+    def _on_stamp_rejected(self, reasons: Dict[str, int], index: int, msg) -> None:
+        for reason, count in sorted(reasons.items()):
+            self.reject(reason, f'{INPUTS[index]} stamped {stamp_to_ns(msg.header.stamp)} ns '
+                        f'(node clock {self._now_ns()} ns): not synchronized '
+                        '(stamp_gate.STAMP_REJECTIONS)', count)
 
     def _on_time_jump(self, dropped: int, jump_ns: int) -> None:
         self.time_jumps += 1
-        self.get_logger().info(f'input time jumped back by {jump_ns / 1e9:.2f} s: dropped '
-                               f'{dropped} queued message(s) of the old sequence')
+        self.resets['time_jump'] += 1
+        self.get_logger().warning(
+            f'every input jumped back by {-jump_ns / 1e9:.2f} s: new sequence, dropped '
+            f'{dropped} queued message(s) of the old one')
 
     def _on_camera_info(self, side: str, msg) -> None:
         self.received[f'{side}/camera_info'] += 1
-        try:
-            calibration = calibration_from_camera_info(msg)
-        except CalibrationError as error:
-            self.reject('uncalibrated_camera_info', str(error))
-            return
         with self._lock:
-            self._infos[side] = calibration
-            if len(self._infos) < 2:
-                return
-            left, right = self._infos['left'], self._infos['right']
+            update = self._infos.offer(side, msg)
             current = self.calibration
-            if current is not None and all(
-                    np.array_equal(getattr(before, name), getattr(now, name))
-                    for before, now in ((current.left, left), (current.right, right))
-                    for name in ('K', 'D', 'R', 'P', 'width', 'height')):
-                return
-        try:
-            stereo = StereoCalibration(left, right)
-        except CalibrationError as error:
-            self.reject('bad_camera_info', str(error))
+        if update.reason:
+            self.reject(update.reason, update.detail)
+        stereo = update.calibration
+        if stereo is None:
             return
         with self._pipeline_lock, self._lock:
             if current is not None:
-                self.get_logger().warning('camera_info changed: restarting the pipeline')
+                self.resets['recalibration'] += 1
+                self.get_logger().warning('camera_info changed and stayed so: new calibration, '
+                                          'restarting the pipeline')
                 self._publish('markers', self._markers.delete_all(
                     stamp_to_ns(msg.header.stamp), self.frame_id or current.left.frame_id))
             self.calibration = stereo
@@ -338,11 +371,21 @@ class PersistenceNode(LifecycleNode):
                     self._wake.wait(0.5)
                 if not self._running:
                     return
-                _, msgs = self._frames.popleft()
+                synchronized, msgs = self._frames.popleft()
             try:
-                self.process(*msgs)
+                if self.process(*msgs) is not None:
+                    self._record_e2e(synchronized, msgs[0])
             except Exception as error:  # noqa: B902 - never let one frame kill the node
                 self.reject('processing_error', f'{type(error).__name__}: {error}')
+
+    def _record_e2e(self, synchronized: float, left_msg) -> None:
+        """Record end-to-end latency: synchronized -> published, and input stamp -> now."""
+        e2e = 1e3 * (time.perf_counter() - synchronized)
+        self.e2e_ms.append(e2e)
+        self._period_e2e_max = max(self._period_e2e_max, e2e)
+        now = self._now_ns()
+        if now:
+            self.stamp_age_ms.append(1e-6 * (now - stamp_to_ns(left_msg.header.stamp)))
 
     # -- per frame -------------------------------------------------------------------------
 
@@ -350,8 +393,8 @@ class PersistenceNode(LifecycleNode):
         """Return an image message as RGB, None (rejected, counted) if it cannot be read."""
         try:
             return to_rgb8(image_to_numpy(msg), msg.encoding)
-        except ValueError as error:
-            self.reject('unsupported_image', f'{side} image: {error}')
+        except ImageEncodingError as error:
+            self.reject(error.reason, f'{side} image: {error}')
             return None
 
     def process(self, left_msg, right_msg, left_image_msg=None, right_image_msg=None):
@@ -381,15 +424,20 @@ class PersistenceNode(LifecycleNode):
         for reason, count in sorted(result.rejected_detections.items()):
             self.reject(reason, f'{count} detection(s) at stamp {left.stamp_ns} dropped '
                         '(pipeline.DETECTION_REJECTIONS)', count)
+        for reason, count in sorted(result.rejected_tracks.items()):
+            self.reject(reason, f'{count} track(s) not started at stamp {left.stamp_ns}: the '
+                        'bound is reached (pipeline.TRACK_REJECTIONS)', count)
         if not result.accepted:  # the pipeline names every refusal (FRAME_REJECTIONS)
             self.reject(result.reason, result.detail)
             return None
         if result.restarted:
-            self.get_logger().info('input time jumped back: started a new sequence')
+            self.resets['sequence_restart'] += 1
+            self.get_logger().warning('input time jumped back: started a new sequence')
             self._publish('markers', self._markers.delete_all(
                 result.stamp_ns, self.frame_id or result.frame_id))
         self.publish(result, left_rgb, pipeline)
         self.frames_processed += 1
+        self._last_processed = time.monotonic()
         self.latencies_ms.append(1e3 * (time.perf_counter() - start))
         return result
 
@@ -419,7 +467,7 @@ class PersistenceNode(LifecycleNode):
     # -- diagnostics -----------------------------------------------------------------------
 
     def diagnostic_values(self) -> Dict[str, Any]:
-        """Return the counters reported on /diagnostics."""
+        """Return the counters reported on /diagnostics (rates: since the last call)."""
         now = time.monotonic()
         then, counts = self._rate_marks
         dt = max(now - then, 1e-9)
@@ -427,45 +475,90 @@ class PersistenceNode(LifecycleNode):
         for topic in INPUTS + ('left/camera_info', 'right/camera_info'):
             values[f'rate_hz.{topic}'] = (self.received[topic] - counts[topic]) / dt
         self._rate_marks = (now, Counter(self.received))
-        received = sum(self.received[t] for t in INPUTS)
-        n_inputs = 4 if self.settings.use_images else 2
+        sync = self._sync
+        if sync is not None:   # messages that left a queue unmatched since the last call
+            unmatched = sync.unmatched()
+            if unmatched > self._unmatched_seen:
+                self.reject('sync_unmatched', f'{unmatched - self._unmatched_seen} input '
+                            'message(s) found no partner within sync.slop and left the '
+                            'synchronizer queue (stamps of the inputs disagree?)',
+                            unmatched - self._unmatched_seen)
+            self._unmatched_seen = unmatched
         values['sync.sets'] = self.frames_synchronized
-        values['sync.unmatched_messages'] = max(0, received
-                                                - n_inputs * self.frames_synchronized)
-        values['sync.backend'] = self._sync.backend if self._sync is not None else ''
+        values['sync.unmatched_messages'] = self._unmatched_seen
+        values['sync.pending'] = sync.pending() if sync is not None else 0
+        values['sync.held'] = sync.gate.held if sync is not None and sync.gate else 0
+        values['sync.backend'] = sync.backend if sync is not None else ''
         values['sync.time_jumps'] = self.time_jumps
         values['queue.drops'] = self.queue_drops
         values['queue.length'] = len(self._frames)
         values['frames.processed'] = self.frames_processed
+        for kind in ('time_jump', 'sequence_restart', 'recalibration'):
+            values[f'resets.{kind}'] = self.resets[kind]
         for reason, count in sorted(self.rejected.items()):
             values[f'rejected.{reason}'] = count
-        if self.latencies_ms:
-            lat = np.asarray(self.latencies_ms)
-            values['latency_ms.p50'] = float(np.percentile(lat, 50))
-            values['latency_ms.p99'] = float(np.percentile(lat, 99))
+        for name, samples in (('latency_ms', self.latencies_ms), ('latency_e2e_ms', self.e2e_ms),
+                              ('stamp_age_ms', self.stamp_age_ms)):
+            if samples:
+                lat = np.asarray(samples)
+                values[f'{name}.p50'] = float(np.percentile(lat, 50))
+                values[f'{name}.p99'] = float(np.percentile(lat, 99))
+        values['latency_e2e_ms.max_last_period'] = self._period_e2e_max
+        self._period_e2e_max = 0.0
+        pipeline = self.pipeline
+        if pipeline is not None:
+            values['tracks.left'] = len(pipeline.left_tracker.tracks)
+            values['tracks.right'] = len(pipeline.right_tracker.tracks)
+            values['tracks.stereo'] = len(pipeline.associator.pairs)
         values['device'] = self.device
         values['filter'] = self.settings.filter.name
         if self.filter is not None:
             for key, value in self.filter.diagnostics().items():
                 values[f'filter.{key}'] = value
-        values['calibrated'] = self.pipeline is not None
+        values['calibrated'] = pipeline is not None
         return values
+
+    def diagnostic_status(self, values: Dict[str, Any]):
+        """
+        Return (level, message) of the period since the last call.
+
+        ERROR: no frame processed for ``diagnostics.stall_timeout_s`` while inputs arrive;
+        WARN: anything refused or dropped (by reason), a reset or rebuild, no calibration.
+        """
+        now = time.monotonic()
+        rejected, resets, drops = self._marks
+        self._marks = (Counter(self.rejected), Counter(self.resets), self.queue_drops)
+        new_rejected = self.rejected - rejected
+        new_resets = self.resets - resets
+        stall = self.settings.diagnostics.stall_timeout_s
+        idle = now - self._last_processed
+        if (self._last_input is not None and now - self._last_input < stall and idle > stall):
+            why = ' (waiting for calibration)' if self.pipeline is None else ''
+            return DiagnosticStatus.ERROR, (f'no frame processed for {idle:.1f} s while inputs '
+                                            f'arrive{why}')
+        problems = []
+        if self.pipeline is None:
+            problems.append('waiting for calibration')
+        elif values.get('filter.domain') == 'outside':
+            domain = (f"the learned filter is out of its training domain: "
+                      f"{values['filter.domain.reasons']}; the fallback rule "
+                      f"{values['filter.domain.fallback']!r} decides")
+            if domain not in self._last_warn:  # said once in the log, always in diagnostics
+                self._last_warn[domain] = time.monotonic()
+                self.get_logger().warning(domain)
+            problems.append(domain)
+        if self.queue_drops > drops:
+            problems.append(f'{self.queue_drops - drops} frame(s) dropped (worker too slow)')
+        problems += [f'{reason} x{count}' for reason, count in sorted(new_rejected.items())
+                     if reason != 'processing_queue_full']
+        problems += [f'reset: {kind} x{count}' for kind, count in sorted(new_resets.items())]
+        if problems:
+            return DiagnosticStatus.WARN, '; '.join(problems)
+        return DiagnosticStatus.OK, 'ok'
 
     def _publish_diagnostics(self) -> None:
         values = self.diagnostic_values()
-        level, message = DiagnosticStatus.OK, 'ok'
-        if self.pipeline is None:
-            level, message = DiagnosticStatus.WARN, 'waiting for calibration'
-        elif values.get('filter.domain') == 'outside':
-            level, message = DiagnosticStatus.WARN, (
-                'the learned filter is out of its training domain: '
-                f"{values['filter.domain.reasons']}; the fallback rule "
-                f"{values['filter.domain.fallback']!r} decides")
-            if message not in self._last_warn:  # said once in the log, always in diagnostics
-                self._last_warn[message] = time.monotonic()
-                self.get_logger().warning(message)
-        elif self.rejected or self.queue_drops:
-            level, message = DiagnosticStatus.WARN, 'inputs rejected or dropped (see values)'
+        level, message = self.diagnostic_status(values)
         self._publish('diagnostics', messages.diagnostics(
             self.get_clock().now().to_msg(), f'{self.get_name()}: pipeline',
             self.get_fully_qualified_name(), values, level, message))

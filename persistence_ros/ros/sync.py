@@ -16,9 +16,15 @@ policy (ros2/message_filters ``src/message_filters/__init__.py``), with the same
 
 Differences (documented, deliberate): the callback runs after the internal lock is released
 (message_filters calls it under the lock), and :class:`ApproximateTimeSynchronizer` counts
-messages received, emitted and dropped per input (``stats``), which the node reports in its
-diagnostics.  With the real message_filters the node derives the same counters from its own
-input callbacks (received) and the synchronized callback (emitted).
+messages received, emitted and dropped per input (``stats``).  The node's counters come from
+:class:`SynchronizedSubscriptions`, the same for both backends: messages fed, sets emitted,
+messages still queued (both keep one dict per input in ``queues``) and messages cleared by a
+reset; what is left (fed - inputs x sets - queued - cleared) left a queue unmatched.
+
+:class:`SynchronizedSubscriptions` owns the subscriptions for both backends and passes every
+message through a ``stamp_gate.StampGate`` first (message_filters gets them through
+``SimpleFilter`` inputs): a lone absurd stamp is refused and counted without touching the
+queues, and the queues are emptied once, when every input jumped back together.
 """
 
 import itertools
@@ -26,6 +32,7 @@ import threading
 from typing import Callable, List, Optional, Sequence
 
 from persistence_ros.detections import NANOSECONDS, stamp_to_ns
+from persistence_ros.stamp_gate import StampGate
 
 
 def stamp_ns_of(msg) -> int:
@@ -132,87 +139,111 @@ def message_filters_available() -> bool:
 
 class SynchronizedSubscriptions:
     """
-    Subscriptions on several topics feeding an approximate-time synchronizer.
+    Subscriptions on several topics feeding an approximate-time synchronizer through a gate.
 
     ``inputs``: sequence of ``(msg_type, topic, qos_profile)``.  ``callback(*msgs)`` gets the
-    synchronized set; ``on_receive(index)`` (optional) is called for every message received,
-    before synchronization (rate and drop accounting).  ``backend`` is 'message_filters' or
+    synchronized set; ``on_receive(index, msg)`` (optional) is called for every message
+    received, before the gate (rates, image sizes).  ``backend`` is 'message_filters' or
     'builtin' ('auto': message_filters if importable).
 
-    A message stamped more than ``time_jump_ns`` before the newest one received starts a new
-    sequence (a bag played in a loop, a restarted driver): the queues are emptied first and
-    ``on_time_jump(dropped, jump_ns)`` is called.  Otherwise the queues, full of the old
-    sequence's latest stamps, would drop every new message as the oldest one (both
-    implementations drop the smallest stamp) and nothing would ever be emitted again.
+    ``gate``: a ``StampGate`` over the inputs (None: every message goes straight in).  A
+    message it refuses is reported to ``on_rejected(reasons, index, msg)``; when it confirms
+    that every input jumped back (a bag played in a loop, a restarted driver) the queues are
+    emptied once and ``on_time_jump(dropped, jump_ns)`` is called, then the held messages
+    of the new sequence are fed.  Without that, the queues, full of the old sequence's
+    latest stamps, would drop every new message as the oldest one (both implementations
+    drop the smallest stamp) and nothing would ever be emitted again.  ``now_ns()``: the
+    clock the gate checks stamps against (None: no future check).
     """
 
     def __init__(self, node, inputs, queue_size: int, slop: float, callback: Callable,
-                 on_receive: Optional[Callable[[int], None]] = None, backend: str = 'auto',
-                 time_jump_ns: Optional[int] = None,
-                 on_time_jump: Optional[Callable[[int, int], None]] = None):
+                 on_receive: Optional[Callable] = None, backend: str = 'auto',
+                 gate: Optional[StampGate] = None,
+                 on_time_jump: Optional[Callable[[int, int], None]] = None,
+                 on_rejected: Optional[Callable] = None,
+                 now_ns: Optional[Callable[[], int]] = None):
         self.node = node
+        self.n_inputs = len(inputs)
         self._on_receive = on_receive
-        self._time_jump_ns = time_jump_ns
         self._on_time_jump = on_time_jump
-        self._newest_ns: Optional[int] = None
-        self._newest_lock = threading.Lock()
+        self._on_rejected = on_rejected
+        self._now_ns = now_ns
+        self.gate = gate
+        self._lock = threading.Lock()
+        self.fed = 0
+        self.emitted = 0
+        self.cleared = 0
         if backend == 'auto':
             backend = 'message_filters' if message_filters_available() else 'builtin'
         self.backend = backend
-        self._subscriptions = []
+
+        def emitted(*msgs):
+            self.emitted += 1
+            callback(*msgs)
+
         if backend == 'message_filters':
             import message_filters
-            self._filters = [message_filters.Subscriber(node, msg_type, topic, qos_profile=qos)
-                             for msg_type, topic, qos in inputs]
-            for i, flt in enumerate(self._filters):
-                flt.registerCallback(self._count, i)
+            self._inputs = [message_filters.SimpleFilter() for _ in inputs]
             self.synchronizer = message_filters.ApproximateTimeSynchronizer(
-                self._filters, queue_size, slop)
-            self.synchronizer.registerCallback(callback)
-            self._subscriptions = [f.sub for f in self._filters]
+                self._inputs, queue_size, slop)
+            self.synchronizer.registerCallback(emitted)
+            self._feed = lambda msg, index: self._inputs[index].signalMessage(msg)
         elif backend == 'builtin':
             self.synchronizer = ApproximateTimeSynchronizer(len(inputs), queue_size, slop)
-            self.synchronizer.register_callback(callback)
-            for i, (msg_type, topic, qos) in enumerate(inputs):
-                self._subscriptions.append(node.create_subscription(
-                    msg_type, topic, lambda msg, i=i: self._add(msg, i), qos))
+            self.synchronizer.register_callback(emitted)
+            self._feed = self.synchronizer.add
         else:
             raise ValueError(f"backend must be 'auto', 'message_filters' or 'builtin', "
                              f'got {backend!r}')
+        self._subscriptions = [
+            node.create_subscription(msg_type, topic, lambda msg, i=i: self.add(msg, i), qos)
+            for i, (msg_type, topic, qos) in enumerate(inputs)]
 
-    def _count(self, msg, index: int) -> None:
-        # Registered before the synchronizer's own input callback, so with message_filters
-        # too this runs before the message is queued.
+    def add(self, msg, index: int) -> None:
+        """Take one message of input ``index`` (the subscriptions' callback)."""
         if self._on_receive is not None:
-            self._on_receive(index)
-        if self._time_jump_ns is None:
-            return
-        stamp = stamp_ns_of(msg)
-        with self._newest_lock:
-            newest = self._newest_ns
-            jumped = newest is not None and newest - stamp > self._time_jump_ns
-            if newest is None or jumped or stamp > newest:
-                self._newest_ns = stamp
-        if jumped:
-            dropped = self.clear()
-            if self._on_time_jump is not None:
-                self._on_time_jump(dropped, newest - stamp)
+            self._on_receive(index, msg)
+        if self.gate is None:
+            release = [(index, msg)]
+        else:
+            now = self._now_ns() if self._now_ns is not None else None
+            with self._lock:
+                verdict = self.gate.offer(index, msg.header.stamp, msg, now)
+            if verdict.rejected and self._on_rejected is not None:
+                self._on_rejected(verdict.rejected, index, msg)
+            if verdict.reset:
+                dropped = self.clear()
+                if self._on_time_jump is not None:
+                    self._on_time_jump(dropped, verdict.jump_ns)
+            release = verdict.release
+        for i, item in release:
+            self.fed += 1
+            self._feed(item, i)
+
+    def pending(self) -> int:
+        """Return the number of messages waiting in the synchronizer's queues."""
+        lock = getattr(self.synchronizer, 'lock', None) or self.synchronizer._lock
+        with lock:
+            return sum(len(q) for q in self.synchronizer.queues)
+
+    def unmatched(self) -> int:
+        """Return the messages that left a queue without being synchronized (not by a reset)."""
+        return max(0, self.fed - self.n_inputs * self.emitted - self.pending() - self.cleared)
 
     def clear(self) -> int:
         """Empty the synchronizer's queues; return the number of messages dropped."""
         if self.backend == 'builtin':
-            return self.synchronizer.clear()
-        # message_filters keeps one dict per input in ``queues``, guarded by ``lock``
-        # (ros2/message_filters TimeSynchronizer; ApproximateTimeSynchronizer inherits them).
-        with self.synchronizer.lock:
-            dropped = sum(len(q) for q in self.synchronizer.queues)
-            for queue in self.synchronizer.queues:
-                queue.clear()
+            dropped = self.synchronizer.clear()
+        else:
+            # message_filters keeps one dict per input in ``queues``, guarded by ``lock``
+            # (ros2/message_filters TimeSynchronizer; ApproximateTimeSynchronizer inherits
+            # them).
+            with self.synchronizer.lock:
+                dropped = sum(len(q) for q in self.synchronizer.queues)
+                for queue in self.synchronizer.queues:
+                    queue.clear()
+        self.cleared += dropped
         return dropped
-
-    def _add(self, msg, index: int) -> None:
-        self._count(msg, index)
-        self.synchronizer.add(msg, index)
 
     def destroy(self) -> None:
         """Destroy the subscriptions."""

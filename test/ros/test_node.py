@@ -17,8 +17,8 @@ from sensor_msgs.msg import CameraInfo
 from visualization_msgs.msg import Marker, MarkerArray
 
 from persistence_ros.bag_io import get_typestore, read_messages
-from persistence_ros.calibration import CameraCalibration, load_calibration_yaml, \
-    save_calibration_yaml, StereoCalibration
+from persistence_ros.calibration import CAMERA_INFO_STABLE, CameraCalibration, \
+    load_calibration_yaml, save_calibration_yaml, StereoCalibration
 from persistence_ros.detections import Detection, DetectionFrame, stamp_to_ns
 from persistence_ros.filter_factory import build_filter
 from persistence_ros.msg import Track
@@ -250,7 +250,10 @@ def test_a_bag_played_in_a_loop_is_synchronized_again(context, calibration_files
         assert play() == 20   # 0 before
         assert node.time_jumps == 1 and node.diagnostic_values()['sync.time_jumps'] == 1
         assert _wait_for(lambda: node.frames_processed == 40), node.frames_processed
-        assert not node.rejected   # the second pass was a new sequence, not stale stamps
+        # the second pass was a new sequence, not stale stamps: one reset, nothing refused
+        # but the right camera's extra messages, which found no partner (counted)
+        assert node.resets == {'time_jump': 1, 'sequence_restart': 1}
+        assert set(node.rejected) == {'sync_unmatched'}
     finally:
         node._stop()
         node.destroy_node()
@@ -280,17 +283,23 @@ def test_new_camera_info_restarts_tracks_decisions_and_markers(context, calibrat
 
         states = [t.state for k in range(6) for t in frame(k, 0.5).tracks]
         assert states[-1] == TrackState.TRANSIENT, states
-        # the same camera_info again changes nothing; another right P restarts everything
+        # the same camera_info again changes nothing; another right D or P, once confirmed
+        # by CAMERA_INFO_STABLE equal messages (a real recalibration), restarts everything
         node._on_camera_info('right', calibration_to_camera_info(right_cal, 0, RIGHT))
         assert node.pipeline is first
         distorted = replace(right_cal, D=np.array([0.01, 0.0, 0.0, 0.0, 0.0]))
+        for _ in range(CAMERA_INFO_STABLE - 1):
+            node._on_camera_info('right', calibration_to_camera_info(distorted, 0, RIGHT))
+            assert node.pipeline is first
         node._on_camera_info('right', calibration_to_camera_info(distorted, 0, RIGHT))
         assert node.pipeline is not first   # only P and K used to be compared
         first = node.pipeline
         moved = replace(right_cal, P=right_cal.P + np.array(
             [[0.0, 0.0, 0.0, -1.0], [0.0] * 4, [0.0] * 4]))
-        node._on_camera_info('right', calibration_to_camera_info(moved, 0, RIGHT))
+        for _ in range(CAMERA_INFO_STABLE):
+            node._on_camera_info('right', calibration_to_camera_info(moved, 0, RIGHT))
         assert node.pipeline is not first
+        assert node.resets['recalibration'] == 2 and not node.rejected
         after = [t for k in range(6, 12) for t in frame(k, 0.9).tracks]
         assert after and {t.id for t in after} == {1}   # ids restart with the pipeline ...
         assert after[-1].state == TrackState.PERSISTENT, after   # ... not the old id 1's decision
