@@ -316,9 +316,10 @@ class CameraInfoMonitor:
     calibration changes nothing; a different one is a candidate, taken only once
     ``stable`` identical messages arrived in a row (a real recalibration: one change, then
     stable), and only together with the other side's candidate when it has one (one rebuild
-    for a rig recalibrated on both sides).  A candidate replaced by yet another calibration
-    is refused as ``camera_info_unstable`` (a camera_info that changes on nearly every
-    message never replaces the last good one), and a camera_info whose size differs from the
+    for a rig recalibrated on both sides).  A candidate replaced by yet another calibration,
+    or by the current one again, is refused as ``camera_info_unstable`` (a camera_info that
+    changes on nearly every message never replaces the last good one), and a camera_info
+    whose size differs from the
     images' known size (``observe_image``) as ``camera_info_size_mismatch``.  The last good
     calibration stays in use throughout; nothing is rebuilt for a refused message.
     """
@@ -367,7 +368,11 @@ class CameraInfoMonitor:
                 return CalibrationUpdate()
             return self._take(self._first['left'], self._first['right'], False)
         if same_calibration(getattr(self.current, side), calibration):
-            self._candidate.pop(side, None)
+            if self._candidate.pop(side, None) is not None:
+                return CalibrationUpdate(
+                    reason='camera_info_unstable',
+                    detail=f'{side} camera_info changed and changed back before '
+                           f'{self.stable} equal messages confirmed it: ignored the change')
             return CalibrationUpdate()
         candidate = self._candidate.get(side)
         if candidate is not None and same_calibration(candidate[0], calibration):

@@ -1,6 +1,7 @@
 """2D detections as the core sees them: one box of one camera at one stamp."""
 
 from dataclasses import dataclass, field
+import math
 from typing import List, Tuple
 
 import numpy as np
@@ -42,7 +43,8 @@ class Detection:
         ``'score_out_of_range'`` (outside [0, 1]); ``pipeline.DETECTION_REJECTIONS`` names.
         """
         values = (self.center_x, self.center_y, self.width, self.height, self.score)
-        if not all(np.isfinite(v) for v in values):
+        # math.isfinite: ten times faster than np.isfinite on scalars (a 5000-box message)
+        if not all(math.isfinite(v) for v in values):
             return 'non_finite'
         if not (self.width > 0.0 and self.height > 0.0):
             return 'non_positive_size'

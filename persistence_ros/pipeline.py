@@ -169,8 +169,9 @@ def detection_rejection(detection, width: int, height: int) -> str:
     if (detection.width > MAX_BOX_IMAGE_RATIO * width
             or detection.height > MAX_BOX_IMAGE_RATIO * height):
         return 'box_too_large'
-    x0, y0, x1, y1 = detection.xyxy()
-    if x1 < 0.0 or y1 < 0.0 or x0 > width or y0 > height:
+    hw, hh = 0.5 * detection.width, 0.5 * detection.height   # xyxy() without an array
+    if (detection.center_x + hw < 0.0 or detection.center_y + hh < 0.0
+            or detection.center_x - hw > width or detection.center_y - hh > height):
         return 'box_outside_image'
     return ''
 

@@ -20,10 +20,13 @@ from typing import Dict
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options."""
-    parser.add_argument('target', choices=('model', 'render', 'pipeline'),
+    parser.add_argument('target', choices=('model', 'render', 'pipeline', 'fuzz', 'soak'),
                         help='model: streaming latency of the persistence model for 1/8/32/64 '
                              'tracks vs re-encoding the window; render: simulator frames/s; '
-                             'pipeline: core per-frame latency (trackers, stereo, filter)')
+                             'pipeline: core per-frame latency (trackers, stereo, filter); '
+                             'fuzz: malformed messages of every kind against a running node '
+                             '(counters, WARN, recovery, RSS); soak: valid frames at a rate '
+                             'for a duration (RSS drift, drops)')
     parser.add_argument('--config', default='cpu', help='model config (model target)')
     parser.add_argument('--threads', type=int, default=2, help='torch threads (default 2)')
     parser.add_argument('--device', default='cpu',
@@ -31,10 +34,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--frames', type=int, default=40, help='streamed frames per size')
     parser.add_argument('--tracks', default='1,8,32,64', help='concurrent track counts')
     parser.add_argument('--scenario', default='mixed_hard', help='render/pipeline scene')
-    parser.add_argument('--filter', default='score', help='pipeline target: filter name')
+    parser.add_argument('--filter', default=None,
+                        help="filter name (pipeline target: default 'score'; fuzz/soak: the "
+                             "node's default)")
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='pipeline target: override a core pipeline setting, e.g. '
-                             'tracker.appearance_gate=1.0 (repeatable)')
+                             'tracker.appearance_gate=1.0; fuzz/soak: a node parameter '
+                             '(repeatable)')
+    fuzz = parser.add_argument_group('fuzz and soak (a persistence_node process over DDS)')
+    fuzz.add_argument('--rate', type=float, default=15.0, help='valid frames per second')
+    fuzz.add_argument('--objects', type=int, default=8, help='objects of the valid scene')
+    fuzz.add_argument('--width', type=int, default=320, help='image width')
+    fuzz.add_argument('--height', type=int, default=240, help='image height')
+    fuzz.add_argument('--malformed', type=int, default=0,
+                      help='fuzz: repeat the kinds until this many malformed messages')
+    fuzz.add_argument('--rounds', type=int, default=1, help='fuzz: rounds over the kinds')
+    fuzz.add_argument('--burst', type=int, default=1,
+                      help='fuzz: publish each (non-flood) kind this many times back to back')
+    fuzz.add_argument('--kinds', default='', help='fuzz: comma-separated kinds (default all)')
+    fuzz.add_argument('--duration', type=float, default=600.0, help='soak: seconds')
+    fuzz.add_argument('--warmup', type=float, default=60.0, help='soak: warm-up seconds')
+    fuzz.add_argument('--node-log', default='', help='write the node output here')
     parser.add_argument('--json', help='also write the result as JSON here')
 
 
@@ -144,9 +164,19 @@ def _run(args: argparse.Namespace) -> Dict:
         if getattr(args, name) < 1:
             raise ValueError(f'--{name} must be >= 1, got {getattr(args, name)}')
     tracks = _track_counts(args.tracks) if args.target == 'model' else None
-    result = {'machine': machine(), 'command': ' '.join(
-        ['persistence-ros bench', args.target] + [f'--set {item}' for item in args.set])}
-    if args.target == 'model':
+    result = {'machine': machine(), 'command': ' '.join(sys.argv[1:]) or args.target}
+    if args.target in ('fuzz', 'soak'):
+        # rclpy is needed only here: imported lazily, the other targets run without ROS
+        from persistence_ros.ros import fuzz
+        args.set = [item if ':=' in item else item.replace('=', ':=', 1) for item in args.set]
+        result[args.target] = report = fuzz.main(args)
+        if args.target == 'fuzz':
+            print(fuzz.format_fuzz(report))
+            print(json.dumps({k: v for k, v in report.items() if k != 'results'}, indent=1))
+        else:
+            print(json.dumps({k: v for k, v in report.items() if k != 'rss_samples'},
+                             indent=1))
+    elif args.target == 'model':
         from persistence_ros.model.bench import bench_streaming, format_bench
         result['model'] = bench_streaming(args.config, tracks=tracks,
                                           frames=args.frames, threads=args.threads,
@@ -162,7 +192,8 @@ def _run(args: argparse.Namespace) -> Dict:
         from persistence_ros.settings import Settings
         overrides = parse_overrides(args.set)
         settings = replace_fields(Settings(), overrides)
-        result['pipeline'] = bench_pipeline(args.scenario, args.filter, args.frames, settings)
+        result['pipeline'] = bench_pipeline(args.scenario, args.filter or 'score', args.frames,
+                                            settings)
         result['pipeline']['settings'] = overrides
         print(json.dumps(result['pipeline'], indent=1))
     print('machine:', json.dumps(result['machine']))
