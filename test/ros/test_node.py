@@ -549,3 +549,90 @@ def test_the_node_and_the_offline_runner_count_the_same_rejections(context, scen
         assert values['frames.processed'] == N_FRAMES
     finally:
         node.destroy_node()
+
+
+def test_diagnostics_warn_for_the_last_period_and_error_on_a_stall(context, calibration_files):
+    """Each silent-loss case leaves a WARN naming it in the next period; a stall is ERROR."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    left_cal, right_cal = (load_calibration_yaml(path) for path in calibration_files)
+    node = make_node(context, **{'use_images': False, 'filter.name': 'none',
+                                 'pipeline.max_detections': 3, 'processing.queue_size': 1,
+                                 'diagnostics.stall_timeout_s': 0.5, 'log.throttle_s': 60.0})
+
+    def status():
+        return node.diagnostic_status(node.diagnostic_values())
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert status() == (DiagnosticStatus.WARN, 'waiting for calibration')
+        infos = {'left': calibration_to_camera_info(left_cal, 0, LEFT),
+                 'right': calibration_to_camera_info(right_cal, 0, RIGHT)}
+        for side, msg in infos.items():
+            node._on_camera_info(side, msg)
+        assert status() == (DiagnosticStatus.OK, 'ok')
+        # detections beyond the bound
+        boxes = [(20.0 + 25 * k, 60.0, 10.0, 10.0) for k in range(5)]
+        assert node.process(_frame(1_000, boxes, LEFT), _frame(1_000, [], RIGHT))
+        assert status() == (DiagnosticStatus.WARN, 'too_many_detections x2')
+        assert status() == (DiagnosticStatus.OK, 'ok')   # a quiet period is OK again
+        # frames dropped by the worker queue (not active: no worker)
+        for k in range(3):
+            node._on_synchronized(_frame(2_000 + k, [], LEFT), _frame(2_000 + k, [], RIGHT))
+        level, message = status()
+        assert level == DiagnosticStatus.WARN and '2 frame(s) dropped' in message
+        node._frames.clear()
+        # a camera_info that keeps changing: refused, the pipeline is not rebuilt
+        pipeline = node.pipeline
+        for k in range(4):
+            node._on_camera_info('left', calibration_to_camera_info(
+                replace(left_cal, P=left_cal.P + [[0, 0, k + 1.0, 0], [0] * 4, [0] * 4]), 0,
+                LEFT))
+        node._on_camera_info('left', infos['left'])   # and back: that change was not real
+        assert node.pipeline is pipeline
+        assert status() == (DiagnosticStatus.WARN, 'camera_info_unstable x4')
+        # a real recalibration (one change, then stable): taken, and said
+        moved = replace(right_cal, P=right_cal.P + [[0, 0, 0, -1.0], [0] * 4, [0] * 4])
+        for _ in range(CAMERA_INFO_STABLE):
+            node._on_camera_info('right', calibration_to_camera_info(moved, 0, RIGHT))
+        assert node.pipeline is not pipeline
+        assert status() == (DiagnosticStatus.WARN, 'reset: recalibration x1')
+        values = node.diagnostic_values()
+        assert values['resets.recalibration'] == 1
+        assert values['rejected.too_many_detections'] == 2
+        # inputs arrive, nothing is processed for longer than stall_timeout_s: ERROR
+        node._on_receive(0)
+        node._last_processed -= 1.0
+        level, message = status()
+        assert level == DiagnosticStatus.ERROR and 'no frame processed' in message
+    finally:
+        node.destroy_node()
+
+
+def test_a_lone_bad_stamp_is_refused_without_emptying_the_queues(context, calibration_files):
+    """Stamp 0 on one topic, a set a day ahead: counted and WARNed, nothing else lost."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    node = make_node(context, **{'calibration.left_file': calibration_files[0],
+                                 'calibration.right_file': calibration_files[1],
+                                 'use_images': False, 'filter.name': 'none',
+                                 'processing.queue_size': 64, 'log.throttle_s': 60.0})
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        left, right = (sub.callback for sub in node._sync._subscriptions)
+        now = node.get_clock().now().nanoseconds
+        box = [(80.0, 60.0, 10.0, 10.0)]
+        for k in range(5):
+            left(_frame(now + k * 50_000_000, box, LEFT))
+        right(_frame(0, box, RIGHT))                       # a lone absurd stamp
+        right(_frame(now + 86_400 * 10 ** 9, box, RIGHT))   # a day ahead of the clock
+        left(_frame(now + 86_400 * 10 ** 9, box, LEFT))
+        for k in range(5):   # the waiting left messages were not dropped: all five match
+            right(_frame(now + k * 50_000_000, box, RIGHT))
+        assert node.frames_synchronized == 5
+        assert _wait_for(lambda: node.frames_processed == 5)
+        assert node.rejected == {'stamp_jumped_back': 1, 'stamp_in_future': 2}
+        assert not node.resets and node.time_jumps == 0
+        level, message = node.diagnostic_status(node.diagnostic_values())
+        assert level == DiagnosticStatus.WARN and 'stamp_in_future x2' in message
+    finally:
+        node._stop()
+        node.destroy_node()
