@@ -26,7 +26,8 @@ SUBCOMMANDS = {
               'train the tokenizer or the persistence classifier'),
     'replay': ('persistence_ros.ros.replay',
                'play a bag over DDS into persistence_node and record its outputs (needs ROS 2)'),
-    'bench': ('persistence_ros.tools.bench', 'measure speed (model streaming, rendering, node)'),
+    'bench': ('persistence_ros.tools.bench',
+              'measure speed (model streaming, rendering, node) and robustness (fuzz, soak)'),
     'demo': ('persistence_ros.tools.demo',
              'the main job: simulate, run, evaluate, write a report'),
 }

@@ -558,7 +558,7 @@ class PersistenceNode(LifecycleNode):
         if self.pipeline is None:
             problems.append('waiting for calibration')
         elif values.get('filter.domain') == 'outside':
-            domain = (f"the learned filter is out of its training domain: "
+            domain = ('the learned filter is out of its training domain: '
                       f"{values['filter.domain.reasons']}; the fallback rule "
                       f"{values['filter.domain.fallback']!r} decides")
             if domain not in self._last_warn:  # said once in the log, always in diagnostics
