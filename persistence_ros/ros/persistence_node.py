@@ -548,12 +548,6 @@ class PersistenceNode(LifecycleNode):
         self._marks = (Counter(self.rejected), Counter(self.resets), self.queue_drops)
         new_rejected = self.rejected - rejected
         new_resets = self.resets - resets
-        stall = self.settings.diagnostics.stall_timeout_s
-        idle = now - self._last_processed
-        if (self._last_input is not None and now - self._last_input < stall and idle > stall):
-            why = ' (waiting for calibration)' if self.pipeline is None else ''
-            return DiagnosticStatus.ERROR, (f'no frame processed for {idle:.1f} s while inputs '
-                                            f'arrive{why}')
         problems = []
         if self.pipeline is None:
             problems.append('waiting for calibration')
@@ -570,6 +564,11 @@ class PersistenceNode(LifecycleNode):
         problems += [f'{reason} x{count}' for reason, count in sorted(new_rejected.items())
                      if reason != 'processing_queue_full']
         problems += [f'reset: {kind} x{count}' for kind, count in sorted(new_resets.items())]
+        stall = self.settings.diagnostics.stall_timeout_s
+        idle = now - self._last_processed
+        if self._last_input is not None and now - self._last_input < stall and idle > stall:
+            return DiagnosticStatus.ERROR, '; '.join(
+                [f'no frame processed for {idle:.1f} s while inputs arrive'] + problems)
         if problems:
             return DiagnosticStatus.WARN, '; '.join(problems)
         return DiagnosticStatus.OK, 'ok'
