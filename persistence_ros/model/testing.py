@@ -82,8 +82,11 @@ def make_synthetic_dataset(root, splits: Sequence[str] = ('train',) * 4 + ('val'
             cams.append(str(rng.choice(['left', 'right'])))
             offsets.append(offsets[-1] + n)
         total = offsets[-1]
-        geometry = rng.normal(0, 1, (total, g)).astype(np.float32)
-        geometry[:, 10] = (rng.random(total) < 0.5).astype(np.float32)
+        # geometry is noise from its own generator: adding feature columns to the package
+        # changes neither the crops nor the labels of the data set
+        noise = np.random.default_rng((seed, s, 1))
+        geometry = noise.normal(0, 1, (total, g)).astype(np.float32)
+        geometry[:, 10] = (noise.random(total) < 0.5).astype(np.float32)
         frame_label = np.concatenate([np.full(len(c), lab, np.uint8)
                                       for c, lab in zip(crops, labels)])
         path = root / 'scenes' / f'{name}.npz'
