@@ -329,3 +329,19 @@ def test_detector_options_off_draw_nothing_and_on_change_boxes():
     wide = run(dict(cfg, jitter_px=0.0, jitter_rel=0.1, miss_prob=0.0))
     spread = np.std([d['box'][1] for frame in wide for d in frame if d['kind'] == 'object'])
     assert 1.5 < spread < 6.0  # 0.1 of the 30 px box height
+
+
+def test_bench_render_times_sizes_and_randomized_scenes(tmp_path):
+    from persistence_ros.tools import bench
+    sizes = bench.bench_render_sizes('clean', 2, '64x48,96x72')
+    assert [(r['width'], r['height']) for r in sizes] == [(64, 48), (96, 72)]
+    assert all(r['stereo_frames'] == 2 and r['stereo_frames_per_s'] > 0 for r in sizes)
+    with pytest.raises(ValueError, match='--sizes'):
+        bench.bench_render_sizes('clean', 2, '64by48')
+    scenario = tmp_path / 'tiny_random.yaml'
+    scenario.write_text(json.dumps(TINY_RANDOM))
+    result = bench.bench_render_scenes(str(scenario), 50, 1)
+    row, = result['scenes']
+    assert row['seed'] == 50 and 144 <= row['width'] <= 192 and row['distorted']
+    assert 0 < row['render_s'] < row['seconds'] and row['frames'] >= 6
+    assert result['mean_seconds_per_scene'] == row['seconds']

@@ -4,7 +4,8 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+import time
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -94,21 +95,40 @@ def scene_arrays(scene_dir, crop_size: int = 64, context: float = 0.25) -> Dict[
 
 
 def simulated_scene_arrays(scenario: dict, crop_size: int = 64, context: float = 0.25,
-                           progress=None) -> Tuple[Dict[str, np.ndarray], dict]:
+                           progress=None, timings: Optional[dict] = None
+                           ) -> Tuple[Dict[str, np.ndarray], dict]:
     """
     Return the data-set arrays and the truth dict of a scenario rendered in memory (no bag).
 
     The frames are what the scene's bag would hold (``SceneSimulation.recorded``); each
     frame's images are dropped once the pipeline has cut its crops, so memory holds one
-    frame's images, not the scene's.
+    frame's images, not the scene's. ``timings`` (a dict, optional) gets ``render_s``: the
+    seconds spent making frames (render, looks, detection, labels), the rest being set-up
+    and the pipeline.
     """
     with simulated_scene(scenario) as sim:
         calibration, frames = sim.recorded(progress)
+        if timings is not None:
+            frames = _timed(frames, timings)
         # the truth as truth.json gives it back (a JSON round trip), once every frame is made
         arrays = frames_arrays(calibration, frames,
                                lambda: Truth(json.loads(json.dumps(sim.truth))),
                                crop_size, context)
         return arrays, sim.truth
+
+
+def _timed(frames: Iterable, timings: dict) -> Iterator:
+    """Yield ``frames``, adding the seconds spent making each to ``timings['render_s']``."""
+    timings['render_s'] = 0.0
+    iterator = iter(frames)
+    while True:
+        started = time.perf_counter()
+        try:
+            frame = next(iterator)
+        except StopIteration:
+            return
+        timings['render_s'] += time.perf_counter() - started
+        yield frame
 
 
 def frames_arrays(calibration: StereoCalibration, frames: Iterable[StereoFrame],
