@@ -197,6 +197,38 @@ def test_camera_info_matches_the_distorted_render():
     assert max(pinhole_errors) > 2.0  # ignoring D would be visibly wrong
 
 
+def test_detections_of_a_distorted_rig_sit_on_the_projected_truth():
+    """The detector's boxes (raw, distorted pixels) centre on truth projected with K and D."""
+    scenario = _distorted_spheres()
+    scenario['detector'].update(jitter_px=0.0, miss_prob=0.0)
+    with simulated_scene(scenario) as sim:
+        for _ in sim.frames():
+            pass
+        truth = sim.truth
+    calib = {cam: truth['rig'][cam] for cam in ('left', 'right')}
+    baseline = truth['rig']['baseline_m']
+    errors = []
+    for det in truth['detections'].values():
+        if det['kind'] != 'object':
+            continue
+        info = calib[det['camera']]
+        K = np.reshape(info['camera_matrix']['data'], (3, 3))
+        D = np.asarray(info['distortion_coefficients']['data'])
+        point = np.asarray(truth['objects'][det['object_id']]['states'][det['frame']]
+                           ['left_optical'])
+        if det['camera'] == 'right':
+            point = point - [baseline, 0.0, 0.0]
+        pixel, _ = cv2.projectPoints(point[None], np.zeros(3), np.zeros(3), K, D)
+        cx, cy, w, h = det['box']
+        if min(cx - w / 2, cy - h / 2) < 1 or cx + w / 2 > info['image_width'] - 2 \
+                or cy + h / 2 > info['image_height'] - 2:
+            continue  # cut by the image border
+        errors.append(np.hypot(*(pixel.reshape(2) - (cx, cy))))
+    assert len(errors) >= 10
+    # boxes of partly hidden or merged blobs are off; most sit on the projection
+    assert np.median(errors) < 0.75 and np.percentile(errors, 90) < 1.5
+
+
 def test_distortion_round_trip():
     lens = Lens(np.array([[200.0, 0, 127.5], [0, 200.0, 95.5], [0, 0, 1]]),
                 [-0.12, 0.01, 0.0005, -0.0004, 0.0], 256, 192)
@@ -345,3 +377,31 @@ def test_bench_render_times_sizes_and_randomized_scenes(tmp_path):
     assert row['seed'] == 50 and 144 <= row['width'] <= 192 and row['distorted']
     assert 0 < row['render_s'] < row['seconds'] and row['frames'] >= 6
     assert result['mean_seconds_per_scene'] == row['seconds']
+
+
+def test_stereo_false_positives_are_seen_by_both_cameras_on_one_row():
+    scenario = load_scenario('clean', seed=3, overrides={
+        'duration_s': 2.0, 'fps': 8.0, 'rig': {'width': 160, 'height': 120},
+        'detector': {'stereo_false_positives': 4, 'lingering_frames': [6, 12],
+                     'jitter_px': 0.0, 'miss_prob': 0.0}})
+    with simulated_scene(scenario) as sim:
+        for _ in sim.frames():
+            pass
+        truth, sources = sim.truth, sim.sources
+    seen = {}
+    for det_id, source in sources.items():
+        if source.startswith('sfp'):
+            det = truth['detections'][det_id]
+            assert det['kind'] == 'false_positive' and det['object_id'] is None
+            seen.setdefault((source, det['frame']), {})[det['camera']] = det['box']
+    pairs = [views for views in seen.values() if len(views) == 2]
+    assert len(pairs) >= 5
+    for views in pairs:  # a rectified rig: the same row, the left box right of the right one
+        assert abs(views['left'][1] - views['right'][1]) < 0.01
+        assert views['left'][0] > views['right'][0]
+    plain = load_scenario('clean', seed=3, overrides={
+        'duration_s': 2.0, 'fps': 8.0, 'rig': {'width': 160, 'height': 120}})
+    with simulated_scene(plain) as sim:
+        for _ in sim.frames():
+            pass
+        assert not any(s.startswith('sfp') for s in sim.sources.values())

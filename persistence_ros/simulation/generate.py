@@ -216,11 +216,14 @@ def _gt_boxes(spec, renderer, geom_ids: np.ndarray) -> Tuple[List[dict], Dict[st
 
 
 def _detect(spec, renderer, frame: int, camera: str, rgb: np.ndarray, geom_ids: np.ndarray,
-            detector: BlobDetector, noise: NoiseModel) -> List[dict]:
+            detector: BlobDetector, noise: NoiseModel,
+            hallucinated: Optional[List[dict]] = None) -> List[dict]:
     """
     Return one image's detections: blobs labelled from the segmentation, then the noise.
 
-    Sorted by box centre (x, then y), as the detection ids number them.
+    ``hallucinated``: stereo false positives of this image (``StereoFalsePositives``), seen
+    by the noise model like detected blobs. Sorted by box centre (x, then y), as the
+    detection ids number them.
     """
     positions = {o.id: o.positions[frame] for o in spec.objects}
     glare_on = {g.id: g.position for g in spec.glares if g.on[frame]}
@@ -232,7 +235,7 @@ def _detect(spec, renderer, frame: int, camera: str, rgb: np.ndarray, geom_ids: 
         kind, oid, source = _label_blob(blob, labels, geom_ids, renderer, mirror_px, glare_px)
         raw.append({'box': blob.box, 'score': blob.score, 'kind': kind, 'object_id': oid,
                     'source': source})
-    dets = noise.apply(frame, raw)
+    dets = noise.apply(frame, raw + list(hallucinated or []))
     dets.sort(key=lambda d: (round(d['box'][0], 3), round(d['box'][1], 3)))
     return dets
 
@@ -275,6 +278,52 @@ def _append_states(spec, renderer, frame: int, stamp_ns: int,
             'visible_right': visible['right'][obj.id]})
 
 
+class StereoFalsePositives:
+    """
+    Lingering false positives seen by both cameras (``detector.stereo_false_positives``).
+
+    A detector firing on something that is not an object of interest (a poster, a shadow)
+    sees it in both images, where it pairs like a real object: each episode is a point of
+    the object region (drifting up to 0.2 m/s) with a size of 0.05-0.4 m, projected into both
+    cameras for ``lingering_frames`` frames (kind ``false_positive``, source ``sfp<n>``).
+    Drawn from the stream ``[seed, 3]``, only when there are episodes.
+    """
+
+    def __init__(self, spec, renderer):
+        self.renderer = renderer
+        self.episodes = []
+        det = spec.scenario['detector']
+        if det['stereo_false_positives'] <= 0:
+            return
+        rng = np.random.default_rng([int(spec.scenario['seed']), 3])
+        region = spec.scenario['objects']
+        low, high = det['lingering_frames']
+        for n in range(int(det['stereo_false_positives'])):
+            start = int(rng.integers(0, spec.n_frames))
+            length = int(rng.integers(low, high + 1))
+            point = rng.uniform(region['region_min'], region['region_max'])
+            drift = rng.normal(0.0, 0.1, size=3) / spec.scenario['fps']
+            size = rng.uniform(0.05, 0.4) * rng.uniform(0.7, 1.3, size=2)
+            score = float(rng.uniform(*det['fp_score']))
+            self.episodes.append((start, length, point, drift, size, score, f'sfp{n}'))
+
+    def boxes(self, frame: int, camera: str) -> List[dict]:
+        """Return this frame's false-positive boxes in ``camera`` (inside the image)."""
+        out = []
+        r = self.renderer
+        for start, length, point, drift, size, score, source in self.episodes:
+            if not start <= frame < start + length:
+                continue
+            pixel, depth = r.project((point + (frame - start) * drift)[None], camera)
+            (u, v), z = pixel[0], depth[0]
+            if not (z > 0.1 and 0 <= u < r.width and 0 <= v < r.height):
+                continue
+            w, h = r.focal * size / z
+            out.append({'box': [float(u), float(v), float(w), float(h)], 'score': score,
+                        'kind': 'false_positive', 'object_id': None, 'source': source})
+        return out
+
+
 @dataclass
 class SimulatedFrame:
     """One rendered, detected and labelled stereo frame (detections named and rounded)."""
@@ -304,6 +353,7 @@ class SceneSimulation:
         self.noise = {cam: NoiseModel(det_cfg, np.random.default_rng([seed, 2, i]),
                                       renderer.width, renderer.height, spec.n_frames, cam)
                       for i, cam in enumerate(CAMERAS)}
+        self.hallucinations = StereoFalsePositives(spec, renderer)
         self.truth = _truth_header(spec, renderer, self.calib)
         self.sources: Dict[str, str] = {}
 
@@ -320,7 +370,8 @@ class SceneSimulation:
                 boxes, visible[cam] = _gt_boxes(spec, renderer, ids)
                 truth['gt_boxes'][cam][str(frame)] = boxes
                 dets = _detect(spec, renderer, frame, cam, rendered.rgb[cam], ids,
-                               self.detectors[cam], self.noise[cam])
+                               self.detectors[cam], self.noise[cam],
+                               self.hallucinations.boxes(frame, cam))
                 _name_detections(dets, cam, frame, stamp_ns, truth, self.sources)
                 detections[cam] = dets
             _append_states(spec, renderer, frame, stamp_ns, visible, truth)

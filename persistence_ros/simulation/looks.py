@@ -105,6 +105,15 @@ class Looks:
             self.vignette = (1.0 - np.float32(cfg['vignetting']) * radius2)[..., None]
         self.bloom_sigma = BLOOM_SIGMA * math.hypot(width, height)
 
+    def _glow(self, x: np.ndarray) -> np.ndarray:
+        """Return the blurred excess over ``BLOOM_LEVEL`` (computed at a quarter size)."""
+        height, width = x.shape[:2]
+        small = cv2.resize(np.maximum(x - np.float32(BLOOM_LEVEL), 0.0),
+                           (max(1, width // 4), max(1, height // 4)),
+                           interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), max(0.5, self.bloom_sigma / 4.0))
+        return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
     def apply(self, rgb: np.ndarray, rng: Optional[np.random.Generator] = None) -> np.ndarray:
         """
         Return the delivered uint8 image of a rendered one.
@@ -118,9 +127,7 @@ class Looks:
         if self.vignette is not None:
             x *= self.vignette
         if self.cfg['bloom'] > 0:
-            glow = cv2.GaussianBlur(np.maximum(x - np.float32(BLOOM_LEVEL), 0.0), (0, 0),
-                                    self.bloom_sigma)
-            x += np.float32(4.0 * self.cfg['bloom']) * glow
+            x += np.float32(4.0 * self.cfg['bloom']) * self._glow(x)
         np.clip(x, 0.0, 1.0, out=x)
         if self.cfg['gamma'] != 1.0:
             x **= np.float32(self.cfg['gamma'])

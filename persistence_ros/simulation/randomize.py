@@ -265,8 +265,8 @@ def _draw_detector(out: dict, cfg: dict, rng: np.random.Generator) -> None:
     for key in ('jitter_px', 'jitter_rel', 'miss_prob', 'score_gain', 'score_bias',
                 'score_noise', 'edge_flicker_rate'):
         det[key] = float(rng.uniform(*cfg[key]))
-    det['false_positives'] = int(rng.integers(cfg['false_positives'][0],
-                                              cfg['false_positives'][1] + 1))
+    for key in ('false_positives', 'stereo_false_positives'):
+        det[key] = int(rng.integers(cfg[key][0], cfg[key][1] + 1))
     # episodes last a drawn time, so their length in frames follows the frame rate
     seconds = _sub_range(rng, *cfg['lingering_s'])
     det['lingering_frames'] = [max(1, round(s * out['fps'])) for s in seconds]

@@ -100,6 +100,7 @@ DEFAULTS: Dict[str, Any] = {
         'score_bias': 0.0,
         'score_noise': 0.0,
         'false_positives': 0,     # lingering false-positive episodes per camera per scene
+        'stereo_false_positives': 0,  # episodes seen by both cameras (they pair in stereo)
         'lingering_frames': [5, 30],
         'fp_score': [0.25, 0.85],  # score range of an episode
         'fp_cluster': [1, 1],     # boxes per episode (a cluster), range
@@ -178,6 +179,7 @@ DEFAULTS: Dict[str, Any] = {
             'score_bias': [-0.2, 0.2],
             'score_noise': [0.0, 0.1],
             'false_positives': [0, 12],
+            'stereo_false_positives': [0, 6],
             'lingering_s': [0.1, 2.0],      # episode length, seconds (frames follow the fps)
             'fp_cluster_max': 3,
             'edge_flicker_rate': [0.0, 0.1],
@@ -337,7 +339,7 @@ def _semantics(s: Dict[str, Any]) -> None:
     low, high = det['lingering_frames']
     if not 1 <= low <= high:
         fail('detector.lingering_frames', 'must be [low, high] with 1 <= low <= high')
-    for key in ('false_positives', 'min_area_px', 'threshold'):
+    for key in ('false_positives', 'stereo_false_positives', 'min_area_px', 'threshold'):
         if det[key] < 0:
             fail(f'detector.{key}', 'must be >= 0')
     if det['jitter_px'] < 0:

@@ -89,13 +89,14 @@ def bench_render(scenario: str, frames: int, overrides: Optional[Dict] = None) -
     spec = load_scenario(scenario, overrides=dict(overrides or {},
                                                   duration_s=frames / float(spec['fps'])))
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         truth = generate_scene(spec, Path(tmp) / 'scene')
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         size = sum(p.stat().st_size for p in (Path(tmp) / 'scene').iterdir())
     count = len(truth['frames'])
     return {'scenario': scenario, 'stereo_frames': count, 'seconds': seconds,
-            'stereo_frames_per_s': count / seconds, 'bytes': size,
+            'stereo_frames_per_s': count / seconds, 'cpu_s': cpu,
+            'stereo_frames_per_cpu_s': count / cpu, 'bytes': size,
             'bytes_per_10s': size * 10.0 * float(spec['fps']) / count}
 
 
@@ -109,7 +110,8 @@ def bench_render_sizes(scenario: str, frames: int, sizes: str) -> List[Dict]:
             raise ValueError(f'--sizes expects WxH,WxH,..., got {size!r}') from None
         result = bench_render(scenario, frames, {'rig': {'width': width, 'height': height}})
         out.append(dict(result, width=width, height=height))
-        print(f'{width}x{height}: {result["stereo_frames_per_s"]:.2f} stereo frames/s '
+        print(f'{width}x{height}: {result["stereo_frames_per_s"]:.2f} stereo frames/s, '
+              f'{result["stereo_frames_per_cpu_s"]:.2f} per CPU second '
               f'({result["stereo_frames"]} frames in {result["seconds"]:.1f} s)', flush=True)
     return out
 
@@ -119,17 +121,17 @@ def _timed_scene(job: tuple) -> Dict:
     scenario, = job
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     from persistence_ros.simulation.dataset import simulated_scene_arrays
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     timings: Dict = {}
     arrays, truth = simulated_scene_arrays(scenario, timings=timings)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     left = truth['rig']['left']
     frames = len(truth['frames'])
     return {'seed': int(truth['seed']), 'width': left['image_width'],
             'height': left['image_height'], 'fps': truth['fps'], 'frames': frames,
             'distorted': any(left['distortion_coefficients']['data']),
             'blur_subframes': truth.get('drawn', {}).get('looks', {}).get('blur_subframes', 1),
-            'seconds': seconds, 'render_s': timings['render_s'],
+            'seconds': seconds, 'cpu_s': cpu, 'render_s': timings['render_s'],
             'stereo_frames_per_s': frames / seconds, 'tracks': int(len(arrays['track_label'])),
             'rows': int(len(arrays['frame_label']))}
 
@@ -140,7 +142,10 @@ def bench_render_scenes(scenario: str, seed: int, scenes: int, workers: int = 1)
 
     What ``simulate --dataset`` (without ``--out``) does per scene: render, looks, detect,
     label, run the pipeline, cut crops and geometry rows. ``render_s`` is the part spent
-    making frames. With ``workers`` > 1 the scenes run in parallel; ``wall_s`` is the whole.
+    making frames; ``cpu_s`` the CPU time of the scene's process (all its threads, Mesa's
+    too): unlike wall time it hardly depends on what else runs on the machine, so
+    ``cpu_hours_per_100_scenes`` is the estimate to plan with (two busy cores give two CPU
+    hours per hour). With ``workers`` > 1 the scenes run in parallel; ``wall_s`` is the whole.
     """
     from persistence_ros.simulation.parallel import map_jobs
     from persistence_ros.simulation.scenario import load_scenario
@@ -150,8 +155,9 @@ def bench_render_scenes(scenario: str, seed: int, scenes: int, workers: int = 1)
     for row in map_jobs(_timed_scene, jobs, workers):
         rows.append(row)
         print(f'seed {row["seed"]}: {row["width"]}x{row["height"]} {row["fps"]:.1f} fps, '
-              f'{row["frames"]} frames in {row["seconds"]:.1f} s (render {row["render_s"]:.1f} '
-              f's), {row["stereo_frames_per_s"]:.2f} frames/s, {row["tracks"]} tracks',
+              f'{row["frames"]} frames in {row["seconds"]:.1f} s (CPU {row["cpu_s"]:.1f} s, '
+              f'render {row["render_s"]:.1f} s), {row["stereo_frames_per_s"]:.2f} frames/s, '
+              f'{row["tracks"]} tracks',
               flush=True)
     wall = time.perf_counter() - started
     rows.sort(key=lambda r: r['seed'])
@@ -160,6 +166,9 @@ def bench_render_scenes(scenario: str, seed: int, scenes: int, workers: int = 1)
             'mean_seconds_per_scene': mean,
             'median_seconds_per_scene': statistics.median(r['seconds'] for r in rows),
             'mean_frames_per_scene': statistics.mean(r['frames'] for r in rows),
+            'mean_cpu_s_per_scene': statistics.mean(r['cpu_s'] for r in rows),
+            'cpu_hours_per_100_scenes': 100.0 * statistics.mean(r['cpu_s'] for r in rows)
+            / 3600.0,
             'scenes_per_hour': 3600.0 * len(rows) / wall}
 
 
