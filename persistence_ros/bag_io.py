@@ -129,6 +129,17 @@ def detection_array_msg(detections: Iterable[dict], stamp_ns: int, frame_id: str
     return types[DETECTION_2D_ARRAY](header=header(stamp_ns, frame_id), detections=items)
 
 
+def as_recorded(msg, msgtype: str):
+    """
+    Return ``msg`` as a bag would give it back: serialized to CDR and deserialized.
+
+    Fields lose what their message type cannot hold (float32 boxes and scores); lets an
+    in-memory consumer see exactly what a reader of the written bag sees.
+    """
+    store = get_typestore()
+    return store.deserialize_cdr(store.serialize_cdr(msg, msgtype), msgtype)
+
+
 class BagWriter:
     """
     Write typed messages to a new rosbag2 directory (MCAP storage, metadata version 9).

@@ -5,11 +5,10 @@ One scene (``--scenes 1``): ``--out DIR`` is the bag directory (``truth.json`` i
 Several scenes: ``DIR/<scenario>-s<seed>/`` for seeds ``seed .. seed+N-1``, rendered by
 ``--workers`` processes. ``--dataset DATASET_DIR`` then builds the training data set from the
 scenes just rendered (or, with ``--from-scenes``, from scenes already under ``--out``).
+``--dataset`` without ``--out`` renders in memory and writes only the data set (no bags).
 """
 
 import argparse
-from concurrent.futures import as_completed, ProcessPoolExecutor
-import multiprocessing
 import os
 from pathlib import Path
 import sys
@@ -29,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'scenarios (default: mixed_hard)' % ', '.join(list_presets()))
     parser.add_argument('--seed', type=int, default=None,
                         help="seed of the first scene (default: the scenario file's seed)")
-    parser.add_argument('--out', required=True, help='output: the bag directory for one scene, '
-                        'a folder of scene directories for several')
+    parser.add_argument('--out', default=None, help='output: the bag directory for one scene, '
+                        'a folder of scene directories for several (without it, --dataset '
+                        'renders in memory and writes no bag)')
     parser.add_argument('--scenes', type=int, default=1,
                         help='scenes per scenario, seeds seed..seed+N-1 (default 1)')
     parser.add_argument('--workers', type=int, default=1, help='parallel processes (default 1)')
@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
+    """Return the scenario overrides of the command line (``--duration``, ``--fps``, ...)."""
     out: dict = {}
     if args.duration is not None:
         out['duration_s'] = args.duration
@@ -67,6 +68,29 @@ def _overrides(args: argparse.Namespace) -> dict:
         except ValueError:
             raise ScenarioError(f'--size must be WxH, got {args.size!r}') from None
         out['rig'] = {'width': width, 'height': height}
+    return out
+
+
+def _check_overrides(base: dict, overrides: dict) -> None:
+    """Refuse overrides that a randomize section of ``base`` would replace by its draw."""
+    from persistence_ros.simulation.randomize import conflicts
+    clash = conflicts(base, overrides)
+    if clash:
+        raise ScenarioError(f'scenario {base["name"]!r} draws {", ".join(clash)} per scene: '
+                            'the override would be ignored; drop it or disable that '
+                            'randomize section')
+
+
+def _scene_list(scenarios: List[str], seed: Optional[int], scenes: int,
+                overrides: Optional[dict]) -> List[tuple]:
+    """Return ``(name or path, validated scenario)`` of every scene to make, in order."""
+    out = []
+    for name in scenarios:
+        base = load_scenario(name, seed=seed, overrides=overrides)  # validates early
+        _check_overrides(base, overrides or {})
+        for k in range(scenes):
+            out.append((name, load_scenario(name, seed=int(base['seed']) + k,
+                                            overrides=overrides)))
     return out
 
 
@@ -91,15 +115,13 @@ def render_scenes(scenarios: List[str], seed: Optional[int], scenes: int, out,
     from persistence_ros.simulation.generate import scene_files
     out = Path(out)
     jobs = []
-    for name in scenarios:
-        base = load_scenario(name, seed=seed, overrides=overrides)  # validates early
-        for k in range(scenes):
-            scene_seed = int(base['seed']) + k
-            single = len(scenarios) == 1 and scenes == 1
-            # the folder is named from the scenario's name made a safe file name, never from
-            # the argument (a path) nor a name that could point outside ``out``
-            directory = out if single else out / scene_name(file_name(base['name']), scene_seed)
-            jobs.append((name, scene_seed, overrides or {}, directory, overwrite))
+    single = len(scenarios) == 1 and scenes == 1
+    for name, scenario in _scene_list(scenarios, seed, scenes, overrides):
+        # the folder is named from the scenario's name made a safe file name, never from
+        # the argument (a path) nor a name that could point outside ``out``
+        directory = out if single else out / scene_name(file_name(scenario['name']),
+                                                        int(scenario['seed']))
+        jobs.append((name, int(scenario['seed']), overrides or {}, directory, overwrite))
     directories = [Path(job[3]) for job in jobs]
     twice = sorted({str(d) for d in directories if directories.count(d) > 1})
     if twice:
@@ -108,28 +130,47 @@ def render_scenes(scenarios: List[str], seed: Optional[int], scenes: int, out,
     for directory in directories:  # before rendering anything
         if scene_files(directory) and not overwrite:
             raise FileExistsError(f'{directory} exists and is not empty (use --overwrite)')
-    bar = tqdm(total=len(jobs), desc='scenes', unit='scene', disable=not progress,
-               file=sys.stderr)
-    done = []
-    if workers <= 1 or len(jobs) == 1:
-        for job in jobs:
-            done.append(Path(_render_one(job)))
-            bar.update()
-    else:
-        context = multiprocessing.get_context('spawn')  # fresh GL context per worker
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(_render_one, job) for job in jobs]
-            for future in as_completed(futures):
-                done.append(Path(future.result()))
-                bar.update()
-    bar.close()
-    return sorted(done)
+    from persistence_ros.simulation.parallel import map_jobs
+    bar = _bar(len(jobs), 'scenes', progress)
+    return sorted(Path(d) for d in map_jobs(_render_one, jobs, workers, bar))
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    """Return a progress wrapper (tqdm on stderr) for ``map_jobs``, or None."""
+    if not enabled:
+        return None
+    return lambda it: tqdm(it, total=total, desc=desc, unit='scene', file=sys.stderr)
+
+
+def simulate_dataset(scenarios: List[str], seed: Optional[int], scenes: int, dataset,
+                     overrides: Optional[dict] = None, workers: int = 1, progress: bool = True,
+                     crop_size: int = 64, context: float = 0.25, split_by: str = 'seed') -> dict:
+    """Render ``scenes`` seeds of each scenario in memory into a data set; return the manifest."""
+    from persistence_ros.simulation.dataset import build_simulated_dataset
+    todo = [scenario for _, scenario in _scene_list(scenarios, seed, scenes, overrides)]
+    return build_simulated_dataset(todo, dataset, crop_size=crop_size, context=context,
+                                   workers=workers, progress=_bar(len(todo), 'dataset',
+                                                                  progress),
+                                   split_by=split_by)
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``simulate``; return the exit status."""
     scenarios = args.scenario or ['mixed_hard']
+    if not args.out and not args.dataset:
+        print('simulate: give --out (bags) or --dataset (a data set rendered in memory)',
+              file=sys.stderr)
+        return 2
     try:
+        if not args.out:
+            start = time.monotonic()
+            manifest = simulate_dataset(scenarios, args.seed, args.scenes, args.dataset,
+                                        _overrides(args), args.workers, not args.quiet,
+                                        args.crop_size, args.context, args.split_by)
+            tracks = sum(e['tracks'] for e in manifest['scenes'])
+            print(f'simulate: data set of {len(manifest["scenes"])} scene(s), {tracks} tracks '
+                  f'in {args.dataset}, rendered in memory in {time.monotonic() - start:.1f} s')
+            return 0
         if args.from_scenes:
             if not args.dataset:
                 print('simulate: --from-scenes needs --dataset', file=sys.stderr)

@@ -4,18 +4,20 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+import time
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from persistence_ros.baselines import NoFilter
-from persistence_ros.calibration import CameraCalibration
+from persistence_ros.calibration import CameraCalibration, StereoCalibration
 from persistence_ros.evaluation.scoring import (labels_from_kind_counts, track_kind_counts,
                                                 Truth)
 from persistence_ros.features import GEOMETRY_FEATURES, side_geometry, SIDES
-from persistence_ros.offline_runner import read_stereo_bag, run_pipeline
+from persistence_ros.offline_runner import read_stereo_bag, run_pipeline, StereoFrame
 from persistence_ros.settings import PipelineConfig, Settings
-from persistence_ros.simulation.generate import TRUTH_FILE
+from persistence_ros.simulation.generate import simulated_scene, TRUTH_FILE
+from persistence_ros.simulation.parallel import map_jobs
 from persistence_ros.simulation.scenario import file_name
 from persistence_ros.stereo_track import StereoTrackHistory
 
@@ -82,23 +84,73 @@ def _full_state(track_id: int, rec: dict) -> StereoTrackHistory:
 
 def scene_arrays(scene_dir, crop_size: int = 64, context: float = 0.25) -> Dict[str, np.ndarray]:
     """
-    Return the data-set arrays of one generated scene directory.
+    Return the data-set arrays of one generated scene directory (its bag and truth.json).
 
-    The scene's bag runs through the package's own pipeline (``StereoPipeline``: 2D trackers,
-    stereo association, crops of ``crop_size`` with ``context``), exactly as in the node;
-    each stereo track gives two sequences (its left and right 2D tracks, matched frames
-    only) with ``features.side_geometry`` rows. Labels come from ``truth.json`` through the
-    detection ids: per frame the detection's kind, per track the evaluator's label (real when
-    more than half of the detections the stereo track used are real objects).
+    See ``frames_arrays``, which this reads the bag for.
     """
     scene_dir = Path(scene_dir)
-    truth = Truth.load(scene_dir / TRUTH_FILE)
     calibration, frames = read_stereo_bag(scene_dir, with_images=True)
+    return frames_arrays(calibration, frames, lambda: Truth.load(scene_dir / TRUTH_FILE),
+                         crop_size, context)
+
+
+def simulated_scene_arrays(scenario: dict, crop_size: int = 64, context: float = 0.25,
+                           progress=None, timings: Optional[dict] = None
+                           ) -> Tuple[Dict[str, np.ndarray], dict]:
+    """
+    Return the data-set arrays and the truth dict of a scenario rendered in memory (no bag).
+
+    The frames are what the scene's bag would hold (``SceneSimulation.recorded``); each
+    frame's images are dropped once the pipeline has cut its crops, so memory holds one
+    frame's images, not the scene's. ``timings`` (a dict, optional) gets ``render_s``: the
+    seconds spent making frames (render, looks, detection, labels), the rest being set-up
+    and the pipeline.
+    """
+    with simulated_scene(scenario) as sim:
+        calibration, frames = sim.recorded(progress)
+        if timings is not None:
+            frames = _timed(frames, timings)
+        # the truth as truth.json gives it back (a JSON round trip), once every frame is made
+        arrays = frames_arrays(calibration, frames,
+                               lambda: Truth(json.loads(json.dumps(sim.truth))),
+                               crop_size, context)
+        return arrays, sim.truth
+
+
+def _timed(frames: Iterable, timings: dict) -> Iterator:
+    """Yield ``frames``, adding the seconds spent making each to ``timings['render_s']``."""
+    timings['render_s'] = 0.0
+    iterator = iter(frames)
+    while True:
+        started = time.perf_counter()
+        try:
+            frame = next(iterator)
+        except StopIteration:
+            return
+        timings['render_s'] += time.perf_counter() - started
+        yield frame
+
+
+def frames_arrays(calibration: StereoCalibration, frames: Iterable[StereoFrame],
+                  truth: Callable[[], Truth], crop_size: int = 64,
+                  context: float = 0.25) -> Dict[str, np.ndarray]:
+    """
+    Return the data-set arrays of one scene's frames (from a bag or from memory).
+
+    The frames run through the package's own pipeline (``StereoPipeline``: 2D trackers,
+    stereo association, crops of ``crop_size`` with ``context``), exactly as in the node;
+    each stereo track gives two sequences (its left and right 2D tracks, matched frames
+    only) with ``features.side_geometry`` rows. Labels come from the truth (``truth()``,
+    called after the last frame) through the detection ids: per frame the detection's kind,
+    per track the evaluator's label (real when more than half of the detections the stereo
+    track used are real objects).
+    """
     records: Dict[int, dict] = {}
     run = run_pipeline(calibration, frames, NoFilter(),
                        Settings(pipeline=PipelineConfig(crop_size=crop_size,
                                                         crop_context=context)),
                        on_states=_record_states(records))
+    truth = truth()
     kinds = track_kind_counts(run, truth)
     labels = labels_from_kind_counts(kinds)
     crops, geometry, frame_label, frame_stamp, frame_detection = [], [], [], [], []
@@ -158,6 +210,35 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(stream, 'sha256').hexdigest()
 
 
+def _check_seed(where: str, seed: int, allow_evaluation_seeds: bool) -> None:
+    if seed in EVALUATION_SEEDS and not allow_evaluation_seeds:
+        raise ValueError(f'{where}: seed {seed} is an evaluation seed (1000-1009) and '
+                         'must not be used for training scenes')
+
+
+def _write_entry(out_dir: Path, name: str, truth: dict, arrays: Dict[str, np.ndarray],
+                 split_by: str) -> dict:
+    """Write one scene's arrays; return its manifest entry."""
+    rel = Path('scenes') / f'{name}.npz'
+    np.savez_compressed(out_dir / rel, **arrays)
+    return {'name': name, 'scenario': truth['scenario'], 'seed': int(truth['seed']),
+            'rig': scene_rig(truth), 'split': split_of(name, split_by),
+            'file': rel.as_posix(), 'sha256': _sha256(out_dir / rel),
+            'tracks': int(len(arrays['track_label'])),
+            'frames': int(len(arrays['frame_label']))}
+
+
+def _write_manifest(out_dir: Path, entries: List[dict], crop_size: int, context: float,
+                    split_by: str) -> dict:
+    manifest = {'schema_version': SCHEMA_VERSION, 'split_by': split_by,
+                'crop_size': int(crop_size),
+                'crop_context': float(context), 'geometry_features': list(GEOMETRY_FEATURES),
+                'label_meaning': {'1': 'persistent real object', '0': 'transient'},
+                'scenes': sorted(entries, key=lambda e: e['name'])}
+    (out_dir / 'manifest.json').write_text(json.dumps(manifest, indent=1) + '\n')
+    return manifest
+
+
 def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: float = 0.25,
                   allow_evaluation_seeds: bool = False, progress=None,
                   split_by: str = 'seed') -> dict:
@@ -178,29 +259,50 @@ def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: f
     for scene_dir in (progress(scene_dirs) if progress else scene_dirs):
         truth = json.loads((scene_dir / TRUTH_FILE).read_text())
         seed = int(truth['seed'])
-        if seed in EVALUATION_SEEDS and not allow_evaluation_seeds:
-            raise ValueError(f'{scene_dir}: seed {seed} is an evaluation seed (1000-1009) and '
-                             'must not be used for training scenes')
+        _check_seed(str(scene_dir), seed, allow_evaluation_seeds)
         name = scene_name(file_name(truth['scenario']), seed)  # never a path outside out
         if name in names:
             raise ValueError(f'{scene_dir}: duplicate scene {name}')
         names.add(name)
         arrays = scene_arrays(scene_dir, crop_size, context)
-        rel = Path('scenes') / f'{name}.npz'
-        np.savez_compressed(out_dir / rel, **arrays)
-        entries.append({'name': name, 'scenario': truth['scenario'], 'seed': seed,
-                        'rig': scene_rig(truth),
-                        'split': split_of(name, split_by), 'file': rel.as_posix(),
-                        'sha256': _sha256(out_dir / rel),
-                        'tracks': int(len(arrays['track_label'])),
-                        'frames': int(len(arrays['frame_label']))})
-    manifest = {'schema_version': SCHEMA_VERSION, 'split_by': split_by,
-                'crop_size': int(crop_size),
-                'crop_context': float(context), 'geometry_features': list(GEOMETRY_FEATURES),
-                'label_meaning': {'1': 'persistent real object', '0': 'transient'},
-                'scenes': sorted(entries, key=lambda e: e['name'])}
-    (out_dir / 'manifest.json').write_text(json.dumps(manifest, indent=1) + '\n')
-    return manifest
+        entries.append(_write_entry(out_dir, name, truth, arrays, split_by))
+    return _write_manifest(out_dir, entries, crop_size, context, split_by)
+
+
+def _simulate_entry(job: tuple) -> dict:
+    """Render one scenario in memory and write its arrays (a worker process's job)."""
+    scenario, out_dir, crop_size, context, split_by = job
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    arrays, truth = simulated_scene_arrays(scenario, crop_size, context)
+    name = scene_name(file_name(truth['scenario']), int(truth['seed']))
+    return _write_entry(Path(out_dir), name, truth, arrays, split_by)
+
+
+def build_simulated_dataset(scenarios: Sequence[dict], out_dir, crop_size: int = 64,
+                            context: float = 0.25, allow_evaluation_seeds: bool = False,
+                            workers: int = 1, progress=None, split_by: str = 'seed') -> dict:
+    """
+    Build the training data set by rendering validated scenarios in memory; no bag is written.
+
+    Each scenario (seed set) is rendered, detected and run through the pipeline in one process
+    (``simulated_scene_arrays``); only its arrays are stored, as ``build_dataset`` stores a
+    bag's. ``workers`` processes (spawned: one GL context each); ``progress`` wraps the
+    iterable of finished scenes (e.g. ``tqdm`` with ``total``). Same refusals as
+    ``build_dataset`` (evaluation seeds, duplicate names), checked before anything renders.
+    """
+    _check_split_by(split_by)
+    out_dir = Path(out_dir)
+    names = set()
+    for scenario in scenarios:
+        name = scene_name(file_name(scenario['name']), int(scenario['seed']))
+        _check_seed(name, int(scenario['seed']), allow_evaluation_seeds)
+        if name in names:
+            raise ValueError(f'duplicate scene {name}')
+        names.add(name)
+    (out_dir / 'scenes').mkdir(parents=True, exist_ok=True)
+    jobs = [(scenario, str(out_dir), crop_size, context, split_by) for scenario in scenarios]
+    entries = list(map_jobs(_simulate_entry, jobs, workers, progress))
+    return _write_manifest(out_dir, entries, crop_size, context, split_by)
 
 
 def load_scene_arrays(dataset_dir, entry: dict, verify: bool = True) -> Dict[str, np.ndarray]:

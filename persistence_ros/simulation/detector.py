@@ -34,18 +34,26 @@ class BlobDetector:
     Detect blobs that differ from a background image in colour or brightness.
 
     ``threshold``: the max-over-channels absolute difference a pixel needs;
-    ``min_area_px``: smaller components are dropped.
+    ``min_area_px``: smaller components are dropped; ``smooth_px``: Gaussian sigma applied to
+    both images before differencing (sensor noise), 0: none.
     """
 
-    def __init__(self, background: np.ndarray, threshold: float = 10, min_area_px: int = 6):
-        self.background = background.astype(np.int16)
+    def __init__(self, background: np.ndarray, threshold: float = 10, min_area_px: int = 6,
+                 smooth_px: float = 0.0):
+        self.smooth_px = float(smooth_px)
+        self.background = self._smooth(background).astype(np.int16)
         self.threshold = float(threshold)
         self.min_area_px = int(min_area_px)
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
+    def _smooth(self, image: np.ndarray) -> np.ndarray:
+        if self.smooth_px <= 0:
+            return image
+        return cv2.GaussianBlur(image, (0, 0), self.smooth_px)
+
     def detect(self, image: np.ndarray) -> Tuple[List[Blob], np.ndarray]:
         """Return the blobs of an RGB image and the component label image."""
-        diff = np.abs(image.astype(np.int16) - self.background).max(axis=2)
+        diff = np.abs(self._smooth(image).astype(np.int16) - self.background).max(axis=2)
         mask = (diff > self.threshold).astype(np.uint8)
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._kernel)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)

@@ -1,13 +1,25 @@
-"""Generate one scene: render, detect, label, write the rosbag2 and ``truth.json``."""
+"""
+Generate one scene: render, detect, label, write the rosbag2 and ``truth.json``.
 
+``SceneSimulation`` is the frame loop (render, detect, label; the truth grows frame by frame);
+``generate_scene`` writes its frames to a bag, ``simulated_scene`` hands them out in memory
+(``SceneSimulation.recorded``: exactly what ``read_stereo_bag`` would read from that bag) for
+data sets that need no bag.
+"""
+
+from contextlib import contextmanager
+from dataclasses import dataclass
 import json
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from persistence_ros import __version__, bag_io
-from persistence_ros.calibration import CameraCalibration
+from persistence_ros.calibration import (calibration_from_camera_info, CameraCalibration,
+                                         StereoCalibration)
+from persistence_ros.detections import detection_frame_from_msg
+from persistence_ros.offline_runner import StereoFrame
 from persistence_ros.simulation.detector import BlobDetector, mask_box
 from persistence_ros.simulation.noise import NoiseModel
 from persistence_ros.simulation.scene import build_scene, SceneRenderer
@@ -88,9 +100,14 @@ def _mirror_pixels(renderer, positions: Dict[str, np.ndarray], camera: str,
 
 
 def calibrations(renderer) -> Dict[str, CameraCalibration]:
-    """Return the rectified CameraCalibration of both simulated cameras."""
+    """
+    Return the CameraCalibration of both simulated cameras.
+
+    Rectified (``R = I``, ``P = K [I | t]``); ``D`` is the rig's lens distortion (zero for a
+    pinhole rig), the distortion the delivered images have.
+    """
     return {cam: CameraCalibration(
-        width=renderer.width, height=renderer.height, K=renderer.K, D=np.zeros(5), R=np.eye(3),
+        width=renderer.width, height=renderer.height, K=renderer.K, D=renderer.D, R=np.eye(3),
         P=renderer.P[cam], distortion_model='plumb_bob', camera_name=f'stereo_{cam}',
         frame_id=FRAME_IDS[cam]) for cam in ('left', 'right')}
 
@@ -183,7 +200,8 @@ def _truth_header(spec, renderer, calib: Dict[str, CameraCalibration]) -> dict:
                            'trajectory': o.trajectory, 'states': []} for o in spec.objects},
         'detections': {},
         'gt_boxes': {cam: {} for cam in CAMERAS},
-    }
+    } | ({'drawn': {k: v for k, v in scenario.items() if k != 'randomize'}}
+         if spec.randomized else {})
 
 
 def _gt_boxes(spec, renderer, geom_ids: np.ndarray) -> Tuple[List[dict], Dict[str, bool]]:
@@ -198,11 +216,14 @@ def _gt_boxes(spec, renderer, geom_ids: np.ndarray) -> Tuple[List[dict], Dict[st
 
 
 def _detect(spec, renderer, frame: int, camera: str, rgb: np.ndarray, geom_ids: np.ndarray,
-            detector: BlobDetector, noise: NoiseModel) -> List[dict]:
+            detector: BlobDetector, noise: NoiseModel,
+            hallucinated: Optional[List[dict]] = None) -> List[dict]:
     """
     Return one image's detections: blobs labelled from the segmentation, then the noise.
 
-    Sorted by box centre (x, then y), as the detection ids number them.
+    ``hallucinated``: stereo false positives of this image (``StereoFalsePositives``), seen
+    by the noise model like detected blobs. Sorted by box centre (x, then y), as the
+    detection ids number them.
     """
     positions = {o.id: o.positions[frame] for o in spec.objects}
     glare_on = {g.id: g.position for g in spec.glares if g.on[frame]}
@@ -214,7 +235,7 @@ def _detect(spec, renderer, frame: int, camera: str, rgb: np.ndarray, geom_ids: 
         kind, oid, source = _label_blob(blob, labels, geom_ids, renderer, mirror_px, glare_px)
         raw.append({'box': blob.box, 'score': blob.score, 'kind': kind, 'object_id': oid,
                     'source': source})
-    dets = noise.apply(frame, raw)
+    dets = noise.apply(frame, raw + list(hallucinated or []))
     dets.sort(key=lambda d: (round(d['box'][0], 3), round(d['box'][1], 3)))
     return dets
 
@@ -257,41 +278,162 @@ def _append_states(spec, renderer, frame: int, stamp_ns: int,
             'visible_right': visible['right'][obj.id]})
 
 
-def _generate(spec, renderer, out_dir: Path, progress) -> dict:
-    """Render every frame into the bag at ``out_dir``; write truth.json, sources.json."""
-    det_cfg = spec.scenario['detector']
-    seed = int(spec.scenario['seed'])
-    calib = calibrations(renderer)
-    detectors = {cam: BlobDetector(renderer.backgrounds[cam], det_cfg['threshold'],
-                                   det_cfg['min_area_px']) for cam in CAMERAS}
-    noise = {cam: NoiseModel(det_cfg, np.random.default_rng([seed, 2, i]), renderer.width,
-                             renderer.height, spec.n_frames, cam)
-             for i, cam in enumerate(CAMERAS)}
-    truth = _truth_header(spec, renderer, calib)
-    sources: Dict[str, str] = {}
-    with bag_io.BagWriter(out_dir) as bag:
-        for cam in CAMERAS:
-            bag.add_topic(TOPICS[cam]['image'], bag_io.IMAGE)
-            bag.add_topic(TOPICS[cam]['info'], bag_io.CAMERA_INFO)
-            bag.add_topic(TOPICS[cam]['detections'], bag_io.DETECTION_2D_ARRAY)
+class StereoFalsePositives:
+    """
+    Lingering false positives seen by both cameras (``detector.stereo_false_positives``).
+
+    A detector firing on something that is not an object of interest (a poster, a shadow)
+    sees it in both images, where it pairs like a real object: each episode is a point of
+    the object region (drifting up to 0.2 m/s) with a size of 0.05-0.4 m, projected into both
+    cameras for ``lingering_frames`` frames (kind ``false_positive``, source ``sfp<n>``).
+    Drawn from the stream ``[seed, 3]``, only when there are episodes.
+    """
+
+    def __init__(self, spec, renderer):
+        self.renderer = renderer
+        self.episodes = []
+        det = spec.scenario['detector']
+        if det['stereo_false_positives'] <= 0:
+            return
+        rng = np.random.default_rng([int(spec.scenario['seed']), 3])
+        region = spec.scenario['objects']
+        low, high = det['lingering_frames']
+        for n in range(int(det['stereo_false_positives'])):
+            start = int(rng.integers(0, spec.n_frames))
+            length = int(rng.integers(low, high + 1))
+            point = rng.uniform(region['region_min'], region['region_max'])
+            drift = rng.normal(0.0, 0.1, size=3) / spec.scenario['fps']
+            size = rng.uniform(0.05, 0.4) * rng.uniform(0.7, 1.3, size=2)
+            score = float(rng.uniform(*det['fp_score']))
+            self.episodes.append((start, length, point, drift, size, score, f'sfp{n}'))
+
+    def boxes(self, frame: int, camera: str) -> List[dict]:
+        """Return this frame's false-positive boxes in ``camera`` (inside the image)."""
+        out = []
+        r = self.renderer
+        for start, length, point, drift, size, score, source in self.episodes:
+            if not start <= frame < start + length:
+                continue
+            pixel, depth = r.project((point + (frame - start) * drift)[None], camera)
+            (u, v), z = pixel[0], depth[0]
+            if not (z > 0.1 and 0 <= u < r.width and 0 <= v < r.height):
+                continue
+            w, h = r.focal * size / z
+            out.append({'box': [float(u), float(v), float(w), float(h)], 'score': score,
+                        'kind': 'false_positive', 'object_id': None, 'source': source})
+        return out
+
+
+@dataclass
+class SimulatedFrame:
+    """One rendered, detected and labelled stereo frame (detections named and rounded)."""
+
+    index: int
+    stamp_ns: int
+    images: Dict[str, np.ndarray]
+    detections: Dict[str, List[dict]]
+
+
+class SceneSimulation:
+    """
+    The render/detect/label loop of one scene.
+
+    ``frames()`` yields every frame once; ``truth`` (the ``truth.json`` dict) and ``sources``
+    are complete when it is exhausted.
+    """
+
+    def __init__(self, spec, renderer):
+        self.spec, self.renderer = spec, renderer
+        det_cfg = spec.scenario['detector']
+        seed = int(spec.scenario['seed'])
+        self.calib = calibrations(renderer)
+        self.detectors = {cam: BlobDetector(renderer.backgrounds[cam], det_cfg['threshold'],
+                                            det_cfg['min_area_px'], det_cfg['smooth_px'])
+                          for cam in CAMERAS}
+        self.noise = {cam: NoiseModel(det_cfg, np.random.default_rng([seed, 2, i]),
+                                      renderer.width, renderer.height, spec.n_frames, cam)
+                      for i, cam in enumerate(CAMERAS)}
+        self.hallucinations = StereoFalsePositives(spec, renderer)
+        self.truth = _truth_header(spec, renderer, self.calib)
+        self.sources: Dict[str, str] = {}
+
+    def frames(self, progress: Optional[Callable[[int, int], None]] = None
+               ) -> Iterator[SimulatedFrame]:
+        """Yield the frames in order; ``progress(done, total)`` after each."""
+        spec, renderer, truth = self.spec, self.renderer, self.truth
         for frame in range(spec.n_frames):
             stamp_ns = int(spec.stamps_ns[frame])
             rendered = renderer.render(frame)
-            visible = {}
+            visible, detections = {}, {}
             for cam in CAMERAS:
                 ids = rendered.geom_ids[cam]
                 boxes, visible[cam] = _gt_boxes(spec, renderer, ids)
                 truth['gt_boxes'][cam][str(frame)] = boxes
                 dets = _detect(spec, renderer, frame, cam, rendered.rgb[cam], ids,
-                               detectors[cam], noise[cam])
-                _name_detections(dets, cam, frame, stamp_ns, truth, sources)
-                _write_image(bag, cam, stamp_ns, rendered.rgb[cam], calib[cam], dets)
+                               self.detectors[cam], self.noise[cam],
+                               self.hallucinations.boxes(frame, cam))
+                _name_detections(dets, cam, frame, stamp_ns, truth, self.sources)
+                detections[cam] = dets
             _append_states(spec, renderer, frame, stamp_ns, visible, truth)
+            yield SimulatedFrame(frame, stamp_ns, rendered.rgb, detections)
             if progress is not None:
                 progress(frame + 1, spec.n_frames)
-    (out_dir / TRUTH_FILE).write_text(json.dumps(truth, indent=1, sort_keys=False) + '\n')
-    (out_dir / SOURCES_FILE).write_text(json.dumps(sources, indent=0, sort_keys=True) + '\n')
-    return truth
+
+    def recorded(self, progress: Optional[Callable[[int, int], None]] = None
+                 ) -> Tuple[StereoCalibration, Iterator[StereoFrame]]:
+        """
+        Return the calibration and the frames as ``read_stereo_bag`` reads them from the bag.
+
+        Messages go through CDR serialization (``bag_io.as_recorded``: float32 boxes and
+        scores), images are the rgb8 arrays the bag would hold; nothing is written.
+        """
+        def info(cam: str):
+            msg = bag_io.camera_info_msg(self.calib[cam], int(self.spec.stamps_ns[0]),
+                                         FRAME_IDS[cam])
+            return calibration_from_camera_info(bag_io.as_recorded(msg, bag_io.CAMERA_INFO))
+
+        def frames() -> Iterator[StereoFrame]:
+            for sim in self.frames(progress):
+                sides = [_recorded_detections(sim.detections[cam], sim.stamp_ns, cam)
+                         for cam in CAMERAS]
+                yield StereoFrame(sim.stamp_ns, sides[0], sides[1], sim.images['left'],
+                                  sim.images['right'])
+        return StereoCalibration(info('left'), info('right')), frames()
+
+
+def _recorded_detections(detections: List[dict], stamp_ns: int, camera: str):
+    """Return one image's detections as a DetectionFrame read back from a bag."""
+    msg = bag_io.detection_array_msg(detections, stamp_ns, FRAME_IDS[camera])
+    return detection_frame_from_msg(bag_io.as_recorded(msg, bag_io.DETECTION_2D_ARRAY))
+
+
+@contextmanager
+def simulated_scene(scenario: dict) -> Iterator[SceneSimulation]:
+    """Yield the ``SceneSimulation`` of a scenario (in memory; the renderer is closed after)."""
+    spec = build_scene(scenario)
+    renderer = SceneRenderer(spec)
+    try:
+        yield SceneSimulation(spec, renderer)
+    finally:
+        renderer.close()
+
+
+def _generate(spec, renderer, out_dir: Path, progress) -> dict:
+    """Render every frame into the bag at ``out_dir``; write truth.json, sources.json."""
+    sim = SceneSimulation(spec, renderer)
+    with bag_io.BagWriter(out_dir) as bag:
+        for cam in CAMERAS:
+            bag.add_topic(TOPICS[cam]['image'], bag_io.IMAGE)
+            bag.add_topic(TOPICS[cam]['info'], bag_io.CAMERA_INFO)
+            bag.add_topic(TOPICS[cam]['detections'], bag_io.DETECTION_2D_ARRAY)
+        for frame in sim.frames(progress):
+            for cam in CAMERAS:
+                _write_image(bag, cam, frame.stamp_ns, frame.images[cam], sim.calib[cam],
+                             frame.detections[cam])
+    (out_dir / TRUTH_FILE).write_text(json.dumps(sim.truth, indent=1, sort_keys=False) + '\n')
+    (out_dir / SOURCES_FILE).write_text(json.dumps(sim.sources, indent=0, sort_keys=True)
+                                        + '\n')
+    return sim.truth
 
 
 def load_truth(scene_dir) -> dict:
