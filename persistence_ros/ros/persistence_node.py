@@ -491,7 +491,9 @@ class PersistenceNode(LifecycleNode):
                                                              result.stamp_ns, frame_id))
             self._cameras_due = False
         self._publish('points', messages.points_cloud(result, frame_id))
-        self._publish('markers', self._markers.update(result, frame_id))
+        markers = self._markers.update(result, frame_id)
+        if markers.markers:   # an empty array changes nothing and carries no stamp to record
+            self._publish('markers', markers)
         if 'debug_image' in self._outputs and left_rgb is not None and pipeline is not None:
             boxes = {t.id: tuple(t.box) for t in pipeline.left_tracker.tracks}
             image = messages.debug_image(left_rgb, result, boxes)

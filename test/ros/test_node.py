@@ -442,6 +442,7 @@ def test_cross_process_replay_outputs(scene, tmp_path):
     assert n_points > 0
 
     added = set()
+    assert all(msg.markers for _, msg in recorded['markers'])   # no empty (stampless) arrays
     for _, msg in recorded['markers']:
         for m in msg.markers:
             assert m.header.frame_id == LEFT and m.ns in messages.MARKER_NAMESPACES
