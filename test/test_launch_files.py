@@ -87,4 +87,3 @@ def test_replay_launch_plays_with_clock_and_uses_sim_time():
     cmd = [ast.literal_eval(e) for e in _kw(play, 'cmd').elts if isinstance(e, ast.Constant)]
     assert cmd[:4] == ['ros2', 'bag', 'play', '--clock']
     assert "'use_sim_time': 'true'" in source and 'persistence.rviz' in source
-
