@@ -20,13 +20,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PACKAGE_SOURCES := $(shell find persistence_ros scripts launch config msg -type f \
 	-not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null) CMakeLists.txt package.xml
 
-.PHONY: help setup build demo test lint clean
+VIEWER_DIR := test/viewer
+
+.PHONY: help setup viewer-setup build demo test lint clean
 
 help:
 	@echo 'make demo    set up (.venv, build, install) and run the demo'
 	@echo 'make test    set up and run the whole test suite'
 	@echo 'make build   rebuild and reinstall the package into .venv'
-	@echo 'make clean   remove build outputs (keeps .venv)'
+	@echo 'make clean   remove build outputs (keeps .venv and $(VIEWER_DIR)/node_modules)'
 
 # System libraries MuJoCo renders with (Mesa EGL/OSMesa, CPU).
 $(VENV)/.system-stamp: scripts/install-system-deps.sh
@@ -58,6 +60,15 @@ $(VENV)/.build-stamp: $(VENV)/.deps-stamp $(PACKAGE_SOURCES)
 
 setup: $(VENV)/.build-stamp
 
+# The viewer test's npm packages (Foxglove Studio's studio-base, puppeteer-core, ...), exactly
+# as package-lock.json pins them; no install scripts run (puppeteer-core downloads no browser:
+# the test drives Debian's chromium).
+$(VIEWER_DIR)/node_modules/.install-stamp: $(VIEWER_DIR)/package.json $(VIEWER_DIR)/package-lock.json $(VENV)/.system-stamp
+	cd $(VIEWER_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+viewer-setup: $(VIEWER_DIR)/node_modules/.install-stamp
+
 build:
 	@rm -f $(VENV)/.build-stamp
 	@$(MAKE) --no-print-directory setup
@@ -67,7 +78,7 @@ demo: setup
 
 # pytest is started as .venv/bin/pytest (not python -m pytest) so the installed package, which
 # holds the generated messages, is imported rather than the source tree.
-test: setup
+test: setup viewer-setup
 	$(VENV_ABS)/bin/pytest $(PYTEST_ARGS)
 
 lint: setup

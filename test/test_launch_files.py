@@ -87,18 +87,3 @@ def test_replay_launch_plays_with_clock_and_uses_sim_time():
     cmd = [ast.literal_eval(e) for e in _kw(play, 'cmd').elts if isinstance(e, ast.Constant)]
     assert cmd[:4] == ['ros2', 'bag', 'play', '--clock']
     assert "'use_sim_time': 'true'" in source and 'persistence.rviz' in source
-
-
-def test_rviz_config_fixed_frame_and_displays():
-    import yaml
-    rviz = yaml.safe_load((ROOT / 'config' / 'persistence.rviz').read_text())
-    manager = rviz['Visualization Manager']
-    assert manager['Global Options']['Fixed Frame'] == 'stereo_left_optical'
-    displays = {d['Class']: d for d in manager['Displays']}
-    for cls in ('rviz_default_plugins/PointCloud2', 'rviz_default_plugins/MarkerArray',
-                'rviz_default_plugins/Image'):
-        assert cls in displays
-    assert displays['rviz_default_plugins/PointCloud2']['Topic']['Value'] == \
-        '/stereo/persistence_node/points'
-    assert displays['rviz_default_plugins/MarkerArray']['Topic']['Value'] == \
-        '/stereo/persistence_node/markers'

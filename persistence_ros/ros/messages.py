@@ -6,12 +6,19 @@ Builders of the node's output messages from ``PipelineFrameResult``s.
   Built with a numpy structured array: sensor_msgs_py (point_cloud2) is not on PyPI.
 * :func:`track_array`: ``persistence_ros/TrackArray`` with every live stereo track.
 * :class:`MarkerBuilder`: ``visualization_msgs/MarkerArray``; namespaces:
-  ``trajectory`` (LINE_STRIP of the track's recent positions, coloured by decision),
-  ``attention`` (SPHERE_LIST at the positions of the frames the model looked at, coloured by
-  attention weight; only for filters that report attention), ``label`` (TEXT_VIEW_FACING
-  ``'#id p=0.93 d=5'``: id, probability, frames to decision). The marker id of a track is
-  its stereo track id (mod 2^31) in every namespace, so markers are stable; a track that ends
-  gets DELETE for each of its markers.
+  ``trajectory`` (LINE_STRIP of the track's recent positions, in the track's own colour:
+  :func:`track_colour`, a hash of its id into ``TRACK_PALETTE``, so a track keeps its colour
+  whatever its state), ``attention`` (SPHERE_LIST at the positions of the frames the model
+  looked at, coloured by attention weight; only for filters that report attention),
+  ``label`` (TEXT_VIEW_FACING ``'#id persistent 0.93'``: id, state and probability, in the
+  state's colour; its height grows with the distance from the
+  camera, ``LABEL_HEIGHT_PER_M``, so it reads the same near and far). With
+  ``faint_transient`` TRANSIENT tracks are drawn at ``TRANSIENT_ALPHA``. The marker id of a
+  track is its stereo track id (mod 2^31) in every namespace, so markers are stable; a track
+  that ends gets DELETE for each of its markers.
+* :func:`camera_markers`: ``visualization_msgs/MarkerArray`` of both cameras (namespace
+  ``cameras``): frustum and boresight (LINE_LIST) and name, from the calibration, in the
+  left optical frame.
 * :func:`debug_image`: the left image with every 2D box coloured by its stereo track's state.
 * :func:`diagnostics`: ``diagnostic_msgs/DiagnosticArray`` of the node's counters.
 """
@@ -41,6 +48,28 @@ POINT_FIELDS = [
     PointField(name='track_id', offset=16, datatype=PointField.UINT32, count=1),
 ]
 
+# Track colours (RGB): distinct from the state colours below, from white (the points in the
+# shipped Foxglove layout) and from CAMERA_COLOUR, so that each can be told apart in a picture.
+TRACK_PALETTE = (
+    (0.12, 0.47, 0.71),   # blue
+    (1.0, 0.5, 0.05),     # orange
+    (0.58, 0.4, 0.74),    # purple
+    (0.55, 0.34, 0.29),   # brown
+    (0.89, 0.47, 0.76),   # pink
+    (0.74, 0.74, 0.13),   # olive
+    (1.0, 0.73, 0.47),    # light orange
+    (0.77, 0.69, 0.84),   # lavender
+)
+CAMERA_COLOUR = (0.09, 0.75, 0.81, 1.0)   # cyan
+# Alpha of TRANSIENT tracks' markers with faint_transient.
+TRANSIENT_ALPHA = 0.3
+# Label text height per metre of distance from the camera (about 1.4 degrees seen from it),
+# and its minimum.
+LABEL_HEIGHT_PER_M = 0.025
+MIN_LABEL_HEIGHT_M = 0.03
+# Camera frusta are drawn to this depth (m), the boresights (optical axes) to twice it.
+FRUSTUM_DEPTH_M = 0.5
+CAMERA_NAMESPACE = 'cameras'
 # RGBA per decision state.
 STATE_COLOURS = {
     TrackState.TENTATIVE: (1.0, 0.85, 0.0, 1.0),
@@ -117,6 +146,23 @@ def marker_id(track_id: int) -> int:
     return int(track_id) % (2 ** 31)
 
 
+def track_colour(track_id: int) -> Tuple[float, float, float]:
+    """
+    Return the RGB colour of a stereo track: the same in every frame, state and process.
+
+    A multiplicative (Fibonacci) hash of the id picks the palette entry, so that colours do
+    not simply cycle with the id (an object and its reflection often get neighbouring ids);
+    Python's ``hash`` is not used (salted for strings, the identity for ints).
+    """
+    mixed = (int(track_id) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    return TRACK_PALETTE[(mixed >> 32) % len(TRACK_PALETTE)]
+
+
+def label_height(position) -> float:
+    """Return the label text height (m) at ``position`` (left optical frame)."""
+    return max(MIN_LABEL_HEIGHT_M, LABEL_HEIGHT_PER_M * float(np.linalg.norm(position)))
+
+
 def _colour(rgba) -> ColorRGBA:
     r, g, b, a = (float(c) for c in rgba)
     return ColorRGBA(r=r, g=g, b=b, a=a)
@@ -130,15 +176,16 @@ class MarkerBuilder:
     """
     Stateful MarkerArray builder: remembers each track's recent positions and its markers.
 
-    ``history``: trajectory points kept per track.  Call :meth:`update` once per frame.
+    ``history``: trajectory points kept per track; ``faint_transient``: draw TRANSIENT tracks
+    at ``TRANSIENT_ALPHA``.  Call :meth:`update` once per frame.
     """
 
-    def __init__(self, history: int = 30, line_width: float = 0.01, sphere_size: float = 0.04,
-                 text_size: float = 0.06):
+    def __init__(self, history: int = 30, faint_transient: bool = True,
+                 line_width: float = 0.02, sphere_size: float = 0.04):
         self.history = int(history)
+        self.faint_transient = bool(faint_transient)
         self.line_width = float(line_width)
         self.sphere_size = float(sphere_size)
-        self.text_size = float(text_size)
         self._positions: Dict[int, Deque[Tuple[int, np.ndarray]]] = {}
         self._published: Dict[int, set] = {}
 
@@ -181,7 +228,9 @@ class MarkerBuilder:
 
     def _track_markers(self, hdr: Header, track, positions) -> List[Marker]:
         out = []
-        colour = STATE_COLOURS[track.state]
+        alpha = (TRANSIENT_ALPHA if self.faint_transient and track.state == TrackState.TRANSIENT
+                 else 1.0)
+        colour = track_colour(track.id) + (alpha,)
         if len(positions) >= 2:
             line = self._marker(hdr, 'trajectory', track.id, Marker.LINE_STRIP)
             line.scale = Vector3(x=self.line_width, y=0.0, z=0.0)
@@ -201,20 +250,72 @@ class MarkerBuilder:
                 spheres.color = _colour(colour)
                 spheres.points = [_point(p) for p, _ in pts]
                 # Colour by attention weight: white (low) -> magenta (high), alpha with weight.
-                spheres.colors = [_colour((1.0, 1.0 - a / top, 1.0, 0.25 + 0.75 * a / top))
-                                  for _, a in pts]
+                spheres.colors = [_colour((1.0, 1.0 - a / top, 1.0,
+                                           alpha * (0.25 + 0.75 * a / top))) for _, a in pts]
                 spheres.pose.orientation.w = 1.0
                 out.append(spheres)
         label = self._marker(hdr, 'label', track.id, Marker.TEXT_VIEW_FACING)
         last = positions[-1][1]
-        label.pose.position = Point(x=float(last[0]), y=float(last[1]) - 0.08,
+        height = label_height(last)
+        # one line above the point (-y is up in an optical frame)
+        label.pose.position = Point(x=float(last[0]), y=float(last[1]) - height,
                                     z=float(last[2]))
         label.pose.orientation.w = 1.0
-        label.scale = Vector3(x=0.0, y=0.0, z=self.text_size)
-        label.color = _colour(colour)
-        label.text = f'#{track.id} p={track.probability:.2f} d={track.decision_frame}'
+        label.scale = Vector3(x=0.0, y=0.0, z=height)
+        label.color = _colour(STATE_COLOURS[track.state][:3] + (alpha,))
+        label.text = f'#{track.id} {track.state.label} {track.probability:.2f}'
         out.append(label)
         return out
+
+
+def _camera_geometry(camera, to_optical: np.ndarray, depth: float):
+    """Return one camera's optical centre and LINE_LIST points (frustum, boresight)."""
+    intrinsics = camera.P[:, :3]
+    centre = to_optical @ -np.linalg.solve(intrinsics, camera.P[:, 3])
+    axis = to_optical @ camera.R @ np.array([0.0, 0.0, 1.0])
+    w, h = float(camera.width), float(camera.height)
+    corners = camera.rectify_points(np.array([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]]))
+    rays = np.linalg.solve(intrinsics, np.column_stack([corners, np.ones(4)]).T).T
+    rays = rays @ to_optical.T
+    ends = [centre + depth / float(np.dot(ray, axis)) * ray for ray in rays
+            if np.all(np.isfinite(ray)) and np.dot(ray, axis) > 0.0]
+    segments = [(centre, end) for end in ends]
+    segments += [(ends[k], ends[(k + 1) % len(ends)]) for k in range(len(ends))]
+    segments.append((centre, centre + 2.0 * depth * axis))
+    return centre, [_point(p) for segment in segments for p in segment]
+
+
+def camera_markers(calibration, stamp_ns: int, frame_id: str,
+                   depth: float = FRUSTUM_DEPTH_M) -> MarkerArray:
+    """
+    Return the cameras of a ``StereoCalibration`` as markers in the left optical frame.
+
+    Namespace ``cameras``: per camera (id 0 left, 1 right) a LINE_LIST of the frustum (the
+    optical centre to the image corners, rectified, at ``depth`` along the camera's optical
+    axis, and the rectangle they span) and the boresight (the optical axis, to twice
+    ``depth``); ids 2 and 3 name them (TEXT_VIEW_FACING, beside each camera, away from the
+    other one).  ``P`` holds the rectified left frame, which ``R_left.T`` turns into the left
+    optical frame (calibration module).
+    """
+    hdr = header(stamp_ns, frame_id)
+    to_optical = calibration.left.R.T
+    geometry = [_camera_geometry(camera, to_optical, depth)
+                for camera in (calibration.left, calibration.right)]
+    baseline = geometry[1][0] - geometry[0][0]
+    outward = baseline / max(float(np.linalg.norm(baseline)), 1e-9)
+    markers = []
+    for k, (name, (centre, points)) in enumerate(zip(('left', 'right'), geometry)):
+        lines = Marker(header=hdr, ns=CAMERA_NAMESPACE, id=k, type=Marker.LINE_LIST,
+                       action=Marker.ADD, scale=Vector3(x=0.01, y=0.0, z=0.0),
+                       color=_colour(CAMERA_COLOUR), points=points)
+        lines.pose.orientation.w = 1.0
+        text = Marker(header=hdr, ns=CAMERA_NAMESPACE, id=2 + k, type=Marker.TEXT_VIEW_FACING,
+                      action=Marker.ADD, scale=Vector3(x=0.0, y=0.0, z=0.2 * depth),
+                      color=_colour(CAMERA_COLOUR), text=name)
+        text.pose.position = _point(centre + (2 * k - 1) * 0.4 * depth * outward)
+        text.pose.orientation.w = 1.0
+        markers += [lines, text]
+    return MarkerArray(markers=markers)
 
 
 def debug_image(rgb: np.ndarray, result, left_boxes: Mapping[int, Tuple[float, ...]],

@@ -75,6 +75,7 @@ class PublishSettings:
 
     debug_image: bool = False
     marker_history: int = 30
+    faint_transient: bool = True
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,9 @@ PARAMETERS: List[Parameter] = [
        'QoS history depth of the camera_info subscriptions', range=(1, 1000)),
     _P('publish.debug_image', 'publish ~/debug_image (left image with state boxes)'),
     _P('publish.marker_history', 'trajectory points per track in ~/markers', range=(2, 10000)),
+    _P('publish.faint_transient',
+       'draw TRANSIENT tracks (reflections, glare, false positives) faint in ~/markers; false: '
+       'as opaque as the others'),
     _P('diagnostics.period', 'seconds between /diagnostics messages', range=(0.05, 3600.0)),
     _P('diagnostics.stall_timeout_s',
        'seconds without a processed frame, while inputs arrive, before /diagnostics says ERROR',

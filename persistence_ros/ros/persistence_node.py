@@ -35,7 +35,10 @@ Inputs: ``left/detections``, ``right/detections`` (persistence_ros/Detection2DAr
 ``left/image_raw``, ``right/image_raw`` (unless ``use_images`` is false), ``left/camera_info``,
 ``right/camera_info`` (unless calibration files are given).  Outputs (stamped with the input
 stamp, frame: ``frame_id`` or the left optical frame): ``~/points``, ``~/markers``,
-``~/tracks``, ``~/debug_image`` (``publish.debug_image``) and ``/diagnostics``.
+``~/tracks``, ``~/debug_image`` (``publish.debug_image``), ``~/cameras`` and
+``/diagnostics``.  ``~/cameras`` (both cameras' frusta, ``messages.camera_markers``) is
+published with the first frame after each calibration change or restart, transient local
+(latched), so that a viewer started later still gets it.
 """
 
 import argparse
@@ -51,7 +54,8 @@ import rclpy
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
+                       ReliabilityPolicy)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
@@ -128,6 +132,7 @@ class PersistenceNode(LifecycleNode):
         self._worker: Optional[threading.Thread] = None
         self._running = False
         self._markers = messages.MarkerBuilder()
+        self._cameras_due = False
         self._reset_counters()
 
     # -- counters --------------------------------------------------------------------------
@@ -206,7 +211,8 @@ class PersistenceNode(LifecycleNode):
         self._infos = CameraInfoMonitor()
         if calibration is not None:
             self._build_pipeline(calibration)
-        self._markers = messages.MarkerBuilder(history=settings.publish.marker_history)
+        self._markers = messages.MarkerBuilder(history=settings.publish.marker_history,
+                                               faint_transient=settings.publish.faint_transient)
         self._reset_counters()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._outputs = {
@@ -214,6 +220,10 @@ class PersistenceNode(LifecycleNode):
             'markers': self.create_publisher(MarkerArray, '~/markers', reliable),
             'tracks': self.create_publisher(TrackArray, '~/tracks', reliable),
             'diagnostics': self.create_publisher(DiagnosticArray, '/diagnostics', reliable),
+            # latched: published once per calibration, a late subscriber still gets it
+            'cameras': self.create_publisher(MarkerArray, '~/cameras', QoSProfile(
+                depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                durability=DurabilityPolicy.TRANSIENT_LOCAL)),
         }
         if settings.publish.debug_image:
             self._outputs['debug_image'] = self.create_publisher(
@@ -225,6 +235,7 @@ class PersistenceNode(LifecycleNode):
 
     def _build_pipeline(self, calibration: StereoCalibration) -> None:
         self.pipeline = StereoPipeline(calibration, self.settings, self.filter)
+        self._cameras_due = True
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Subscribe and start the worker thread."""
@@ -453,6 +464,7 @@ class PersistenceNode(LifecycleNode):
             self.get_logger().warning('input time jumped back: started a new sequence')
             self._publish('markers', self._markers.delete_all(
                 result.stamp_ns, self.frame_id or result.frame_id))
+            self._cameras_due = True   # stamped within the new sequence
         self.publish(result, left_rgb, pipeline)
         self.frames_processed += 1
         self._last_processed = time.monotonic()
@@ -472,8 +484,16 @@ class PersistenceNode(LifecycleNode):
     def publish(self, result, left_rgb=None, pipeline=None) -> None:
         """Publish the outputs of one PipelineFrameResult."""
         frame_id = self.frame_id or result.frame_id
+        if self._cameras_due and pipeline is not None:
+            # stamped with this frame (not the camera_info's stamp, which may be 0), so that a
+            # recording's time span stays the input's
+            self._publish('cameras', messages.camera_markers(pipeline.calibration,
+                                                             result.stamp_ns, frame_id))
+            self._cameras_due = False
         self._publish('points', messages.points_cloud(result, frame_id))
-        self._publish('markers', self._markers.update(result, frame_id))
+        markers = self._markers.update(result, frame_id)
+        if markers.markers:   # an empty array changes nothing and carries no stamp to record
+            self._publish('markers', markers)
         if 'debug_image' in self._outputs and left_rgb is not None and pipeline is not None:
             boxes = {t.id: tuple(t.box) for t in pipeline.left_tracker.tracks}
             image = messages.debug_image(left_rgb, result, boxes)
@@ -578,9 +598,13 @@ class PersistenceNode(LifecycleNode):
             _MALLOC_TRIM(0)
         values = self.diagnostic_values()
         level, message = self.diagnostic_status(values)
+        name, hardware_id = self.diagnostic_status_id()
         self._publish('diagnostics', messages.diagnostics(
-            self.get_clock().now().to_msg(), f'{self.get_name()}: pipeline',
-            self.get_fully_qualified_name(), values, level, message))
+            self.get_clock().now().to_msg(), name, hardware_id, values, level, message))
+
+    def diagnostic_status_id(self):
+        """Return the (name, hardware_id) of the node's status in /diagnostics."""
+        return f'{self.get_name()}: pipeline', self.get_fully_qualified_name()
 
 
 def spin_once_unless_shut_down(executor: Executor, timeout_sec: float) -> bool:

@@ -39,7 +39,11 @@ OUTPUTS = {  # node-relative name -> message type
     'persistence_node/points': 'sensor_msgs/msg/PointCloud2',
     'persistence_node/markers': 'visualization_msgs/msg/MarkerArray',
     'persistence_node/debug_image': 'sensor_msgs/msg/Image',
+    'persistence_node/cameras': 'visualization_msgs/msg/MarkerArray',
 }
+# Outputs the node publishes transient local (latched): recorded with a transient local
+# subscription, which a volatile publisher would not match.
+LATCHED_OUTPUTS = ('persistence_node/cameras',)
 DIAGNOSTICS = ('/diagnostics', 'diagnostic_msgs/msg/DiagnosticArray')
 # Messages stamped this close to a frame's first stamp belong to that frame (half of the
 # node's default sync.slop; frames of a 60 Hz camera are 16.7 ms apart).
@@ -149,7 +153,7 @@ class Recorder:
     """Record raw messages of some topics into an MCAP rosbag2 (log time: receive order)."""
 
     def __init__(self, node, out: Path, topics: Dict[str, str]):
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         self.path = Path(out)
         self._store = get_typestore()
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
@@ -160,6 +164,8 @@ class Recorder:
         self.track_stamps: List[int] = []
         self._cond = threading.Condition(self._lock)
         qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        latched_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._subscriptions = []
         for topic, msgtype in topics.items():
             self._connections[topic] = self._writer.add_connection(topic, msgtype,
@@ -167,7 +173,7 @@ class Recorder:
             self._subscriptions.append(node.create_subscription(
                 message_class(msgtype), topic,
                 lambda raw, topic=topic, msgtype=msgtype: self._on_message(topic, msgtype, raw),
-                qos, raw=True))
+                latched_qos if topic.endswith(LATCHED_OUTPUTS) else qos, raw=True))
 
     def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
         stamp_ns = self._stamp(raw, msgtype)

@@ -410,6 +410,11 @@ def test_cross_process_replay_outputs(scene, tmp_path):
     assert len(recorded['points']) == N_FRAMES and len(recorded['debug_image']) == N_FRAMES
     assert recorded['diagnostics'], node_log
     frame_stamps = [f['stamp_ns'] for f in truth['frames']]
+    # the cameras: once (one calibration), latched, stamped with the first frame
+    ((_, cameras),) = recorded['cameras']
+    assert {(m.ns, m.id, m.header.frame_id) for m in cameras.markers} == {
+        (messages.CAMERA_NAMESPACE, k, LEFT) for k in range(4)}
+    assert stamp_to_ns(cameras.markers[0].header.stamp) == frame_stamps[0]
     tracks_by_stamp = {}
     for stamp, msg in recorded['tracks']:
         assert msg.header.frame_id == LEFT
@@ -437,6 +442,7 @@ def test_cross_process_replay_outputs(scene, tmp_path):
     assert n_points > 0
 
     added = set()
+    assert all(msg.markers for _, msg in recorded['markers'])   # no empty (stampless) arrays
     for _, msg in recorded['markers']:
         for m in msg.markers:
             assert m.header.frame_id == LEFT and m.ns in messages.MARKER_NAMESPACES
