@@ -231,6 +231,22 @@ def test_dataset_builder(tmp_path, floor_scene, noisy_scene):
     assert signs == {'object': {1.0}, 'reflection': {-1.0}}
 
 
+def test_dataset_scenes_can_be_added_to_an_existing_data_set(tmp_path, floor_scene,
+                                                              noisy_scene):
+    first = ds.build_dataset([floor_scene[0]], tmp_path / 'data')
+    both = ds.build_dataset([noisy_scene[0]], tmp_path / 'data', append=True)
+    assert [e['name'] for e in both['scenes']] == sorted(
+        [e['name'] for e in first['scenes']] + [ds.scene_name('noisy', noisy_scene[1]['seed'])])
+    assert both['scenes'][[e['name'] for e in both['scenes']].index(
+        first['scenes'][0]['name'])] == first['scenes'][0]     # the earlier entry is kept
+    with pytest.raises(ValueError, match='duplicate scene'):
+        ds.build_dataset([noisy_scene[0]], tmp_path / 'data', append=True)
+    with pytest.raises(ValueError, match='crop_size'):
+        ds.build_dataset([noisy_scene[0]], tmp_path / 'data', crop_size=32, append=True)
+    # without append the manifest is replaced
+    assert len(ds.build_dataset([noisy_scene[0]], tmp_path / 'data')['scenes']) == 1
+
+
 def test_dataset_refuses_evaluation_seeds(tmp_path):
     scene = tmp_path / 'clean-s1003'
     generate_scene(_tiny('clean', 1003, 2), scene)

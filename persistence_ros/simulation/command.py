@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='replace existing scene directories')
     parser.add_argument('--dataset', default=None, metavar='DATASET_DIR',
                         help='also build the training data set from the scenes into this folder')
+    parser.add_argument('--append', action='store_true',
+                        help='with --dataset: add the scenes to the data set already there '
+                             '(same crops, split and feature columns; its scenes are kept)')
     parser.add_argument('--from-scenes', action='store_true',
                         help='with --dataset: render nothing, use every scene found under --out')
     parser.add_argument('--crop-size', type=int, default=64, help='data set crop size (64)')
@@ -144,14 +147,15 @@ def _bar(total: int, desc: str, enabled: bool):
 
 def simulate_dataset(scenarios: List[str], seed: Optional[int], scenes: int, dataset,
                      overrides: Optional[dict] = None, workers: int = 1, progress: bool = True,
-                     crop_size: int = 64, context: float = 0.25, split_by: str = 'seed') -> dict:
+                     crop_size: int = 64, context: float = 0.25, split_by: str = 'seed',
+                     append: bool = False) -> dict:
     """Render ``scenes`` seeds of each scenario in memory into a data set; return the manifest."""
     from persistence_ros.simulation.dataset import build_simulated_dataset
     todo = [scenario for _, scenario in _scene_list(scenarios, seed, scenes, overrides)]
     return build_simulated_dataset(todo, dataset, crop_size=crop_size, context=context,
                                    workers=workers, progress=_bar(len(todo), 'dataset',
                                                                   progress),
-                                   split_by=split_by)
+                                   split_by=split_by, append=append)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -166,7 +170,8 @@ def main(args: argparse.Namespace) -> int:
             start = time.monotonic()
             manifest = simulate_dataset(scenarios, args.seed, args.scenes, args.dataset,
                                         _overrides(args), args.workers, not args.quiet,
-                                        args.crop_size, args.context, args.split_by)
+                                        args.crop_size, args.context, args.split_by,
+                                        args.append)
             tracks = sum(e['tracks'] for e in manifest['scenes'])
             print(f'simulate: data set of {len(manifest["scenes"])} scene(s), {tracks} tracks '
                   f'in {args.dataset}, rendered in memory in {time.monotonic() - start:.1f} s')
@@ -189,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
             wrap = None if args.quiet else (lambda it: tqdm(it, desc='dataset', file=sys.stderr))
             manifest = build_dataset(scene_dirs, args.dataset, crop_size=args.crop_size,
                                      context=args.context, progress=wrap,
-                                     split_by=args.split_by)
+                                     split_by=args.split_by, append=args.append)
             tracks = sum(e['tracks'] for e in manifest['scenes'])
             print(f'simulate: data set of {len(manifest["scenes"])} scene(s), {tracks} tracks '
                   f'in {args.dataset}')

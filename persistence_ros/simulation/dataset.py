@@ -228,34 +228,57 @@ def _write_entry(out_dir: Path, name: str, truth: dict, arrays: Dict[str, np.nda
             'frames': int(len(arrays['frame_label']))}
 
 
+def existing_scenes(out_dir, crop_size: int, context: float, split_by: str) -> List[dict]:
+    """
+    Return the scene entries of a data set at ``out_dir`` that new scenes may be added to.
+
+    None there: ``[]``.  A data set made with other crops, another split or other feature
+    columns cannot take more scenes: ValueError says which setting differs.
+    """
+    path = Path(out_dir) / 'manifest.json'
+    if not path.is_file():
+        return []
+    manifest = json.loads(path.read_text())
+    wanted = {'schema_version': SCHEMA_VERSION, 'split_by': split_by,
+              'crop_size': int(crop_size), 'crop_context': float(context),
+              'geometry_features': list(GEOMETRY_FEATURES)}
+    differ = [key for key, value in wanted.items() if manifest.get(key) != value]
+    if differ:
+        raise ValueError(f'{path}: cannot add scenes to a data set made with other '
+                         f'{", ".join(differ)} (start a new --dataset folder)')
+    return list(manifest['scenes'])
+
+
 def _write_manifest(out_dir: Path, entries: List[dict], crop_size: int, context: float,
-                    split_by: str) -> dict:
+                    split_by: str, earlier: Sequence[dict] = ()) -> dict:
     manifest = {'schema_version': SCHEMA_VERSION, 'split_by': split_by,
                 'crop_size': int(crop_size),
                 'crop_context': float(context), 'geometry_features': list(GEOMETRY_FEATURES),
                 'label_meaning': {'1': 'persistent real object', '0': 'transient'},
-                'scenes': sorted(entries, key=lambda e: e['name'])}
+                'scenes': sorted(list(earlier) + list(entries), key=lambda e: e['name'])}
     (out_dir / 'manifest.json').write_text(json.dumps(manifest, indent=1) + '\n')
     return manifest
 
 
 def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: float = 0.25,
                   allow_evaluation_seeds: bool = False, progress=None,
-                  split_by: str = 'seed') -> dict:
+                  split_by: str = 'seed', append: bool = False) -> dict:
     """
     Build the training data set from generated scene directories; return the manifest.
 
     Writes ``out_dir/scenes/<scenario>-s<seed>.npz`` and ``out_dir/manifest.json``. Scenes with
     an evaluation seed (1000-1009) are refused unless ``allow_evaluation_seeds``.
     ``progress`` (optional) wraps the scene iterable (e.g. ``tqdm``); ``split_by``: see
-    ``split_of``.
+    ``split_of``.  ``append``: add the scenes to the data set already at ``out_dir``
+    (``existing_scenes``; a scene it holds is refused), instead of replacing its manifest.
     """
     _check_split_by(split_by)  # before the scenes are read, not at the first one
     out_dir = Path(out_dir)
+    earlier = existing_scenes(out_dir, crop_size, context, split_by) if append else []
     (out_dir / 'scenes').mkdir(parents=True, exist_ok=True)
     scene_dirs = [Path(d) for d in scene_dirs]
     entries: List[dict] = []
-    names = set()
+    names = {e['name'] for e in earlier}
     for scene_dir in (progress(scene_dirs) if progress else scene_dirs):
         truth = json.loads((scene_dir / TRUTH_FILE).read_text())
         seed = int(truth['seed'])
@@ -266,7 +289,7 @@ def build_dataset(scene_dirs: Iterable, out_dir, crop_size: int = 64, context: f
         names.add(name)
         arrays = scene_arrays(scene_dir, crop_size, context)
         entries.append(_write_entry(out_dir, name, truth, arrays, split_by))
-    return _write_manifest(out_dir, entries, crop_size, context, split_by)
+    return _write_manifest(out_dir, entries, crop_size, context, split_by, earlier)
 
 
 def _simulate_entry(job: tuple) -> dict:
@@ -280,7 +303,8 @@ def _simulate_entry(job: tuple) -> dict:
 
 def build_simulated_dataset(scenarios: Sequence[dict], out_dir, crop_size: int = 64,
                             context: float = 0.25, allow_evaluation_seeds: bool = False,
-                            workers: int = 1, progress=None, split_by: str = 'seed') -> dict:
+                            workers: int = 1, progress=None, split_by: str = 'seed',
+                            append: bool = False) -> dict:
     """
     Build the training data set by rendering validated scenarios in memory; no bag is written.
 
@@ -288,11 +312,13 @@ def build_simulated_dataset(scenarios: Sequence[dict], out_dir, crop_size: int =
     (``simulated_scene_arrays``); only its arrays are stored, as ``build_dataset`` stores a
     bag's. ``workers`` processes (spawned: one GL context each); ``progress`` wraps the
     iterable of finished scenes (e.g. ``tqdm`` with ``total``). Same refusals as
-    ``build_dataset`` (evaluation seeds, duplicate names), checked before anything renders.
+    ``build_dataset`` (evaluation seeds, duplicate names), checked before anything renders;
+    ``append`` as in ``build_dataset``.
     """
     _check_split_by(split_by)
     out_dir = Path(out_dir)
-    names = set()
+    earlier = existing_scenes(out_dir, crop_size, context, split_by) if append else []
+    names = {e['name'] for e in earlier}
     for scenario in scenarios:
         name = scene_name(file_name(scenario['name']), int(scenario['seed']))
         _check_seed(name, int(scenario['seed']), allow_evaluation_seeds)
@@ -302,7 +328,7 @@ def build_simulated_dataset(scenarios: Sequence[dict], out_dir, crop_size: int =
     (out_dir / 'scenes').mkdir(parents=True, exist_ok=True)
     jobs = [(scenario, str(out_dir), crop_size, context, split_by) for scenario in scenarios]
     entries = list(map_jobs(_simulate_entry, jobs, workers, progress))
-    return _write_manifest(out_dir, entries, crop_size, context, split_by)
+    return _write_manifest(out_dir, entries, crop_size, context, split_by, earlier)
 
 
 def load_scene_arrays(dataset_dir, entry: dict, verify: bool = True) -> Dict[str, np.ndarray]:
