@@ -235,10 +235,10 @@ def test_dataset_scenes_can_be_added_to_an_existing_data_set(tmp_path, floor_sce
                                                               noisy_scene):
     first = ds.build_dataset([floor_scene[0]], tmp_path / 'data')
     both = ds.build_dataset([noisy_scene[0]], tmp_path / 'data', append=True)
-    assert [e['name'] for e in both['scenes']] == sorted(
-        [e['name'] for e in first['scenes']] + [ds.scene_name('noisy', noisy_scene[1]['seed'])])
-    assert both['scenes'][[e['name'] for e in both['scenes']].index(
-        first['scenes'][0]['name'])] == first['scenes'][0]     # the earlier entry is kept
+    names = [e['name'] for e in both['scenes']]
+    added = ds.scene_name('noisy', noisy_scene[1]['seed'])
+    assert names == sorted([e['name'] for e in first['scenes']] + [added])
+    assert both['scenes'][names.index(first['scenes'][0]['name'])] == first['scenes'][0]
     with pytest.raises(ValueError, match='duplicate scene'):
         ds.build_dataset([noisy_scene[0]], tmp_path / 'data', append=True)
     with pytest.raises(ValueError, match='crop_size'):
