@@ -231,8 +231,7 @@ def test_dataset_builder(tmp_path, floor_scene, noisy_scene):
     assert signs == {'object': {1.0}, 'reflection': {-1.0}}
 
 
-def test_dataset_scenes_can_be_added_to_an_existing_data_set(tmp_path, floor_scene,
-                                                            noisy_scene):
+def test_dataset_scenes_can_be_added_to_a_data_set(tmp_path, floor_scene, noisy_scene):
     first = ds.build_dataset([floor_scene[0]], tmp_path / 'data')
     both = ds.build_dataset([noisy_scene[0]], tmp_path / 'data', append=True)
     names = [e['name'] for e in both['scenes']]
