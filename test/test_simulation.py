@@ -220,6 +220,15 @@ def test_dataset_builder(tmp_path, floor_scene, noisy_scene):
         assert np.all(arrays['geometry'][:, 7] <= 50.0)
     floor_entry = [e for e in manifest['scenes'] if e['scenario'] == 'reflective_floor'][0]
     arrays = ds.load_scene_arrays(tmp_path / 'data', floor_entry)
+    # the gbdt baseline's rows: one per labelled stereo track, with and without the plane
+    from persistence_ros.gbdt import FEATURE_NAMES
+    gbdt = arrays['gbdt_features']
+    assert gbdt.shape[1:] == (2, len(FEATURE_NAMES)) and len(gbdt) == len(arrays['gbdt_label'])
+    assert set(arrays['gbdt_track_id']) <= set(arrays['track_id']) and len(gbdt) > 0
+    height = FEATURE_NAMES.index('height_median')
+    assert np.isfinite(gbdt[:, 0, height]).any() and np.isnan(gbdt[:, 1, height]).all()
+    x, y = ds.gbdt_training_rows(tmp_path / 'data', floor_entry['split'])
+    assert x.shape[1] == len(FEATURE_NAMES) and len(x) == len(y) >= 2 * len(gbdt)
     # triangulated heights above the true floor plane: reflections below, objects above
     # (0 where the frame had no valid stereo point)
     signs = {'object': set(), 'reflection': set()}

@@ -58,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--train-bag', action='append', default=[], metavar='DIR',
                         help='training-split scene (repeatable, or a directory of scenes) to '
                              'fit the gbdt filter on now')
+    parser.add_argument('--train-dataset', metavar='DIR',
+                        help="fit the gbdt filter now on a data set's training split (the rows "
+                             '`simulate --dataset` stores per stereo track, with and without the '
+                             'ground plane): no bags needed')
     parser.add_argument('--save-gbdt', metavar='NPZ', help='save the fitted gbdt training set')
     parser.add_argument('--compare', action='store_true',
                         help='run every filter on every --bag and print a table of '
@@ -137,11 +141,17 @@ def _scored_scenes(args) -> List[Path]:
 
 def _gbdt_path(args, settings: Optional[Settings] = None) -> Optional[str]:
     """Return the gbdt training-set file, fitting one on --train-bag first if asked."""
-    if not args.train_bag:
+    if not args.train_bag and not args.train_dataset:
         return args.gbdt or (str(GBDT_BASELINE) if GBDT_BASELINE.exists() else None)
-    train = scene_dirs(args.train_bag)
-    check_training_scenes(train, _scored_scenes(args))
-    x, y = collect_gbdt_training(train, settings=settings)
+    if args.train_bag and args.train_dataset:
+        raise ValueError('give --train-bag or --train-dataset, not both')
+    if args.train_dataset:
+        from persistence_ros.simulation.dataset import gbdt_training_rows
+        x, y = gbdt_training_rows(args.train_dataset)
+    else:
+        train = scene_dirs(args.train_bag)
+        check_training_scenes(train, _scored_scenes(args))
+        x, y = collect_gbdt_training(train, settings=settings)
     path = _gbdt_save_path(args)
     GbdtFilter().fit(x, y).save(path)
     print(f'gbdt: fitted on {len(y)} tracks ({int(y.sum())} real), saved to {path}',
@@ -304,7 +314,7 @@ def main(args: argparse.Namespace) -> int:
     """Run ``evaluate``; return the exit status."""
     try:
         _check_output('--json', args.json)
-        if args.train_bag:
+        if args.train_bag or args.train_dataset:
             _check_output('--save-gbdt', _gbdt_save_path(args))
         settings = run_settings(args)
         decision = parse_overrides(args.decision, '--decision')

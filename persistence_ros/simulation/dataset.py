@@ -14,6 +14,7 @@ from persistence_ros.calibration import CameraCalibration, StereoCalibration
 from persistence_ros.evaluation.scoring import (labels_from_kind_counts, track_kind_counts,
                                                 Truth)
 from persistence_ros.features import GEOMETRY_FEATURES, side_geometry, SIDES
+from persistence_ros.gbdt import FEATURE_NAMES, GBDT_DECIDE_AFTER, track_features
 from persistence_ros.offline_runner import read_stereo_bag, run_pipeline, StereoFrame
 from persistence_ros.settings import PipelineConfig, Settings
 from persistence_ros.simulation.generate import simulated_scene, TRUTH_FILE
@@ -146,13 +147,23 @@ def frames_arrays(calibration: StereoCalibration, frames: Iterable[StereoFrame],
     track used are real objects).
     """
     records: Dict[int, dict] = {}
+    snapshots: Dict[int, StereoTrackHistory] = {}
+    record = _record_states(records)
+
+    def on_states(states: Sequence[StereoTrackHistory]) -> None:
+        record(states)
+        for st in states:  # what the gbdt baseline sees at the frame it decides
+            if st.id not in snapshots and st.frames_observed >= GBDT_DECIDE_AFTER:
+                snapshots[st.id] = st
+
     run = run_pipeline(calibration, frames, NoFilter(),
                        Settings(pipeline=PipelineConfig(crop_size=crop_size,
                                                         crop_context=context)),
-                       on_states=_record_states(records))
+                       on_states=on_states)
     truth = truth()
     kinds = track_kind_counts(run, truth)
     labels = labels_from_kind_counts(kinds)
+    gbdt_ids = [tid for tid in sorted(snapshots) if labels.get(tid) is not None]
     crops, geometry, frame_label, frame_stamp, frame_detection = [], [], [], [], []
     offsets, track_label, track_kind, track_camera, track_id = [0], [], [], [], []
     for stereo_id in sorted(records):
@@ -188,6 +199,13 @@ def frames_arrays(calibration: StereoCalibration, frames: Iterable[StereoFrame],
         'track_kind': np.asarray(track_kind, dtype='<U16'),
         'track_camera': np.asarray(track_camera, dtype='<U8'),
         'track_id': np.asarray(track_id, dtype=np.int64),
+        # the gbdt baseline's training rows: per stereo track its features at the frame it
+        # decides (GBDT_DECIDE_AFTER), with the truth's ground plane and without one
+        'gbdt_track_id': np.asarray(gbdt_ids, dtype=np.int64),
+        'gbdt_features': np.asarray(
+            [[track_features(snapshots[tid], truth.ground_plane), track_features(snapshots[tid])]
+             for tid in gbdt_ids], dtype=np.float64).reshape(-1, 2, len(FEATURE_NAMES)),
+        'gbdt_label': np.asarray([int(bool(labels[tid])) for tid in gbdt_ids], dtype=np.uint8),
     }
 
 
@@ -329,6 +347,31 @@ def build_simulated_dataset(scenarios: Sequence[dict], out_dir, crop_size: int =
     jobs = [(scenario, str(out_dir), crop_size, context, split_by) for scenario in scenarios]
     entries = list(map_jobs(_simulate_entry, jobs, workers, progress))
     return _write_manifest(out_dir, entries, crop_size, context, split_by, earlier)
+
+
+def gbdt_training_rows(dataset_dir, split: str = 'train') -> Tuple[np.ndarray, np.ndarray]:
+    """
+    Return (features, labels) to fit the gbdt baseline on, from a data set's ``split``.
+
+    Each labelled stereo track gives two rows: its ``gbdt.track_features`` at the frame the
+    filter decides, with and without the ground plane (``frames_arrays``).  Evaluation
+    seeds never reach a data set (``build_dataset`` refuses them).
+    """
+    manifest = json.loads((Path(dataset_dir) / 'manifest.json').read_text())
+    xs, ys = [], []
+    for entry in manifest['scenes']:
+        if entry['split'] != split:
+            continue
+        arrays = load_scene_arrays(dataset_dir, entry)
+        if 'gbdt_features' not in arrays:
+            raise ValueError(f'{dataset_dir}: {entry["name"]} has no gbdt rows (a data set '
+                             'built before they were stored): rebuild it')
+        features = arrays['gbdt_features']
+        xs.append(features.reshape(-1, features.shape[-1]))
+        ys.append(np.repeat(arrays['gbdt_label'].astype(np.int64), features.shape[1]))
+    if not xs or not sum(len(y) for y in ys):
+        raise ValueError(f'{dataset_dir}: no labelled stereo tracks in split {split!r}')
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def load_scene_arrays(dataset_dir, entry: dict, verify: bool = True) -> Dict[str, np.ndarray]:
