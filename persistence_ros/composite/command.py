@@ -8,8 +8,7 @@ data-set builder (``simulate --from-scenes --dataset``, or ``--dataset`` here) r
 """
 
 import argparse
-from concurrent.futures import as_completed, ProcessPoolExecutor
-import multiprocessing
+import json
 import os
 from pathlib import Path
 import sys
@@ -20,7 +19,8 @@ from tqdm import tqdm
 
 from persistence_ros.composite.presets import list_presets, load_preset
 from persistence_ros.simulation.scenario import file_name, ScenarioError
-from persistence_ros.simulation.scene_writer import scene_files
+from persistence_ros.simulation.parallel import map_jobs
+from persistence_ros.simulation.scene_writer import check_scene_folders, TRUTH_FILE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,28 +82,10 @@ def composite_scenes(presets: List[str], seed: Optional[int], scenes: int, out,
             folder = f'{file_name(base["name"])}-s{scene_seed:04d}'
             jobs.append((name, scene_seed, overrides or {}, out if single else out / folder,
                          overwrite))
-    directories = [Path(job[3]) for job in jobs]
-    twice = sorted({str(d) for d in directories if directories.count(d) > 1})
-    if twice:
-        raise ValueError(f'two presets would write into the same folder: {twice}')
-    for directory in directories:  # before compositing anything
-        if scene_files(directory) and not overwrite:
-            raise FileExistsError(f'{directory} exists and is not empty (use --overwrite)')
-    bar = tqdm(total=len(jobs), desc='scenes', unit='scene', disable=not progress,
-               file=sys.stderr)
-    done = []
-    if workers <= 1 or len(jobs) == 1:
-        for job in jobs:
-            done.append(Path(_render_one(job)))
-            bar.update()
-    else:
-        context = multiprocessing.get_context('spawn')
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for future in as_completed([pool.submit(_render_one, job) for job in jobs]):
-                done.append(Path(future.result()))
-                bar.update()
-    bar.close()
-    return sorted(done)
+    check_scene_folders([Path(job[3]) for job in jobs], overwrite)  # before compositing
+    bar = (lambda it: tqdm(it, total=len(jobs), desc='scenes', unit='scene', file=sys.stderr)
+           ) if progress else None
+    return sorted(Path(d) for d in map_jobs(_render_one, jobs, workers, bar))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -115,8 +97,12 @@ def main(args: argparse.Namespace) -> int:
         scene_dirs = composite_scenes(args.preset or ['composite_mixed_hard'], args.seed,
                                       args.scenes, args.out, overrides_of(args), args.workers,
                                       args.overwrite, progress=not args.quiet)
-        print(f'composite: {len(scene_dirs)} scene(s) in {time.monotonic() - start:.1f} s '
-              f'under {args.out}')
+        seconds = time.monotonic() - start
+        frames = sum(len(json.loads((d / TRUTH_FILE).read_text())['frames'])
+                     for d in scene_dirs)
+        print(f'composite: {len(scene_dirs)} scene(s), {frames} stereo frames in {seconds:.1f} s '
+              f'({frames / max(seconds, 1e-9):.2f} stereo frames/s, {args.workers} worker(s), '
+              f'load average {os.getloadavg()[0]:.1f}) under {args.out}')
         if args.dataset:
             from persistence_ros.simulation.dataset import build_dataset
             wrap = None if args.quiet else (lambda it: tqdm(it, desc='dataset', file=sys.stderr))

@@ -21,8 +21,9 @@ BAG_METADATA_FILE = 'metadata.yaml'
 SCHEMA_VERSION = 1
 CAMERAS = ('left', 'right')
 
-__all__ = ['BAG_METADATA_FILE', 'FRAME_IDS', 'remove_scene_files', 'round_list', 'scene_files',
-           'SceneWriter', 'SCHEMA_VERSION', 'SOURCES_FILE', 'TOPICS', 'TRUTH_FILE']
+__all__ = ['BAG_METADATA_FILE', 'check_scene_folders', 'FRAME_IDS', 'remove_scene_files',
+           'round_list', 'scene_files', 'SceneWriter', 'SCHEMA_VERSION', 'SOURCES_FILE',
+           'TOPICS', 'TRUTH_FILE']
 
 
 def round_list(values, digits: int = 3) -> List[float]:
@@ -56,6 +57,23 @@ def scene_files(out_dir) -> List[Path]:
         raise FileExistsError(f'{out_dir} is not empty and not a scene written by '
                               f'persistence_ros ({why}); not deleting it')
     return entries
+
+
+def check_scene_folders(directories: List[Path], overwrite: bool) -> None:
+    """
+    Raise before anything is written if two scenes share a folder or one would be refused.
+
+    ``ValueError`` for a folder named twice; ``FileExistsError`` for a non-empty folder
+    without ``overwrite`` (and for anything that is not a scene, ``scene_files``).
+    """
+    directories = [Path(d) for d in directories]
+    twice = sorted({str(d) for d in directories if directories.count(d) > 1})
+    if twice:
+        raise ValueError(f'two scenes would be written into the same folder: {twice} (give '
+                         'the scenario or preset files different names)')
+    for directory in directories:
+        if scene_files(directory) and not overwrite:
+            raise FileExistsError(f'{directory} exists and is not empty (use --overwrite)')
 
 
 def remove_scene_files(out_dir: Path, files: Optional[List[Path]] = None) -> None:
