@@ -377,14 +377,14 @@ def load_plate(name: str) -> Plate:
     raise PlateError(f'unknown plate {name!r}; plates: {list(PLATES)}')
 
 
-def crop_transform(x0: float, y0: float, scale: float) -> np.ndarray:
+def crop_transform(x0: float, y0: float, scale_x: float, scale_y: float) -> np.ndarray:
     """
-    Return the 3x3 pixel map of cropping at ``(x0, y0)`` then resizing by ``scale``.
+    Return the 3x3 pixel map of cropping at ``(x0, y0)`` then resizing by the scales.
 
-    With pixel centres at integers (OpenCV): ``u' = scale * (u - x0 + 0.5) - 0.5``.
+    With pixel centres at integers (OpenCV's ``resize``): ``u' = sx * (u - x0 + 0.5) - 0.5``.
     """
-    return np.array([[scale, 0.0, scale * (0.5 - x0) - 0.5],
-                     [0.0, scale, scale * (0.5 - y0) - 0.5], [0.0, 0.0, 1.0]])
+    return np.array([[scale_x, 0.0, scale_x * (0.5 - x0) - 0.5],
+                     [0.0, scale_y, scale_y * (0.5 - y0) - 0.5], [0.0, 0.0, 1.0]])
 
 
 def crop_plate(plate: Plate, x0: int, y0: int, width: int, height: int, out_width: int,
@@ -392,13 +392,16 @@ def crop_plate(plate: Plate, x0: int, y0: int, width: int, height: int, out_widt
     """
     Return a new rig: both views cropped to the same window and resized to the output size.
 
-    K and P of both cameras are mapped by the same pixel transform (``crop_transform``);
-    distortion, rectification rotation and the baseline are unchanged.
+    K and P of both cameras are mapped by the same pixel transform (``crop_transform``), so
+    the rig stays rectified; an integer window rarely has the output's exact aspect, so fx and
+    fy may differ by a fraction of a percent (as real pixels do). Distortion, rectification
+    rotation and the baseline are unchanged.
     """
     scale_x, scale_y = out_width / width, out_height / height
-    if abs(scale_x - scale_y) > 1e-3 * max(scale_x, scale_y):
-        raise ValueError('crop and output must have the same aspect ratio (square pixels)')
-    transform = crop_transform(x0, y0, scale_x)
+    if abs(scale_x - scale_y) > 0.02 * max(scale_x, scale_y):
+        raise ValueError(f'crop {width}x{height} and output {out_width}x{out_height} differ in '
+                         'aspect by more than 2 %')
+    transform = crop_transform(x0, y0, scale_x, scale_y)
     interpolation = cv2.INTER_AREA if scale_x < 1.0 else cv2.INTER_LINEAR
     views = []
     for view in (plate.left, plate.right):
