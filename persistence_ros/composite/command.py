@@ -18,8 +18,8 @@ from typing import List, Optional
 from tqdm import tqdm
 
 from persistence_ros.composite.presets import list_presets, load_preset
-from persistence_ros.simulation.scenario import file_name, ScenarioError
 from persistence_ros.simulation.parallel import map_jobs
+from persistence_ros.simulation.scenario import file_name, ScenarioError
 from persistence_ros.simulation.scene_writer import check_scene_folders, TRUTH_FILE
 
 
