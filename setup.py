@@ -22,7 +22,7 @@ setup(
     install_requires=[
         'numpy', 'scipy', 'opencv-python-headless<5', 'PyYAML', 'torch', 'torchvision',
         'safetensors', 'vector-quantize-pytorch', 'rosbags', 'mcap', 'mcap-ros2-support',
-        'mujoco', 'scikit-learn', 'matplotlib', 'tqdm', 'rich',
+        'mujoco', 'scikit-image', 'scikit-learn', 'matplotlib', 'tqdm', 'rich',
     ],
     entry_points={'console_scripts': ['persistence-ros = persistence_ros.cli:main']},
 )

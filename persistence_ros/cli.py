@@ -19,6 +19,9 @@ SUBCOMMANDS = {
     'simulate': ('persistence_ros.simulation.command',
                  'render stereo scenes with reflections, glare and detector errors to rosbag2 + '
                  'truth.json, or build a training data set'),
+    'composite': ('persistence_ros.composite.command',
+                  'composite moving objects, mirror images, flares and detector clutter onto real '
+                  'stereo photographs to rosbag2 + truth.json (a second scene source)'),
     'evaluate': ('persistence_ros.evaluation.command',
                  "score a run (the core pipeline with a filter, or a node's recorded tracks) "
                  'against ground truth'),

@@ -115,7 +115,7 @@ def render_scenes(scenarios: List[str], seed: Optional[int], scenes: int, out,
     With one scenario and one scene, ``out`` is the scene directory itself.
     """
     from persistence_ros.simulation.dataset import scene_name
-    from persistence_ros.simulation.generate import scene_files
+    from persistence_ros.simulation.scene_writer import check_scene_folders
     out = Path(out)
     jobs = []
     single = len(scenarios) == 1 and scenes == 1
@@ -125,14 +125,7 @@ def render_scenes(scenarios: List[str], seed: Optional[int], scenes: int, out,
         directory = out if single else out / scene_name(file_name(scenario['name']),
                                                         int(scenario['seed']))
         jobs.append((name, int(scenario['seed']), overrides or {}, directory, overwrite))
-    directories = [Path(job[3]) for job in jobs]
-    twice = sorted({str(d) for d in directories if directories.count(d) > 1})
-    if twice:
-        raise ValueError(f'two scenarios would render into the same folder: {twice} (give '
-                         'the scenario files different names)')
-    for directory in directories:  # before rendering anything
-        if scene_files(directory) and not overwrite:
-            raise FileExistsError(f'{directory} exists and is not empty (use --overwrite)')
+    check_scene_folders([Path(job[3]) for job in jobs], overwrite)  # before rendering
     from persistence_ros.simulation.parallel import map_jobs
     bar = _bar(len(jobs), 'scenes', progress)
     return sorted(Path(d) for d in map_jobs(_render_one, jobs, workers, bar))

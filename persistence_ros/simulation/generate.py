@@ -23,20 +23,11 @@ from persistence_ros.offline_runner import StereoFrame
 from persistence_ros.simulation.detector import BlobDetector, mask_box
 from persistence_ros.simulation.noise import NoiseModel
 from persistence_ros.simulation.scene import build_scene, SceneRenderer
+from persistence_ros.simulation.scene_writer import (  # noqa: F401 - re-exported names
+    BAG_METADATA_FILE, CAMERAS, FRAME_IDS, remove_scene_files as _remove_files,
+    round_list as _r, scene_files, SCHEMA_VERSION, SOURCES_FILE, TOPICS, TRUTH_FILE)
 
-CAMERAS = ('left', 'right')
-FRAME_IDS = {'left': 'stereo_left_optical', 'right': 'stereo_right_optical'}
-TOPICS = {cam: {'image': f'/stereo/{cam}/image_raw', 'info': f'/stereo/{cam}/camera_info',
-                'detections': f'/stereo/{cam}/detections'} for cam in CAMERAS}
-TRUTH_FILE = 'truth.json'
-SOURCES_FILE = 'sources.json'
-BAG_METADATA_FILE = 'metadata.yaml'
-SCHEMA_VERSION = 1
 OBJECT_FRACTION = 0.3  # share of a blob's pixels on an object / glare geom to label it so
-
-
-def _r(values, digits: int = 3) -> List[float]:
-    return [round(float(v), digits) for v in values]
 
 
 def _label_blob(blob, labels, geom_ids, renderer, mirror_pixels, glare_mirror_pixels) -> tuple:
@@ -112,42 +103,6 @@ def calibrations(renderer) -> Dict[str, CameraCalibration]:
         frame_id=FRAME_IDS[cam]) for cam in ('left', 'right')}
 
 
-def _is_scene_file(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink() and (
-        path.name in (TRUTH_FILE, SOURCES_FILE, BAG_METADATA_FILE) or path.suffix == '.mcap')
-
-
-def scene_files(out_dir) -> List[Path]:
-    """
-    Return the files of an existing scene directory this package wrote, to be replaced.
-
-    An absent or empty directory gives ``[]``. Anything else that is not a scene written by
-    ``generate_scene`` (``truth.json`` with only ``sources.json``, the bag's
-    ``metadata.yaml`` and ``*.mcap`` files beside it) raises ``FileExistsError``: it is
-    never deleted.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise FileExistsError(f'{out_dir} exists and is not a scene directory (a file or a '
-                              'link); not replacing it')
-    if not out_dir.exists():
-        return []
-    entries = sorted(out_dir.iterdir())
-    others = [e.name for e in entries if not _is_scene_file(e)]
-    if entries and (others or not (out_dir / TRUTH_FILE).is_file()):
-        why = f'it holds {others[:3]}' if others else f'it has no {TRUTH_FILE}'
-        raise FileExistsError(f'{out_dir} is not empty and not a scene written by '
-                              f'persistence_ros ({why}); not deleting it')
-    return entries
-
-
-def _remove_files(out_dir: Path, files: List[Path]) -> None:
-    """Delete ``files`` (scene files in ``out_dir``), then ``out_dir`` if it is empty."""
-    for path in files:
-        path.unlink()
-    out_dir.rmdir()
-
-
 def generate_scene(scenario: dict, out_dir, overwrite: bool = False,
                    progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """
@@ -170,7 +125,7 @@ def generate_scene(scenario: dict, out_dir, overwrite: bool = False,
     except BaseException:
         if out_dir.is_dir():  # created by this call: remove the scene files it wrote
             try:
-                _remove_files(out_dir, [p for p in out_dir.iterdir() if _is_scene_file(p)])
+                _remove_files(out_dir)
             except OSError:
                 pass
         raise
