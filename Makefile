@@ -17,8 +17,10 @@ export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds.xml
 export MUJOCO_GL ?= egl
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-PACKAGE_SOURCES := $(shell find persistence_ros scripts launch config msg -type f \
+PACKAGE_SOURCES := $(shell find persistence_ros scripts launch config msg cmake -type f \
 	-not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null) CMakeLists.txt package.xml
+STAND_IN_SOURCES := $(wildcard stand_in/vision_msgs/* stand_in/vision_msgs/msg/*.msg) \
+	cmake/wheel_include_dirs.cmake
 
 VIEWER_DIR := test/viewer
 
@@ -44,8 +46,33 @@ $(VENV)/.deps-stamp: requirements.txt requirements-nodeps.txt constraints.txt $(
 	$(PY) -c 'import rclpy, torch, torchvision, cv2, mujoco, rosbags, trackeval'
 	@touch $@
 
+# vision_msgs is not on PyPI: where it is not importable, build the stand-in package
+# (stand_in/vision_msgs: the same package name, types and fields) into the venv prefix. An
+# installed stand-in (share/vision_msgs/STAND_IN) is rebuilt when its sources change; a real
+# vision_msgs is left alone. On a robot colcon never sees the stand-in (COLCON_IGNORE).
+$(VENV)/.vision-msgs-stamp: $(VENV)/.deps-stamp $(STAND_IN_SOURCES)
+	@if (cd / && $(PY) -c 'import vision_msgs.msg') 2>/dev/null \
+			&& test ! -f $(VENV_ABS)/share/vision_msgs/STAND_IN; then \
+		echo 'vision_msgs is installed: the stand-in is not built'; \
+	else \
+		echo 'Building the vision_msgs stand-in (stand_in/vision_msgs) into $(VENV)'; \
+		mkdir -p $(BUILD_DIR)/vision_msgs && \
+		cmake -S stand_in/vision_msgs -B $(BUILD_DIR)/vision_msgs -Wno-dev \
+			-DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+			-DCMAKE_INSTALL_PREFIX=$(VENV_ABS) -DCMAKE_PREFIX_PATH=$(VENV_ABS) \
+			-DPython3_EXECUTABLE=$(PY) -DPYTHON_EXECUTABLE=$(PY) \
+			> $(BUILD_DIR)/vision_msgs/configure.log 2>&1 \
+			|| { cat $(BUILD_DIR)/vision_msgs/configure.log; exit 1; }; \
+		cmake --build $(BUILD_DIR)/vision_msgs -j 2 > $(BUILD_DIR)/vision_msgs/build.log 2>&1 \
+			|| { tail -50 $(BUILD_DIR)/vision_msgs/build.log; exit 1; }; \
+		cmake --install $(BUILD_DIR)/vision_msgs > $(BUILD_DIR)/vision_msgs/install.log 2>&1 \
+			|| { tail -50 $(BUILD_DIR)/vision_msgs/install.log; exit 1; }; \
+		(cd / && $(PY) -c 'from vision_msgs.msg import Detection2DArray'); \
+	fi
+	@touch $@
+
 # ament_cmake build of msg/ + the Python package, installed into the venv prefix.
-$(VENV)/.build-stamp: $(VENV)/.deps-stamp $(PACKAGE_SOURCES)
+$(VENV)/.build-stamp: $(VENV)/.deps-stamp $(VENV)/.vision-msgs-stamp $(PACKAGE_SOURCES)
 	@mkdir -p $(BUILD_DIR)
 	cmake -S . -B $(BUILD_DIR) -Wno-dev -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
 		-DCMAKE_INSTALL_PREFIX=$(VENV_ABS) -DCMAKE_PREFIX_PATH=$(VENV_ABS) \
@@ -85,4 +112,4 @@ lint: setup
 	$(VENV_ABS)/bin/pytest test/test_lint.py
 
 clean:
-	rm -rf $(BUILD_DIR) $(VENV)/.build-stamp
+	rm -rf $(BUILD_DIR) $(VENV)/.build-stamp $(VENV)/.vision-msgs-stamp
