@@ -1,8 +1,17 @@
-"""2D detections as the core sees them: one box of one camera at one stamp."""
+"""
+2D detections as the core sees them: one box of one camera at one stamp.
 
+Two message types convert to a ``DetectionFrame`` (field by field, so rclpy messages and the
+dataclasses ``rosbags`` deserializes into both work): the package's own
+``persistence_ros/msg/Detection2DArray`` (:func:`detection_frame_from_msg`) and
+``vision_msgs/msg/Detection2DArray`` (:func:`detection_frame_from_vision_msg`, vision_msgs
+4.x as in Humble, Jazzy and Kilted).
+"""
+
+from collections import Counter
 from dataclasses import dataclass, field
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -86,3 +95,78 @@ def detection_frame_from_msg(msg) -> DetectionFrame:
                               width=float(d.width), height=float(d.height),
                               score=float(d.score), class_id=str(d.class_id), id=str(d.id))
                     for d in msg.detections])
+
+
+# persistence_ros/msg/Detection2DArray or vision_msgs/msg/Detection2DArray: the choices of the
+# node's ``detections.type`` parameter, and the message type each names.
+DETECTION_TYPES = {'persistence_ros': 'persistence_ros/msg/Detection2DArray',
+                   'vision_msgs': 'vision_msgs/msg/Detection2DArray'}
+# Why a vision_msgs detection has no Detection (counted as ``rejected.<reason>`` like the
+# pipeline's DETECTION_REJECTIONS): it carries no class hypothesis, so no score.
+VISION_MSGS_REJECTIONS = ('no_hypothesis',)
+
+
+def _axis_aligned_size(size_x: float, size_y: float, theta: float) -> Tuple[float, float]:
+    """Return the width and height of the axis-aligned box around a rotated one."""
+    if theta == 0.0 or not math.isfinite(theta):
+        return size_x, size_y
+    c, s = abs(math.cos(theta)), abs(math.sin(theta))
+    return size_x * c + size_y * s, size_x * s + size_y * c
+
+
+def detection_from_vision_msg(det) -> Optional[Detection]:
+    """
+    Return the Detection of one ``vision_msgs/msg/Detection2D``, None if it has no hypothesis.
+
+    Mapping: centre = ``bbox.center.position.x/y``, width/height = ``bbox.size_x/size_y`` (a
+    box rotated by ``bbox.center.theta`` becomes the axis-aligned box around it), ``id`` =
+    ``Detection2D.id``, ``class_id``/``score`` = ``hypothesis.class_id``/``hypothesis.score`` of
+    the result with the highest score (the first one on a tie; a NaN score counts as lowest,
+    and is kept, for the pipeline to reject as ``non_finite``).  The per-detection header
+    and the hypotheses' poses are not used (the array's header names the image).
+    """
+    results = list(det.results)
+    if not results:
+        return None
+    scores = [float(r.hypothesis.score) for r in results]
+    best = max(range(len(results)),
+               key=lambda k: scores[k] if not math.isnan(scores[k]) else -math.inf)
+    box = det.bbox
+    width, height = _axis_aligned_size(float(box.size_x), float(box.size_y),
+                                       float(box.center.theta))
+    return Detection(center_x=float(box.center.position.x),
+                     center_y=float(box.center.position.y), width=width, height=height,
+                     score=scores[best], class_id=str(results[best].hypothesis.class_id),
+                     id=str(det.id))
+
+
+def detection_frame_from_vision_msg(msg, rejected: Optional[Counter] = None
+                                    ) -> DetectionFrame:
+    """
+    Return the DetectionFrame of a ``vision_msgs/msg/Detection2DArray``.
+
+    Each detection maps as :func:`detection_from_vision_msg` says; one without a hypothesis
+    is left out and counted in ``rejected['no_hypothesis']`` (``VISION_MSGS_REJECTIONS``).
+    Invalid numbers (NaN sizes, ...) are kept for the pipeline's input checks.
+    """
+    detections = []
+    for det in msg.detections:
+        converted = detection_from_vision_msg(det)
+        if converted is None:
+            if rejected is not None:
+                rejected['no_hypothesis'] += 1
+            continue
+        detections.append(converted)
+    return DetectionFrame(stamp_ns=stamp_to_ns(msg.header.stamp),
+                          frame_id=str(msg.header.frame_id), detections=detections)
+
+
+def detection_frame_of(msg, msgtype: str, rejected: Optional[Counter] = None
+                       ) -> DetectionFrame:
+    """Return the DetectionFrame of a detection message of either ``DETECTION_TYPES`` type."""
+    if msgtype == DETECTION_TYPES['vision_msgs']:
+        return detection_frame_from_vision_msg(msg, rejected)
+    if msgtype == DETECTION_TYPES['persistence_ros']:
+        return detection_frame_from_msg(msg)
+    raise ValueError(f'unsupported detection message type {msgtype!r}; supported: '
+                     + ', '.join(DETECTION_TYPES.values()))

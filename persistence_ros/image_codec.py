@@ -1,9 +1,11 @@
 """
-sensor_msgs/Image field semantics <-> numpy, without ROS types.
+sensor_msgs/Image and sensor_msgs/CompressedImage field semantics <-> numpy, without ROS types.
 
 cv_bridge is not on PyPI (and the PyPI ``cv-bridge`` is ROS 1 code broken with numpy 2), so the
 few encodings this package needs are handled here: rows may be padded (``step`` >= width *
-pixel size) and multi-byte data may be big-endian.
+pixel size) and multi-byte data may be big-endian.  Compressed images (JPEG, PNG; the
+``format`` strings image_transport's ``compressed`` plugin writes, e.g. ``"jpeg"`` or
+``"rgb8; jpeg compressed bgr8"``) are decoded with ``cv2.imdecode`` (:func:`decode_compressed`).
 """
 
 from dataclasses import dataclass
@@ -23,10 +25,11 @@ ENCODINGS = {
 
 
 # Why an image message is refused (``ImageEncodingError.reason``; counted as
-# ``rejected.<reason>`` by the node): an encoding this package cannot read or turn into RGB;
-# a layout that contradicts itself (negative size, ``step`` shorter than a row, ``data`` not
-# exactly ``step * height`` bytes as sensor_msgs/Image defines it).
-IMAGE_REJECTIONS = ('unsupported_image', 'bad_image_layout')
+# ``rejected.<reason>`` by the node): an encoding or compressed format this package cannot
+# read or turn into RGB; a layout that contradicts itself (negative size, ``step`` shorter
+# than a row, ``data`` not exactly ``step * height`` bytes as sensor_msgs/Image defines it);
+# compressed data that does not decode (``CorruptImageError``).
+IMAGE_REJECTIONS = ('unsupported_image', 'bad_image_layout', 'corrupt_image')
 
 
 class ImageEncodingError(ValueError):
@@ -35,6 +38,13 @@ class ImageEncodingError(ValueError):
     def __init__(self, message: str, reason: str = 'unsupported_image'):
         super().__init__(message)
         self.reason = reason
+
+
+class CorruptImageError(ImageEncodingError):
+    """Compressed image data that does not decode (damaged, truncated, not an image)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 'corrupt_image')
 
 
 @dataclass
@@ -124,3 +134,66 @@ def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
     if encoding in ('mono16', '16UC1'):
         return np.repeat((array >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
     raise ImageEncodingError(f'cannot convert {encoding!r} to rgb8 for the model')
+
+
+# Compressions of a CompressedImage ``format`` this package decodes, and their magic bytes.
+COMPRESSIONS = {'jpeg': b'\xff\xd8\xff', 'png': b'\x89PNG\r\n\x1a\n'}
+_JPEG_END = b'\xff\xd9'
+
+
+def compression_of(image_format: str) -> str:
+    """
+    Return 'jpeg' or 'png' for a CompressedImage ``format``; raise ImageEncodingError if not.
+
+    Accepts the plain names (``jpeg``, ``jpg``, ``png``) and image_transport's
+    ``"<encoding>; <jpeg|png> compressed <encoding>"``; ``compressedDepth`` (a depth image
+    with its own header) and other formats are not supported.
+    """
+    text = str(image_format).strip().lower()
+    if 'compresseddepth' in text.replace(' ', ''):
+        raise ImageEncodingError(f'unsupported compressed image format {image_format!r} '
+                                 '(compressedDepth); supported: jpeg, png')
+    tokens = text.replace(';', ' ').split()
+    for token in tokens:
+        if token in ('jpeg', 'jpg'):
+            return 'jpeg'
+        if token == 'png':
+            return 'png'
+    raise ImageEncodingError(f'unsupported compressed image format {image_format!r}; '
+                             'supported: jpeg, png')
+
+
+def decode_compressed(image_format: str, data) -> np.ndarray:
+    """
+    Return a CompressedImage as an RGB uint8 array (H, W, 3), decoded with ``cv2.imdecode``.
+
+    Colour data decodes as OpenCV's BGR(A) and is returned as RGB; grey images are repeated
+    into three channels (16-bit ones keep their high byte, as ``to_rgb8`` does for mono16).
+    Raises ``ImageEncodingError`` for a format other than JPEG or PNG and
+    ``CorruptImageError`` for data that is not a complete image of the named format (wrong
+    magic bytes, a JPEG without its end marker, anything ``cv2.imdecode`` refuses).
+    """
+    import cv2
+    compression = compression_of(image_format)
+    if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)):
+        data = bytes(data)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if not buffer[:8].tobytes().startswith(COMPRESSIONS[compression]):
+        raise CorruptImageError(f'{compression} image data does not start with the '
+                                f'{compression} signature ({buffer.size} bytes)')
+    if compression == 'jpeg' and not buffer[-64:].tobytes().rstrip(b'\x00').endswith(_JPEG_END):
+        raise CorruptImageError(f'truncated jpeg image: no end-of-image marker '
+                                f'({buffer.size} bytes)')
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise CorruptImageError(f'{compression} image data does not decode '
+                                f'({buffer.size} bytes)')
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or image.shape[2] in (1, 3, 4)):
+        raise ImageEncodingError(f'unsupported decoded image: shape {image.shape}, '
+                                 f'{image.dtype}')
+    if image.ndim == 2 or image.shape[2] == 1:
+        return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
+    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(image, code)

@@ -9,11 +9,15 @@ Data flow per frame::
       -> stereo candidate pairs (StereoAssociator, over the tracks' histories)
       -> persistence decisions per stereo track (a PersistenceFilter)
       -> triangulation of PERSISTENT tracks -> published positions
+      -> a constant-velocity Kalman filter per PERSISTENT track (smoothing.TrackSmoother)
 
 The decision uses stereo cues (epipolar residuals, candidate 3D points, both views' crops),
 so candidate pairing comes before the decision.  Candidate points of every pair are computed
 as filter features; only PERSISTENT tracks get a published position (``has_position``), and
-only their triangulation rejections are counted.
+only their triangulation rejections are counted.  A PERSISTENT track also gets a smoothed
+position, velocity and covariances (``smoothed_*``): its filter starts when it becomes
+persistent, over the points of its history, and is updated with every published position
+(the measurement covariance from the stereo geometry, ``Triangulator.point_covariance``).
 
 Each output track (``PipelineTrack``) mirrors ``msg/Track.msg`` field by field; the ROS
 node converts it to a message.  State is bounded: per stereo track the pipeline keeps at
@@ -50,6 +54,7 @@ crop.  Everything a track holds goes with it when it ends.
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+import math
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import cv2
@@ -59,8 +64,9 @@ from persistence_ros.appearance import colour_histograms, crop_statistics
 from persistence_ros.calibration import CameraCalibration, StereoCalibration
 from persistence_ros.detections import DetectionFrame
 from persistence_ros.settings import Settings
+from persistence_ros.smoothing import SmoothedState, TrackSmoother
 from persistence_ros.stamp_gate import TIME_JUMP_NS
-from persistence_ros.stereo import StereoAssociator, StereoPair, Triangulator
+from persistence_ros.stereo import box_pixel_sigma, StereoAssociator, StereoPair, Triangulator
 from persistence_ros.stereo_track import (
     FilterDecision, PersistenceFilter, StereoTrackHistory, TrackState)
 from persistence_ros.tracking import Track2D, Tracker2D
@@ -70,14 +76,15 @@ FRAME_REJECTIONS = ('frame_id_mismatch', 'stamp_not_increasing', 'empty_image',
                     'image_not_rgb', 'image_size_mismatch')
 # Why it dropped a detection before tracking (``PipelineFrameResult.rejected_detections``):
 # a NaN/inf number, a width or height <= 0, a score outside [0, 1] (``Detection.problem``);
-# a box wider or taller than ``MAX_BOX_IMAGE_RATIO`` times the image, or one with no point
-# on the image; an id longer than ``pipeline.max_id_length``; an id already used by a
-# higher-scored detection of the same camera and frame (an empty id is legal, see
-# msg/Detection2D.msg, and never a duplicate); beyond ``pipeline.max_detections`` valid
-# detections of one camera and frame, the lowest scores.
+# a class not in ``detections.classes`` (when that list is not empty); a box wider or taller
+# than ``MAX_BOX_IMAGE_RATIO`` times the image, or one with no point on the image; an id
+# longer than ``pipeline.max_id_length``; an id already used by a higher-scored detection of
+# the same camera and frame (an empty id is legal, see msg/Detection2D.msg, and never a
+# duplicate); beyond ``pipeline.max_detections`` valid detections of one camera and frame,
+# the lowest scores.
 DETECTION_REJECTIONS = ('non_finite', 'non_positive_size', 'score_out_of_range',
-                        'box_too_large', 'box_outside_image', 'id_too_long', 'duplicate_id',
-                        'too_many_detections')
+                        'class_filtered', 'box_too_large', 'box_outside_image', 'id_too_long',
+                        'duplicate_id', 'too_many_detections')
 # What a bound on live tracks refused (``PipelineFrameResult.rejected_tracks``): detections
 # that would have started a 2D track beyond ``pipeline.max_tracks``; stereo pairs that would
 # have formed beyond ``pipeline.max_stereo_tracks`` (counted once per frame refused).
@@ -95,7 +102,13 @@ MAX_CROP_IMAGE_RATIO = 4.0
 
 @dataclass
 class PipelineTrack:
-    """One stereo track at one stamp; the fields of ``Track.msg``."""
+    """
+    One stereo track at one stamp; the fields of ``Track.msg``.
+
+    ``position``: this frame's triangulated point (None: none); ``smoothed_position``,
+    ``smoothed_velocity`` (m, m/s) and their 3x3 covariances: the track's Kalman filter
+    estimate at this stamp (None: no estimate; ``smoothing``).
+    """
 
     id: int
     left_track_id: int
@@ -109,6 +122,10 @@ class PipelineTrack:
     position: Optional[np.ndarray] = None
     left_detection_id: str = ''
     right_detection_id: str = ''
+    smoothed_position: Optional[np.ndarray] = None
+    smoothed_velocity: Optional[np.ndarray] = None
+    smoothed_position_covariance: Optional[np.ndarray] = None
+    smoothed_velocity_covariance: Optional[np.ndarray] = None
 
     def __post_init__(self):
         """Accept a state's constant or name."""
@@ -118,6 +135,18 @@ class PipelineTrack:
     def has_position(self) -> bool:
         """Return True if ``position`` holds a triangulated point."""
         return self.position is not None
+
+    @property
+    def has_smoothed(self) -> bool:
+        """Return True if the ``smoothed_*`` fields hold an estimate."""
+        return self.smoothed_position is not None
+
+    def set_smoothed(self, state: Optional[SmoothedState]) -> None:
+        """Fill the ``smoothed_*`` fields from a filter's estimate (None: clear them)."""
+        self.smoothed_position = None if state is None else state.position
+        self.smoothed_velocity = None if state is None else state.velocity
+        self.smoothed_position_covariance = None if state is None else state.position_covariance
+        self.smoothed_velocity_covariance = None if state is None else state.velocity_covariance
 
 
 @dataclass
@@ -156,16 +185,20 @@ class PipelineFrameResult:
         return dict(out)
 
 
-def detection_rejection(detection, width: int, height: int) -> str:
+def detection_rejection(detection, width: int, height: int,
+                        classes: Sequence[str] = ()) -> str:
     """
     Return why a detection is dropped before tracking, '' if it is kept.
 
-    One of ``DETECTION_REJECTIONS``: its own numbers (``Detection.problem``), then whether
-    it can be on a ``width`` x ``height`` image.
+    One of ``DETECTION_REJECTIONS``: its own numbers (``Detection.problem``), its class (not
+    in ``classes``, when that is not empty), then whether it can be on a ``width`` x
+    ``height`` image.
     """
     problem = detection.problem()
     if problem:
         return problem
+    if classes and detection.class_id not in classes:
+        return 'class_filtered'
     if (detection.width > MAX_BOX_IMAGE_RATIO * width
             or detection.height > MAX_BOX_IMAGE_RATIO * height):
         return 'box_too_large'
@@ -209,12 +242,27 @@ class _StereoRecord:
     right_stamps: Deque[int]
     residuals: Deque[float]
     points: Deque[Tuple[float, float, float]]
+    # what the Kalman filter is given per frame: the triangulated point also when only the
+    # depth-uncertainty gate refused it (the filter weighs it by its covariance), and the
+    # pixel standard deviations of the two box centres (left x, y, right x, y)
+    measurements: Deque[Tuple[float, float, float]]
+    sigmas: Deque[Tuple[float, float, float, float]]
     frames_observed: int = 0
     state: TrackState = TrackState.TENTATIVE
     decision_frame: int = 0
 
 
 _NAN3 = (float('nan'),) * 3
+_NAN4 = (float('nan'),) * 4
+
+
+def _measurement(tri, k: int) -> Tuple[float, float, float]:
+    """Return point k for the Kalman filter: valid, or refused only as too uncertain in depth."""
+    if tri.valid[k] or tri.reason[k] == 'depth_uncertainty':
+        point = tuple(float(v) for v in tri.points_optical[k])
+        if all(math.isfinite(v) for v in point):
+            return point
+    return _NAN3
 
 
 class StereoPipeline:
@@ -229,6 +277,7 @@ class StereoPipeline:
         self.filter = persistence_filter
         self.filter.set_calibration(calibration)
         self.triangulator = Triangulator(calibration, self.settings.triangulation)
+        self.smoother = TrackSmoother(self.settings.smoothing)
         self._records: Dict[int, _StereoRecord] = {}
         # (left stamp, right stamp) of the latest frames: joins the 2D histories by frame
         self._frame_stamps: Deque[Tuple[int, int]] = deque(
@@ -257,6 +306,7 @@ class StereoPipeline:
                                            options.max_stereo_tracks)
         self._records.clear()
         self._frame_stamps.clear()
+        self.smoother.reset()
         self.filter.reset()
         self.rejected_triangulation.clear()
         self.rejected_frames.clear()
@@ -315,8 +365,9 @@ class StereoPipeline:
         """Return the frame without the detections it must not track; count them."""
         options = self.settings.pipeline
         keep = []
+        classes = self.settings.detections.classes
         for det in frame.detections:
-            reason = detection_rejection(det, camera.width, camera.height)
+            reason = detection_rejection(det, camera.width, camera.height, classes)
             if not reason and len(det.id) > options.max_id_length:
                 reason = 'id_too_long'
             if reason:
@@ -416,9 +467,14 @@ class StereoPipeline:
             if k is None:
                 rec.residuals.append(float('nan'))
                 rec.points.append(_NAN3)
+                rec.measurements.append(_NAN3)
+                rec.sigmas.append(_NAN4)
             else:
                 rec.residuals.append(float(tri.epipolar_px[k]))
                 rec.points.append(tuple(tri.points_optical[k]) if tri.valid[k] else _NAN3)
+                rec.measurements.append(_measurement(tri, k))
+                rec.sigmas.append(self._pixel_sigmas(pair.left.history[-1].box,
+                                                     pair.right.history[-1].box))
             if pair.left.matched or pair.right.matched:
                 rec.frames_observed += 1
             states.append(StereoTrackHistory(
@@ -446,25 +502,68 @@ class StereoPipeline:
                 position = np.array(tri.points_optical[k], dtype=np.float64)
             else:
                 rejected[str(tri.reason[k])] += 1
+        smoothed = self._smooth(rec, state)
         attention: List[float] = []
         stamps: List[int] = []
         if decision is not None and decision.attention is not None:
             attention = [float(a) for a in np.asarray(decision.attention).reshape(-1)]
             stamps = (list(decision.frame_stamps_ns) if decision.frame_stamps_ns is not None
                       else list(history.stamps_ns)[-len(attention):] if attention else [])
-        return PipelineTrack(
+        track = PipelineTrack(
             id=pair.id, left_track_id=pair.left_id, right_track_id=pair.right_id,
             state=state, probability=float(decision.probability) if decision else 0.5,
             frames_observed=rec.frames_observed, decision_frame=rec.decision_frame,
             frame_stamps_ns=stamps, attention=attention, position=position,
             left_detection_id=pair.left.detection.id if pair.left.matched else '',
             right_detection_id=pair.right.detection.id if pair.right.matched else '')
+        track.set_smoothed(smoothed)
+        return track
+
+    def _pixel_sigmas(self, left_box, right_box) -> Tuple[float, float, float, float]:
+        """
+        Return the pixel deviations (left x, y, right x, y) of two box centres.
+
+        ``triangulation.sigma_px`` for boxes inside the image, more along an axis where a box
+        reaches the border (``box_pixel_sigma``), and added in quadrature half the difference
+        of the two boxes' sizes: boxes of one object that differ in size (one view occluded,
+        merged with a reflection) do not mark the same point.
+        """
+        sigma = self.settings.triangulation.sigma_px
+        cal = self.calibration
+        sizes = np.abs(np.subtract(left_box[2:4], right_box[2:4]))
+        lx, ly = box_pixel_sigma(left_box, cal.left.width, cal.left.height, sigma)
+        rx, ry = box_pixel_sigma(right_box, cal.right.width, cal.right.height, sigma)
+        mx, my = 0.5 * sizes
+        return (math.hypot(lx, mx), math.hypot(ly, my), math.hypot(rx, mx), math.hypot(ry, my))
+
+    def _smooth(self, rec: _StereoRecord, state: TrackState) -> Optional[SmoothedState]:
+        """
+        Return the Kalman estimate of a track at this frame (None unless PERSISTENT).
+
+        A track that has just become persistent starts its filter over the frames of its
+        history, so its first smoothed positions are smoothed already.  The filter takes
+        every triangulated point of the track (``_measurement``: also those the depth gate
+        refuses to publish, weighed by their covariance, so that far points are not only
+        the ones measured too near) with its covariance from the stereo geometry and the
+        boxes' pixel deviations (``Triangulator.point_covariance``, ``_pixel_sigmas``).
+        """
+        smoother = self.smoother
+        if state != TrackState.PERSISTENT or not smoother.config.enabled:
+            smoother.drop(rec.pair_id)
+            return None
+        frames = slice(None) if rec.pair_id not in smoother else slice(-1, None)
+        points = np.array(rec.measurements, dtype=np.float64).reshape(-1, 3)[frames]
+        sigmas = np.array(rec.sigmas, dtype=np.float64).reshape(-1, 2, 2)[frames]
+        covariances = self.triangulator.point_covariance(points, sigmas)
+        estimate = None
+        for stamp, point, covariance in zip(list(rec.stamps)[frames], points, covariances):
+            estimate = smoother.step(rec.pair_id, stamp, point, covariance)
+        return estimate
 
     def _new_record(self, pair: StereoPair) -> _StereoRecord:
         """Create a record, backfilled from the 2D histories (the pair forms late)."""
         window = self.settings.pipeline.window
-        rec = _StereoRecord(pair.id, deque(maxlen=window), deque(maxlen=window),
-                            deque(maxlen=window), deque(maxlen=window))
+        rec = _StereoRecord(pair.id, *(deque(maxlen=window) for _ in range(6)))  # the deques
         # frames are keyed by their left stamp; a right observation joins the frame it was
         # processed in (equal stamps: the same key)
         right_of = dict(self._frame_stamps)
@@ -482,13 +581,18 @@ class StereoPipeline:
                 np.array([right[s].box[:2] for s in both]))
             for k, s in enumerate(both):
                 results[s] = (float(tri.epipolar_px[k]),
-                              tuple(tri.points_optical[k]) if tri.valid[k] else _NAN3)
+                              tuple(tri.points_optical[k]) if tri.valid[k] else _NAN3,
+                              _measurement(tri, k),
+                              self._pixel_sigmas(left[s].box, right[s].box))
         for s in past:
-            residual, point = results.get(s, (float('nan'), _NAN3))
+            residual, point, measurement, sigmas = results.get(
+                s, (float('nan'), _NAN3, _NAN3, _NAN4))
             rec.stamps.append(s)
             rec.right_stamps.append(right_of.get(s, s))
             rec.residuals.append(residual)
             rec.points.append(point)
+            rec.measurements.append(measurement)
+            rec.sigmas.append(sigmas)
         rec.frames_observed = len(past)
         return rec
 
@@ -525,6 +629,7 @@ class StereoPipeline:
         ended = [p.id for p in self.associator.ended]
         for pid in ended:
             self._records.pop(pid, None)
+            self.smoother.drop(pid)
         tri, index_now = self._triangulate_now(pairs)
         histories = self._histories(pairs, (stamp, right_stamp), tri, index_now)
         decisions = self.filter.update(histories) if histories else {}

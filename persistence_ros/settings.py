@@ -3,9 +3,10 @@ Every setting of the core pipeline and its persistence filter, as one tree of da
 
 ``Settings`` is the one config path: a dotted name is a path in the tree
 (``tracker.appearance_gate``, ``pipeline.window``, ``filter.name``,
-``model.decision.min_frames``).  The command line's ``--set KEY=VALUE`` and the node's ROS
-parameters of the same names are both applied with ``overrides.replace_fields``, which checks
-each value against its field's type; every section validates its values.  Defaults live
+``model.decision.min_frames``, ``detections.classes``, ``smoothing.acceleration_noise``).
+The command line's ``--set KEY=VALUE`` and the node's ROS parameters of the same names are
+both applied with ``overrides.replace_fields``, which checks each value against its field's
+type; every section validates its values.  Defaults live
 here only (the node's parameter table and the README take them from this tree; a test
 keeps them equal).
 """
@@ -17,6 +18,7 @@ from typing import List, Optional
 from persistence_ros.model import ATTENTION_MODES
 from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.overrides import check_fields
+from persistence_ros.smoothing import SmoothingConfig
 from persistence_ros.stereo import AssociationConfig, TriangulationConfig
 from persistence_ros.tracking import TrackerConfig
 
@@ -76,6 +78,24 @@ class PipelineConfig:
         _require(self.crop_size >= 2, 'pipeline.crop_size', 'an integer >= 2', self.crop_size)
         _require(math.isfinite(self.crop_context) and self.crop_context >= 0.0,
                  'pipeline.crop_context', 'a finite number >= 0', self.crop_context)
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """
+    Which detections the pipeline tracks (section ``detections``).
+
+    ``classes``: the ``class_id`` values to track; a detection of another class is dropped
+    and counted (``class_filtered``).  Empty: every class.
+    """
+
+    classes: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        """Check types and values."""
+        check_fields(self, 'detections')
+        _require(all(isinstance(c, str) for c in self.classes), 'detections.classes',
+                 'a list of class names', self.classes)
 
 
 @dataclass(frozen=True)
@@ -160,6 +180,8 @@ class Settings:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     filter: FilterSettings = field(default_factory=FilterSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    detections: DetectionSettings = field(default_factory=DetectionSettings)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
 
     def __post_init__(self):
         """Check that every section holds its type."""

@@ -114,6 +114,25 @@ def _project(projection: np.ndarray, points: np.ndarray) -> np.ndarray:
         return homogeneous[:, :2] / homogeneous[:, 2:3]
 
 
+def box_pixel_sigma(box: Sequence[float], width: int, height: int, sigma_px: float,
+                    margin_px: float = 1.0) -> Tuple[float, float]:
+    """
+    Return the standard deviations (x, y) in pixels of a box centre as an object's image.
+
+    ``sigma_px`` for a box inside the image.  A box that reaches the image border (within
+    ``margin_px``) along an axis shows only part of its object, so its centre is off by up to
+    half the hidden part: along that axis the deviation is half the box's larger side (the
+    object's size as far as the box tells), at least ``sigma_px``.
+    """
+    cx, cy, w, h = (float(v) for v in box)
+    unknown = max(sigma_px, 0.5 * max(w, h))
+    sx = unknown if (cx - 0.5 * w <= margin_px or cx + 0.5 * w >= width - 1 - margin_px) \
+        else sigma_px
+    sy = unknown if (cy - 0.5 * h <= margin_px or cy + 0.5 * h >= height - 1 - margin_px) \
+        else sigma_px
+    return sx, sy
+
+
 # --------------------------------------------------------------------------------------------
 # Triangulation
 # --------------------------------------------------------------------------------------------
@@ -225,6 +244,43 @@ class Triangulator:
         """
         return np.square(depth) * math.sqrt(2.0) * self.config.sigma_px / (
             self._focal * self._baseline)
+
+    def point_covariance(self, points_optical: np.ndarray, pixel_sigma=None) -> np.ndarray:
+        """
+        Return the (N, 3, 3) covariances of triangulated points in the left optical frame.
+
+        First-order propagation of independent pixel noise through both projections: the
+        inverse of the Fisher information ``sum_cameras J^T W J``, J the 2x3 Jacobian of a
+        camera's projection at the point and ``W = diag(1 / sigma_x^2, 1 / sigma_y^2)``.
+        ``pixel_sigma``: the pixel standard deviations, a number or an array that broadcasts
+        to (N, 2, 2) (point, camera left/right, axis x/y); default the config's ``sigma_px``
+        everywhere (``box_pixel_sigma`` gives them per box).  For a rectified horizontal rig
+        and one sigma the depth variance is ``(Z^2 * sqrt(2) * sigma / (f * B))^2``
+        (``depth_sigma``) and the lateral ones about ``(Z * sigma / f)^2 / 2``: the ellipsoid
+        lies along the viewing ray.  Any rig (vertical, forward offset) works alike.  Rows of
+        NaN points give NaN.
+        """
+        sigma = self.config.sigma_px if pixel_sigma is None else pixel_sigma
+        rotation = self.calibration.left.R
+        rect = np.asarray(points_optical, dtype=np.float64).reshape(-1, 3) @ rotation.T
+        weights = 1.0 / np.square(np.broadcast_to(np.asarray(sigma, dtype=np.float64),
+                                                  (rect.shape[0], 2, 2)))
+        information = np.zeros((rect.shape[0], 3, 3))
+        for camera, projection in enumerate((self.calibration.left.P,
+                                             self.calibration.right.P)):
+            h = rect @ projection[:, :3].T + projection[:, 3]            # (N, 3)
+            with np.errstate(divide='ignore', invalid='ignore'):
+                pixels = h[:, :2] / h[:, 2:3]
+                jacobian = (projection[None, :2, :3] - pixels[:, :, None]
+                            * projection[None, 2:3, :3]) / h[:, 2, None, None]
+            information += np.einsum('nki,nk,nkj->nij', jacobian, weights[:, camera],
+                                     jacobian)
+        covariance = np.full_like(information, np.nan)
+        finite = np.all(np.isfinite(information), axis=(1, 2))
+        finite &= np.abs(np.linalg.det(np.where(finite[:, None, None], information, 1.0))) > 0.0
+        covariance[finite] = np.linalg.inv(information[finite])
+        # rectified -> optical: Sigma_opt = R^T Sigma_rect R
+        return np.einsum('ji,njk,kl->nil', rotation, covariance, rotation)
 
     def in_front(self, left_rect: np.ndarray, right_rect: np.ndarray) -> np.ndarray:
         """Return, per rectified point pair (N, 2), whether its DLT point is in front of both."""

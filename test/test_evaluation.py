@@ -418,7 +418,8 @@ def test_detections_of_an_unknown_type_are_a_one_line_error(tmp_path, capsys, sm
     assert _evaluate('--bag', unknown, '--filter', 'none') == 2
     assert capsys.readouterr().err == (
         f'persistence-ros evaluate: error: {unknown}: wrong message type: /stereo/left/detections'
-        ' is my_detector/msg/Boxes, expected persistence_ros/msg/Detection2DArray\n')
+        ' is my_detector/msg/Boxes, expected persistence_ros/msg/Detection2DArray or'
+        ' vision_msgs/msg/Detection2DArray\n')
     with pytest.raises(bag_io.BagReadError, match='message type unknown here on '
                        '/stereo/left/detections'):
         list(bag_io.read_messages(unknown))

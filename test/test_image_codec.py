@@ -1,10 +1,16 @@
-"""sensor_msgs/Image semantics: every supported encoding, padded rows, both byte orders."""
+"""
+sensor_msgs/Image and CompressedImage semantics.
+
+Image: every supported encoding, padded rows, both byte orders.  CompressedImage: JPEG and
+PNG decoded, corrupt data and other formats refused.
+"""
 
 import numpy as np
 import pytest
 
-from persistence_ros.image_codec import (decode_image, encode_image, ENCODINGS,
-                                         ImageEncodingError, to_rgb8)
+from persistence_ros.image_codec import (compression_of, CorruptImageError, decode_compressed,
+                                         decode_image, encode_image, ENCODINGS,
+                                         image_rejection, ImageEncodingError, to_rgb8)
 
 
 def sample(encoding: str, height: int = 5, width: int = 7) -> np.ndarray:
@@ -71,3 +77,67 @@ def test_short_data_and_small_step_are_rejected():
         encode_image(np.zeros((2, 2), np.uint8), 'rgb8')
     with pytest.raises(ImageEncodingError, match='dtype'):
         encode_image(np.zeros((2, 2), np.float64), 'mono8')
+
+
+def _smooth_rgb(height: int = 48, width: int = 64) -> np.ndarray:
+    rows, cols = np.mgrid[0:height, 0:width]
+    return np.stack([4 * rows, 3 * cols, 2 * (rows + cols)], axis=2).astype(np.uint8)
+
+
+def _encoded(image: np.ndarray, extension: str, *params) -> bytes:
+    import cv2
+    ok, data = cv2.imencode(extension, image, list(params))
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize('image_format', ['png', 'rgb8; png compressed bgr8', 'PNG'])
+def test_compressed_png_decodes_exactly_to_rgb(image_format):
+    rgb = _smooth_rgb()
+    data = _encoded(rgb[:, :, ::-1].copy(), '.png')   # OpenCV encodes BGR
+    np.testing.assert_array_equal(decode_compressed(image_format, data), rgb)
+    assert compression_of(image_format) == 'png'
+
+
+@pytest.mark.parametrize('image_format', ['jpeg', 'jpg', 'bgr8; jpeg compressed bgr8'])
+def test_compressed_jpeg_decodes_within_jpeg_loss(image_format):
+    import cv2
+    rgb = _smooth_rgb()
+    data = _encoded(rgb[:, :, ::-1].copy(), '.jpg', cv2.IMWRITE_JPEG_QUALITY, 95)
+    decoded = decode_compressed(image_format, np.frombuffer(data, np.uint8))
+    assert decoded.shape == rgb.shape and decoded.dtype == np.uint8
+    assert np.abs(decoded.astype(int) - rgb).mean() < 2.0
+
+
+def test_grey_and_16_bit_png_become_rgb():
+    grey = _smooth_rgb()[:, :, 0]
+    np.testing.assert_array_equal(decode_compressed('mono8; png compressed mono8',
+                                                    _encoded(grey, '.png')),
+                                  np.repeat(grey[:, :, None], 3, axis=2))
+    deep = grey.astype(np.uint16) * 257
+    np.testing.assert_array_equal(decode_compressed('png', _encoded(deep, '.png')),
+                                  np.repeat(grey[:, :, None], 3, axis=2))
+
+
+def test_corrupt_compressed_data_is_a_corrupt_image_error():
+    import cv2
+    jpeg = _encoded(_smooth_rgb(), '.jpg', cv2.IMWRITE_JPEG_QUALITY, 90)
+    png = _encoded(_smooth_rgb(), '.png')
+    cases = [('jpeg', jpeg[: len(jpeg) // 2]),                 # truncated
+             ('jpeg', bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8))),
+             ('jpeg', b''),
+             ('png', png[:-40]),                                # truncated
+             ('png', jpeg),                                     # not what it says it is
+             ('jpeg', jpeg[:200] + bytes(len(jpeg) - 202) + b'\xff\xd9')]  # garbled body
+    for image_format, data in cases:
+        with pytest.raises(CorruptImageError):
+            decode_compressed(image_format, data)
+
+
+@pytest.mark.parametrize('image_format', ['tiff', '16UC1; compressedDepth png', 'webp', ''])
+def test_unsupported_compressed_format_is_named(image_format):
+    with pytest.raises(ImageEncodingError, match='supported: jpeg, png') as info:
+        decode_compressed(image_format, _encoded(_smooth_rgb(), '.png'))
+    assert not isinstance(info.value, CorruptImageError)
+    assert image_rejection(info.value) == 'unsupported_image'
+    assert image_rejection(CorruptImageError('x')) == 'corrupt_image'

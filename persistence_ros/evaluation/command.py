@@ -30,6 +30,7 @@ COLUMNS = (
     ('track P', 'tracks', 'precision'), ('track R', 'tracks', 'recall'),
     ('track F1', 'tracks', 'f1'), ('spurious', 'points', 'spurious_fraction'),
     ('real kept', 'points', 'real_kept_fraction'), ('RMSE m', 'points', 'rmse_m'),
+    ('RMSE smoothed m', 'points', 'rmse_smoothed_m'),
     ('decision med', 'decision', 'median_frames'), ('HOTA', 'mot', 'hota'),
     ('MOTA', 'mot', 'mota'), ('IDF1', 'mot', 'idf1'),
 )

@@ -15,13 +15,22 @@ from persistence_ros.gbdt import GBDT_DECIDE_AFTER, GbdtFilter
 from persistence_ros.offline_runner import needs_images, read_stereo_bag, Run, run_pipeline
 from persistence_ros.pipeline import PipelineTrack
 from persistence_ros.settings import Settings
+from persistence_ros.smoothing import SmoothedState
 from persistence_ros.stereo_track import PersistenceFilter, StereoTrackHistory, TrackState
 
 TRACK_ARRAY = 'persistence_ros/msg/TrackArray'
 
 
+def _vector(v) -> np.ndarray:
+    return np.array([v.x, v.y, v.z], dtype=np.float64)
+
+
 def read_track_bag(bag_dir, topic: Optional[str] = None) -> Run:
-    """Return ``[(stamp_ns, tracks)]`` from the ``TrackArray`` messages a node published."""
+    """
+    Return ``[(stamp_ns, tracks)]`` from the ``TrackArray`` messages a node published.
+
+    Every field of ``Track.msg`` comes back, the smoothed state too (``has_smoothed``).
+    """
     topics = bag_io.bag_topics(bag_dir)
     if topic is None:
         candidates = [t for t, ty in topics.items() if ty == TRACK_ARRAY]
@@ -36,17 +45,22 @@ def read_track_bag(bag_dir, topic: Optional[str] = None) -> Run:
     for _, _, msg in bag_io.read_messages(bag_dir, [topic]):
         tracks = []
         for t in msg.tracks:
-            tracks.append(PipelineTrack(
+            track = PipelineTrack(
                 id=int(t.id), left_track_id=int(t.left_track_id),
                 right_track_id=int(t.right_track_id), state=TrackState(int(t.state)),
                 probability=float(t.probability), frames_observed=int(t.frames_observed),
                 decision_frame=int(t.decision_frame),
                 frame_stamps_ns=[stamp_to_ns(s) for s in t.frame_stamps],
                 attention=[float(a) for a in t.attention],
-                position=(np.array([t.position.x, t.position.y, t.position.z])
-                          if t.has_position else None),
+                position=_vector(t.position) if t.has_position else None,
                 left_detection_id=str(t.left_detection_id),
-                right_detection_id=str(t.right_detection_id)))
+                right_detection_id=str(t.right_detection_id))
+            if t.has_smoothed:
+                track.set_smoothed(SmoothedState(
+                    _vector(t.smoothed_position), _vector(t.smoothed_velocity),
+                    np.asarray(t.smoothed_position_covariance, dtype=np.float64).reshape(3, 3),
+                    np.asarray(t.smoothed_velocity_covariance, dtype=np.float64).reshape(3, 3)))
+            tracks.append(track)
         run.append((stamp_to_ns(msg.header.stamp), tracks))
     return run
 

@@ -6,6 +6,7 @@ The other direction (``calibration_from_camera_info``, ``detection_frame_from_ms
 so it serves rclpy messages and the dataclasses ``rosbags`` deserializes into alike.
 """
 
+import importlib
 from typing import Iterable
 
 from builtin_interfaces.msg import Time
@@ -17,6 +18,12 @@ from persistence_ros.calibration import CameraCalibration
 from persistence_ros.detections import Detection, DetectionFrame, NANOSECONDS
 from persistence_ros.image_codec import decode_image, encode_image
 from persistence_ros.msg import Detection2D, Detection2DArray
+
+
+def message_class(msgtype: str):
+    """Return the rclpy message class of ``pkg/msg/Name``."""
+    package, _, name = msgtype.split('/')
+    return getattr(importlib.import_module(f'{package}.msg'), name)
 
 
 def ns_to_stamp(stamp_ns: int) -> Time:

@@ -1,12 +1,14 @@
 """
 Builders of the node's output messages from ``PipelineFrameResult``s.
 
-* :func:`points_cloud`: ``sensor_msgs/PointCloud2`` of the current points of PERSISTENT tracks,
+* :func:`points_cloud`: ``sensor_msgs/PointCloud2`` of the current points of PERSISTENT tracks
+  (their smoothed position where they have one, else the raw one: :func:`display_position`),
   fields x, y, z, probability (float32) and track_id (uint32), little endian, dense.
   Built with a numpy structured array: sensor_msgs_py (point_cloud2) is not on PyPI.
 * :func:`track_array`: ``persistence_ros/TrackArray`` with every live stereo track.
 * :class:`MarkerBuilder`: ``visualization_msgs/MarkerArray``; namespaces:
-  ``trajectory`` (LINE_STRIP of the track's recent positions, in the track's own colour:
+  ``trajectory`` (LINE_STRIP of the track's recent positions, smoothed where the track has a
+  smoothed position: :func:`display_position`; in the track's own colour:
   :func:`track_colour`, a hash of its id into ``TRACK_PALETTE``, so a track keeps its colour
   whatever its state), ``attention`` (SPHERE_LIST at the positions of the frames the model
   looked at, coloured by attention weight; only for filters that report attention),
@@ -87,11 +89,18 @@ def header(stamp_ns: int, frame_id: str) -> Header:
     return Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
 
 
+def display_position(track):
+    """Return the position a track is drawn at: smoothed when it has one, else raw (or None)."""
+    for position in (track.smoothed_position, track.position):
+        if position is not None and np.all(np.isfinite(position)):
+            return position
+    return None
+
+
 def persistent_points(result) -> np.ndarray:
     """Return the structured array of the result's PERSISTENT tracks with a finite position."""
-    rows = [(t.position, t.probability, t.id) for t in result.tracks
-            if t.state == TrackState.PERSISTENT and t.position is not None
-            and np.all(np.isfinite(t.position))]
+    rows = [(display_position(t), t.probability, t.id) for t in result.tracks
+            if t.state == TrackState.PERSISTENT and display_position(t) is not None]
     cloud = np.zeros(len(rows), dtype=POINT_DTYPE)
     for k, (position, probability, track_id) in enumerate(rows):
         cloud[k] = (position[0], position[1], position[2], probability,
@@ -130,9 +139,19 @@ def track_msg(track) -> Track:
                 left_detection_id=track.left_detection_id,
                 right_detection_id=track.right_detection_id)
     if track.has_position:
-        x, y, z = (float(v) for v in track.position)
-        msg.position = Point(x=x, y=y, z=z)
+        msg.position = _point(track.position)
+    if track.has_smoothed:
+        msg.has_smoothed = True
+        msg.smoothed_position = _point(track.smoothed_position)
+        vx, vy, vz = (float(v) for v in track.smoothed_velocity)
+        msg.smoothed_velocity = Vector3(x=vx, y=vy, z=vz)
+        msg.smoothed_position_covariance = _matrix9(track.smoothed_position_covariance)
+        msg.smoothed_velocity_covariance = _matrix9(track.smoothed_velocity_covariance)
     return msg
+
+
+def _matrix9(matrix) -> List[float]:
+    return [float(v) for v in np.asarray(matrix, dtype=np.float64).reshape(9)]
 
 
 def track_array(result, frame_id: str) -> TrackArray:
@@ -217,9 +236,10 @@ class MarkerBuilder:
             markers.extend(self._delete(hdr, track_id, self._published.pop(track_id, ())))
             self._positions.pop(track_id, None)
         for track in result.tracks:
-            if track.position is not None and np.all(np.isfinite(track.position)):
+            position = display_position(track)
+            if position is not None:
                 self._positions.setdefault(track.id, deque(maxlen=self.history)).append(
-                    (int(result.stamp_ns), np.asarray(track.position, dtype=np.float64)))
+                    (int(result.stamp_ns), np.asarray(position, dtype=np.float64)))
             positions = self._positions.get(track.id)
             if not positions:
                 continue

@@ -2,12 +2,13 @@
 The node's parameters: names, descriptions and ranges in ONE table, defaults from one tree.
 
 Every parameter is a dotted path in ``NodeSettings``: the core ``settings.Settings`` (tracker,
-association, triangulation, pipeline, filter and model sections, the same tree the command
-line's ``--set`` changes) plus the node's own sections (calibration, sync, processing, qos,
-publish, diagnostics, log).  The node reads its parameters and applies them to that tree
-with ``overrides.replace_fields``, the function ``--set`` uses; it holds no mapping of its
-own.  ``PARAMETERS`` adds what ROS declares (description, range, choices) and takes each
-default and type from the tree.
+association, triangulation, pipeline, filter, model, detections and smoothing sections, the
+same tree the command line's ``--set`` changes) plus the node's own sections and fields
+(calibration, images, detections.type, sync, processing, qos, publish, diagnostics, log).
+The node reads its parameters and applies them to that tree with
+``overrides.replace_fields``, the function ``--set`` uses; it holds no mapping of its own.
+``PARAMETERS`` adds what ROS declares (description, range, choices) and takes each default
+and type from the tree.
 
 This module is plain Python (no rclpy at import), so ``config/persistence.yaml``, the README
 table and the launch files can be checked against it without ROS
@@ -21,11 +22,16 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from persistence_ros.detections import DETECTION_TYPES
 from persistence_ros.model import ATTENTION_MODES, DEFAULT_WEIGHTS
 from persistence_ros.overrides import check_fields, replace_fields
-from persistence_ros.settings import DEVICES, FALLBACK_NAMES, FILTER_NAMES, Settings
+from persistence_ros.settings import (DetectionSettings, DEVICES, FALLBACK_NAMES, FILTER_NAMES,
+                                      Settings)
 
 RELIABILITIES = ('best_effort', 'reliable')
+# images.transport: sensor_msgs/Image on <side>/image_raw, or sensor_msgs/CompressedImage
+# (JPEG, PNG) on <side>/image_raw/compressed as image_transport's compressed plugin names it
+IMAGE_TRANSPORTS = ('raw', 'compressed')
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,20 @@ class CalibrationFiles:
 
     left_file: str = ''
     right_file: str = ''
+
+
+@dataclass(frozen=True)
+class NodeDetectionSettings(DetectionSettings):
+    """The core's ``detections`` section plus the message type the node subscribes to."""
+
+    type: str = 'persistence_ros'
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """How the node receives images (section ``images``)."""
+
+    transport: str = 'raw'
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,8 @@ class NodeSettings(Settings):
     calibration: CalibrationFiles = field(default_factory=CalibrationFiles)
     frame_id: str = ''
     use_images: bool = True
+    images: ImageSettings = field(default_factory=ImageSettings)
+    detections: NodeDetectionSettings = field(default_factory=NodeDetectionSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     qos: QosSettings = field(default_factory=QosSettings)
@@ -138,13 +160,15 @@ class Parameter:
     """
     One declared parameter (``range``: inclusive (min, max); ``choices``: allowed strings).
 
-    ``default`` is the value of ``name`` in ``NodeSettings()``.
+    ``default`` is the value of ``name`` in ``NodeSettings()``; ``kind`` names the type when
+    the default cannot (an empty list: ``'string[]'``).
     """
 
     name: str
     description: str
     range: Optional[Tuple[float, float]] = None
     choices: Optional[Sequence[str]] = None
+    kind: Optional[str] = None
 
     @property
     def default(self) -> Any:
@@ -153,7 +177,9 @@ class Parameter:
 
     @property
     def type_name(self) -> str:
-        """Return the ROS parameter type name (bool, integer, double, string, double[])."""
+        """Return the ROS parameter type name (bool, integer, double, string, double[], ...)."""
+        if self.kind is not None:
+            return self.kind
         if isinstance(self.default, bool):
             return 'bool'
         if isinstance(self.default, int):
@@ -175,6 +201,17 @@ PARAMETERS: List[Parameter] = [
     _P('use_images',
        'subscribe to and synchronize the images (needed by the learned filter and the debug '
        'image); false: detections only'),
+    _P('images.transport',
+       'raw: sensor_msgs/Image on <side>/image_raw; compressed: sensor_msgs/CompressedImage '
+       '(jpeg, png) on <side>/image_raw/compressed (side: left, right)',
+       choices=IMAGE_TRANSPORTS),
+    _P('detections.type',
+       'message type of left/detections and right/detections: '
+       'persistence_ros/msg/Detection2DArray or vision_msgs/msg/Detection2DArray (best '
+       'hypothesis: class_id, score)', choices=tuple(DETECTION_TYPES)),
+    _P('detections.classes',
+       'class_id values to track (others are dropped and counted as class_filtered); empty: '
+       'every class', kind='string[]'),
     _P('sync.queue_size',
        'messages kept per input by the approximate-time synchronizer', range=(1, 1000)),
     _P('sync.slop',
@@ -255,6 +292,22 @@ PARAMETERS: List[Parameter] = [
     _P('pipeline.max_stamp_ahead_s',
        'seconds: an input stamped further ahead of the node clock is refused (counted)',
        range=(0.001, 1000000.0)),
+    _P('smoothing.enabled',
+       'smooth PERSISTENT tracks in 3D (constant-velocity Kalman filter; Track.smoothed_*, the '
+       'points and trajectory markers)'),
+    _P('smoothing.acceleration_noise',
+       'm/s^2: white-noise acceleration of the constant-velocity model (larger follows faster '
+       'manoeuvres, smooths less)', range=(0.001, 1000.0)),
+    _P('smoothing.initial_velocity_sigma',
+       'm/s: velocity uncertainty of a new track filter', range=(0.001, 1000.0)),
+    _P('smoothing.gate',
+       'squared Mahalanobis distance above which a point is an outlier (16.27: chi-square, 3 '
+       'dof, p=0.999)', range=(0.1, 1000.0)),
+    _P('smoothing.max_outliers',
+       'outliers in a row after which the filter restarts at the new point', range=(1, 1000)),
+    _P('smoothing.max_gap_s',
+       'seconds without a point after which a track has no smoothed state until the next one',
+       range=(0.001, 3600.0)),
     _P('qos.images.reliability',
        'QoS reliability of the image subscriptions', choices=RELIABILITIES),
     _P('qos.images.depth', 'QoS history depth of the image subscriptions', range=(1, 1000)),
@@ -292,8 +345,9 @@ def _type_ok(parameter: Parameter, value: Any) -> bool:
         return isinstance(value, float)
     if kind == 'string':
         return isinstance(value, str)
+    item = str if kind == 'string[]' else float
     return (isinstance(value, (list, tuple))
-            and all(isinstance(v, float) for v in value))
+            and all(isinstance(v, item) for v in value))
 
 
 def validate(values: Dict[str, Any]) -> List[str]:
@@ -388,7 +442,8 @@ def descriptor(parameter: Parameter):
                                     ParameterType)
     types = {'bool': ParameterType.PARAMETER_BOOL, 'integer': ParameterType.PARAMETER_INTEGER,
              'double': ParameterType.PARAMETER_DOUBLE, 'string': ParameterType.PARAMETER_STRING,
-             'double[]': ParameterType.PARAMETER_DOUBLE_ARRAY}
+             'double[]': ParameterType.PARAMETER_DOUBLE_ARRAY,
+             'string[]': ParameterType.PARAMETER_STRING_ARRAY}
     description = parameter.description
     if parameter.choices:
         description += f' (one of: {", ".join(parameter.choices)})'
@@ -412,6 +467,10 @@ def declare_parameters(node) -> Dict[str, str]:
     parameter is declared with its default and the message is returned, so that the node
     fails at configure with it (fail fast, with a message saying what to fix) until the
     parameter is set to a valid value.
+
+    A string array is declared by its type (rclpy reads an empty list as a byte array) and
+    then set to its default unless an override gave it a value; an empty list in a
+    parameters file (``classes: []``, which rcl reads as "not set") leaves the default.
     """
     from rclpy.exceptions import (InvalidParameterTypeException,
                                   InvalidParameterValueException)
@@ -422,8 +481,10 @@ def declare_parameters(node) -> Dict[str, str]:
         if node.has_parameter(parameter.name):
             continue
         desc = descriptor(parameter)
+        string_array = parameter.type_name == 'string[]'
+        initial = RclpyParameter.Type.STRING_ARRAY if string_array else parameter.default
         try:
-            node.declare_parameter(parameter.name, parameter.default, desc)
+            node.declare_parameter(parameter.name, initial, desc)
         except (InvalidParameterTypeException, InvalidParameterValueException,
                 TypeError, ValueError) as error:
             given = overrides.get(parameter.name)
@@ -432,8 +493,11 @@ def declare_parameters(node) -> Dict[str, str]:
                                       f'expected a {parameter.type_name}'
                                       + (f' in [{parameter.range[0]}, {parameter.range[1]}]'
                                          if parameter.range else ''))
-            node.declare_parameter(parameter.name, parameter.default, desc,
-                                   ignore_override=True)
+            node.declare_parameter(parameter.name, initial, desc, ignore_override=True)
+        if string_array and node.get_parameter_or(parameter.name).value is None:
+            node.set_parameters([RclpyParameter(parameter.name,
+                                                RclpyParameter.Type.STRING_ARRAY,
+                                                list(parameter.default))])
     return errors
 
 
@@ -444,6 +508,8 @@ def read_parameters(node) -> Dict[str, Any]:
         value = node.get_parameter(parameter.name).value
         if parameter.type_name == 'double[]':
             value = [float(x) for x in value]
+        elif parameter.type_name == 'string[]':
+            value = [str(x) for x in value]
         values[parameter.name] = value
     return values
 

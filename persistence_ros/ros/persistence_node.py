@@ -31,14 +31,23 @@ processed for ``diagnostics.stall_timeout_s`` while inputs arrive.  Every case h
 outputs published, the wait in the worker queue included; ``stamp_age_ms``: the node's clock
 at publication minus the input stamp).
 
-Inputs: ``left/detections``, ``right/detections`` (persistence_ros/Detection2DArray),
-``left/image_raw``, ``right/image_raw`` (unless ``use_images`` is false), ``left/camera_info``,
-``right/camera_info`` (unless calibration files are given).  Outputs (stamped with the input
-stamp, frame: ``frame_id`` or the left optical frame): ``~/points``, ``~/markers``,
-``~/tracks``, ``~/debug_image`` (``publish.debug_image``), ``~/cameras`` and
-``/diagnostics``.  ``~/cameras`` (both cameras' frusta, ``messages.camera_markers``) is
-published with the first frame after each calibration change or restart, transient local
-(latched), so that a viewer started later still gets it.
+Inputs: ``left/detections``, ``right/detections`` (``detections.type``:
+persistence_ros/Detection2DArray or vision_msgs/Detection2DArray), ``left/image_raw``,
+``right/image_raw`` (``images.transport`` raw: sensor_msgs/Image; compressed:
+sensor_msgs/CompressedImage on ``left/image_raw/compressed``, ``right/image_raw/compressed``;
+none when ``use_images`` is false), ``left/camera_info``, ``right/camera_info`` (unless
+calibration files are given).  Outputs (stamped with the input stamp, frame: ``frame_id`` or
+the left optical frame): ``~/points``, ``~/markers``, ``~/tracks``, ``~/debug_image``
+(``publish.debug_image``), ``~/cameras`` and ``/diagnostics``.  ``~/cameras`` (both cameras'
+frusta, ``messages.camera_markers``) is published with the first frame after each
+calibration change or restart, transient local (latched), so that a viewer started later
+still gets it.
+
+One time base: every output carries the stamp of the input it came from, and
+``/diagnostics`` is stamped on the inputs' clock too (``ros.time_base``): with
+``use_sim_time`` the latest ``/clock``; without a ``/clock`` (a bag played without
+``--clock``) the newest input stamp, and the missing clock is reported (a rate-limited warning
+and ``clock.*`` values); before any valid time, no diagnostics are published.
 """
 
 import argparse
@@ -56,23 +65,30 @@ from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
                        ReliabilityPolicy)
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from persistence_ros.calibration import (CalibrationError, CameraInfoMonitor,
                                          load_calibration_yaml, StereoCalibration)
-from persistence_ros.detections import detection_frame_from_msg, NANOSECONDS, stamp_to_ns
+from persistence_ros.detections import (detection_frame_of, DETECTION_TYPES, NANOSECONDS,
+                                        stamp_to_ns)
 from persistence_ros.filter_factory import build_filter
-from persistence_ros.image_codec import ImageEncodingError, to_rgb8
-from persistence_ros.msg import Detection2DArray, TrackArray
+from persistence_ros.image_codec import decode_compressed, ImageEncodingError, to_rgb8
+from persistence_ros.msg import TrackArray
 from persistence_ros.pipeline import StereoPipeline, TIME_JUMP_RESET_NS
 from persistence_ros.ros import messages, parameters
-from persistence_ros.ros.conversions import image_to_numpy, numpy_to_image
+from persistence_ros.ros.conversions import (image_to_numpy, message_class, ns_to_stamp,
+                                             numpy_to_image)
 from persistence_ros.ros.sync import SynchronizedSubscriptions
+from persistence_ros.ros.time_base import steady_clock, TimeBase
 from persistence_ros.stamp_gate import StampGate, TIME_JUMP_CONFIRM
 
 NODE_NAME = 'persistence_node'
+# The synchronized inputs, named as in the rate diagnostics; with images.transport compressed
+# the images arrive on <side>/image_raw/compressed (image_transport's name) instead.
 INPUTS = ('left/detections', 'right/detections', 'left/image_raw', 'right/image_raw')
+IMAGE_TOPICS = {'raw': (Image, '{side}/image_raw'),
+                'compressed': (CompressedImage, '{side}/image_raw/compressed')}
 SPIN_TIMEOUT_S = 0.5
 WORKER_JOIN_TIMEOUT_S = 10.0
 # raised by rcl calls (rclpy re-exports it only from its own modules, e.g. rclpy.subscription)
@@ -157,6 +173,7 @@ class PersistenceNode(LifecycleNode):
         self._last_processed = now     # ... of the last processed frame (or the start)
         self._unmatched_seen = 0
         self._marks = (Counter(), Counter(), 0)   # rejected, resets, queue drops at last report
+        self._time = TimeBase(self)
 
     def _on_parameters_set(self, changed) -> None:
         # An override refused at start-up stops failing configure once it is set right.
@@ -166,12 +183,15 @@ class PersistenceNode(LifecycleNode):
     def reject(self, reason: str, detail: str, count: int = 1) -> None:
         """Count ``count`` rejected inputs by reason and log it, rate-limited per reason."""
         self.rejected[reason] += count
+        self.warn_throttled(reason, f'rejected input ({reason}, {self.rejected[reason]} so '
+                            f'far): {detail}')
+
+    def warn_throttled(self, kind: str, text: str) -> None:
+        """Log a warning, at most once per ``log.throttle_s`` seconds per ``kind``."""
         now = time.monotonic()
-        throttle = self.settings.log.throttle_s
-        if now - self._last_warn.get(reason, -1e18) >= throttle:
-            self._last_warn[reason] = now
-            self.get_logger().warning(
-                f'rejected input ({reason}, {self.rejected[reason]} so far): {detail}')
+        if now - self._last_warn.get(kind, -1e18) >= self.settings.log.throttle_s:
+            self._last_warn[kind] = now
+            self.get_logger().warning(text)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -246,10 +266,12 @@ class PersistenceNode(LifecycleNode):
         v = self.settings
         det_qos = _qos(v.qos.detections.reliability, v.qos.detections.depth)
         img_qos = _qos(v.qos.images.reliability, v.qos.images.depth)
-        inputs = [(Detection2DArray, 'left/detections', det_qos),
-                  (Detection2DArray, 'right/detections', det_qos)]
+        detections = message_class(DETECTION_TYPES[v.detections.type])
+        inputs = [(detections, 'left/detections', det_qos),
+                  (detections, 'right/detections', det_qos)]
         if v.use_images:
-            inputs += [(Image, 'left/image_raw', img_qos), (Image, 'right/image_raw', img_qos)]
+            image, topic = IMAGE_TOPICS[v.images.transport]
+            inputs += [(image, topic.format(side=side), img_qos) for side in ('left', 'right')]
         gate = StampGate(len(inputs), TIME_JUMP_RESET_NS,
                          max_ahead_ns=int(v.pipeline.max_stamp_ahead_s * NANOSECONDS),
                          capacity=max(v.sync.queue_size, TIME_JUMP_CONFIRM))
@@ -269,7 +291,9 @@ class PersistenceNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, name='persistence_worker',
                                         daemon=True)
         self._worker.start()
-        self._timer = self.create_timer(v.diagnostics.period, self._publish_diagnostics)
+        # steady clock: on simulated time the timer would never fire without /clock
+        self._timer = self.create_timer(v.diagnostics.period, self._publish_diagnostics,
+                                        clock=steady_clock())
         self.get_logger().info(f'active: synchronizer {self._sync.backend}, inputs '
                                + ', '.join(topic for _, topic, _ in inputs))
         return super().on_activate(state)
@@ -337,7 +361,7 @@ class PersistenceNode(LifecycleNode):
     def _on_receive(self, index: int, msg=None) -> None:
         self.received[INPUTS[index]] += 1
         self._last_input = time.monotonic()
-        if index >= 2 and msg is not None:   # an image: its size, for the camera_info check
+        if index >= 2 and isinstance(msg, Image):   # its size, for the camera_info check
             with self._lock:
                 self._infos.observe_image(('left', 'right')[index - 2], msg.width, msg.height)
 
@@ -356,6 +380,7 @@ class PersistenceNode(LifecycleNode):
 
     def _on_camera_info(self, side: str, msg) -> None:
         self.received[f'{side}/camera_info'] += 1
+        self._time.saw_input(stamp_to_ns(msg.header.stamp))
         with self._lock:
             update = self._infos.offer(side, msg)
             current = self.calibration
@@ -378,6 +403,7 @@ class PersistenceNode(LifecycleNode):
 
     def _on_synchronized(self, *msgs) -> None:
         # Only enqueue: the worker thread does the work (bounded queue, oldest dropped).
+        self._time.saw_input(stamp_to_ns(msgs[0].header.stamp))
         with self._wake:
             self.frames_synchronized += 1
             if len(self._frames) >= self.settings.processing.queue_size:
@@ -419,8 +445,20 @@ class PersistenceNode(LifecycleNode):
     # -- per frame -------------------------------------------------------------------------
 
     def _image(self, msg, side: str) -> Optional[np.ndarray]:
-        """Return an image message as RGB, None (rejected, counted) if it cannot be read."""
+        """
+        Return an Image or CompressedImage message as RGB, None if it cannot be read.
+
+        A refused image is counted by its reason (``image_codec.IMAGE_REJECTIONS``:
+        ``unsupported_image``, ``bad_image_layout``, ``corrupt_image`` for compressed data
+        that does not decode).  A compressed image's size, known once decoded, feeds the
+        camera_info check as a raw image's does on arrival.
+        """
         try:
+            if isinstance(msg, CompressedImage):
+                rgb = decode_compressed(msg.format, msg.data)
+                with self._lock:
+                    self._infos.observe_image(side, rgb.shape[1], rgb.shape[0])
+                return rgb
             return to_rgb8(image_to_numpy(msg), msg.encoding)
         except ImageEncodingError as error:
             self.reject(error.reason, f'{side} image: {error}')
@@ -440,8 +478,14 @@ class PersistenceNode(LifecycleNode):
             self.reject('no_calibration', 'no calibration yet: waiting for left/camera_info and '
                         'right/camera_info (or set calibration.left_file/right_file)')
             return None
-        left = detection_frame_from_msg(left_msg)
-        right = detection_frame_from_msg(right_msg)
+        msgtype = DETECTION_TYPES[self.settings.detections.type]
+        converted: Counter = Counter()
+        left = detection_frame_of(left_msg, msgtype, converted)
+        right = detection_frame_of(right_msg, msgtype, converted)
+        for reason, count in sorted(converted.items()):  # detections.VISION_MSGS_REJECTIONS
+            self.reject(reason, f'{count} detection(s) at stamp {left.stamp_ns} dropped: '
+                        'a vision_msgs Detection2D without results (no class hypothesis)',
+                        count)
         left_rgb = right_rgb = image_frame_ids = None
         if left_image_msg is not None:
             left_rgb = self._image(left_image_msg, 'left')
@@ -579,6 +623,9 @@ class PersistenceNode(LifecycleNode):
                 self._last_warn[domain] = time.monotonic()
                 self.get_logger().warning(domain)
             problems.append(domain)
+        if values.get('clock.source') == 'input':
+            problems.append('use_sim_time without /clock: stamped with the newest input '
+                            '(see clock.*)')
         if self.queue_drops > drops:
             problems.append(f'{self.queue_drops - drops} frame(s) dropped (worker too slow)')
         problems += [f'{reason} x{count}' for reason, count in sorted(new_rejected.items())
@@ -594,13 +641,23 @@ class PersistenceNode(LifecycleNode):
         return DiagnosticStatus.OK, 'ok'
 
     def _publish_diagnostics(self) -> None:
+        """Publish /diagnostics stamped on the inputs' clock (``ros.time_base``)."""
+        stamp_ns, source = self._time.stamp_ns()
+        if stamp_ns is None:  # no /clock and no input yet: a 1970 stamp would mislead
+            return
+        if source == 'input':
+            self.warn_throttled('clock', 'use_sim_time is true but inputs arrive without a '
+                                '/clock: diagnostics are stamped with the newest input stamp; '
+                                'play bags with --clock (ros2 bag play --clock) or set '
+                                'use_sim_time to false')
         if _MALLOC_TRIM is not None:   # return what a flood freed (see _glibc_malloc_trim)
             _MALLOC_TRIM(0)
         values = self.diagnostic_values()
+        values.update(self._time.values(source))
         level, message = self.diagnostic_status(values)
         name, hardware_id = self.diagnostic_status_id()
         self._publish('diagnostics', messages.diagnostics(
-            self.get_clock().now().to_msg(), name, hardware_id, values, level, message))
+            ns_to_stamp(stamp_ns), name, hardware_id, values, level, message))
 
     def diagnostic_status_id(self):
         """Return the (name, hardware_id) of the node's status in /diagnostics."""

@@ -8,6 +8,12 @@ messages as raw CDR bytes read with ``rosbags`` (``publisher.publish(bytes)``), 
 ``/clock`` like ``ros2 bag play --clock``, and records the node's outputs (subscriptions with
 ``raw=True``) into an MCAP rosbag2 written by rosbags (``ros2 bag play`` and Foxglove open it).
 
+One time base: the recording's log times are the messages' header stamps (the input's
+clock); a message without a stamp (an empty MarkerArray) is logged at the ``/clock`` time the
+replay last published, never at wall-clock time.  The node's input types follow the bag:
+``vision_msgs`` detections set ``detections.type:=vision_msgs`` and images only on
+``image_raw/compressed`` set ``images.transport:=compressed`` (unless ``--set`` names them).
+
 Modes: ``timed`` sleeps to match the bag's stamps; ``fast`` publishes frame k+1 only once the
 node's ``~/tracks`` for frame k arrived (back-pressure, ``--frame-timeout`` seconds at most),
 so that nothing is dropped.  The ros2 CLI and rosbag2_py are not on PyPI, hence this command.
@@ -15,7 +21,6 @@ so that nothing is dropped.  The ros2 CLI and rosbag2_py are not on PyPI, hence 
 
 import argparse
 from collections import defaultdict
-import importlib
 import os
 from pathlib import Path
 import signal
@@ -29,7 +34,8 @@ from typing import Dict, List, Optional, Tuple
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from persistence_ros.bag_io import get_typestore
-from persistence_ros.detections import stamp_to_ns
+from persistence_ros.detections import DETECTION_TYPES, stamp_to_ns
+from persistence_ros.ros.conversions import message_class  # noqa: F401 - re-exported
 from persistence_ros.ros.env import local_dds_env
 
 NODE_EXECUTABLE = 'persistence_node'
@@ -118,7 +124,7 @@ def read_frames(bag: Path, namespace: str, tolerance_ns: int = FRAME_TOLERANCE_N
     ``namespace`` are played.
     """
     prefix = namespace.rstrip('/') + '/'
-    order = {'camera_info': 0, 'image_raw': 1, 'detections': 2}
+    order = {'camera_info': 0, 'image_raw': 1, 'compressed': 1, 'detections': 2}
     store = get_typestore()
     stamped = []
     with Reader(bag) as reader:
@@ -143,12 +149,6 @@ def read_frames(bag: Path, namespace: str, tolerance_ns: int = FRAME_TOLERANCE_N
     return types, out
 
 
-def message_class(msgtype: str):
-    """Return the rclpy message class of ``pkg/msg/Name``."""
-    package, _, name = msgtype.split('/')
-    return getattr(importlib.import_module(f'{package}.msg'), name)
-
-
 class Recorder:
     """Record raw messages of some topics into an MCAP rosbag2 (log time: receive order)."""
 
@@ -162,6 +162,7 @@ class Recorder:
         self._connections = {}
         self.counts: Dict[str, int] = defaultdict(int)
         self.track_stamps: List[int] = []
+        self.clock_ns = 0  # the replay's /clock: the log time of messages without a stamp
         self._cond = threading.Condition(self._lock)
         qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         latched_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
@@ -190,7 +191,7 @@ class Recorder:
         if header is None and msgtype == 'visualization_msgs/msg/MarkerArray' and msg.markers:
             header = msg.markers[0].header
         if header is None:
-            return time.time_ns()
+            return self.clock_ns
         return stamp_to_ns(header.stamp)
 
     def wait_tracks(self, stamp_ns: int, timeout: float) -> bool:
@@ -208,6 +209,27 @@ class Recorder:
         """Close the bag."""
         with self._lock:
             self._writer.close()
+
+
+def input_parameters(types: Dict[str, str], namespace: str,
+                     extra_node_args: Optional[List[str]] = None) -> List[str]:
+    """
+    Return the node arguments that make it subscribe to the bag's input types.
+
+    ``-p detections.type:=vision_msgs`` for vision_msgs detections, ``-p
+    images.transport:=compressed`` when the images are only on ``image_raw/compressed``;
+    nothing for a parameter that ``extra_node_args`` already sets.
+    """
+    given = ' '.join(extra_node_args or [])
+    prefix = namespace.rstrip('/')
+    args = []
+    if (types.get(f'{prefix}/left/detections') == DETECTION_TYPES['vision_msgs']
+            and 'detections.type:=' not in given):
+        args += ['-p', 'detections.type:=vision_msgs']
+    if (f'{prefix}/left/image_raw' not in types and f'{prefix}/left/image_raw/compressed' in types
+            and 'images.transport:=' not in given):
+        args += ['-p', 'images.transport:=compressed']
+    return args
 
 
 def _wait(condition, timeout: float, process=None) -> bool:
@@ -243,7 +265,8 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
         frames = frames[:max_frames]
     outputs = {f'{namespace}/{name}': msgtype for name, msgtype in OUTPUTS.items()}
     outputs[DIAGNOSTICS[0]] = DIAGNOSTICS[1]
-    process = _start_node(namespace, params_file, extra_node_args, node_log)
+    node_args = list(extra_node_args or []) + input_parameters(types, namespace, extra_node_args)
+    process = _start_node(namespace, params_file, node_args, node_log)
     context = rclpy.Context()
     rclpy.init(context=context, args=['replay'])
     summary: Dict[str, object] = {'frames': len(frames), 'mode': mode, 'timeouts': 0}
@@ -353,6 +376,7 @@ class _Player:
                 delay = (stamp_ns - first_stamp) / 1e9 - (time.monotonic() - start_wall)
                 if delay > 0:
                     time.sleep(delay)
+            self.recorder.clock_ns = max(self.recorder.clock_ns, stamp_ns)
             self.clock.publish(Clock(clock=ns_to_stamp(stamp_ns)))
             if k == 0:  # camera_info first, so that the node is calibrated for frame 1
                 infos = [item for item in msgs if 'camera_info' in item[0]]

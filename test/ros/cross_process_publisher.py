@@ -3,15 +3,20 @@
 import sys
 import time
 
+import cv2
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import (BoundingBox2D, Detection2D, ObjectHypothesis,
+                             ObjectHypothesisWithPose, Point2D, Pose2D)
+from vision_msgs.msg import Detection2DArray as VisionDetection2DArray
 
 from persistence_ros.detections import Detection, DetectionFrame
 from persistence_ros.msg import Detection2DArray
-from persistence_ros.ros.conversions import detections_to_msg, numpy_to_image
+from persistence_ros.ros.conversions import detections_to_msg, ns_to_stamp, numpy_to_image
 
 STAMP_NS = 1_700_000_123_456_789_012
 
@@ -34,18 +39,52 @@ def expected_image() -> np.ndarray:
 IMAGE_STEP = 640 * 3 + 32  # padded rows
 
 
+def vision_detections_msg() -> VisionDetection2DArray:
+    """Return the expected detections as vision_msgs (two hypotheses for the first box)."""
+    frame = expected_detections()
+    items = []
+    for k, d in enumerate(frame.detections):
+        results = [ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=d.class_id,
+                                                                        score=d.score))]
+        if k == 0:  # a weaker second class: the best one is taken
+            results.insert(0, ObjectHypothesisWithPose(
+                hypothesis=ObjectHypothesis(class_id='other', score=d.score / 2)))
+        items.append(Detection2D(
+            results=results, id=d.id,
+            bbox=BoundingBox2D(center=Pose2D(position=Point2D(x=d.center_x, y=d.center_y)),
+                               size_x=d.width, size_y=d.height)))
+    return VisionDetection2DArray(
+        header=Header(stamp=ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id),
+        detections=items)
+
+
+def compressed_image_msg() -> CompressedImage:
+    """Return the expected image as a PNG CompressedImage (lossless)."""
+    ok, data = cv2.imencode('.png', expected_image()[:, :, ::-1].copy())
+    assert ok
+    return CompressedImage(header=Header(stamp=ns_to_stamp(STAMP_NS),
+                                         frame_id='stereo_left_optical'),
+                           format='rgb8; png compressed bgr8', data=data.tobytes())
+
+
 def main() -> int:
     rclpy.init()
     node = Node('cross_process_publisher')
     detections_pub = node.create_publisher(Detection2DArray, 'test/detections', 10)
     image_pub = node.create_publisher(Image, 'test/image', 10)
+    vision_pub = node.create_publisher(VisionDetection2DArray, 'test/vision_detections', 10)
+    compressed_pub = node.create_publisher(CompressedImage, 'test/image/compressed', 10)
     detections_msg = detections_to_msg(expected_detections())
     image_msg = numpy_to_image(expected_image(), 'rgb8', stamp_ns=STAMP_NS,
                                frame_id='stereo_left_optical', step=IMAGE_STEP)
+    vision_msg = vision_detections_msg()
+    compressed_msg = compressed_image_msg()
 
     def publish():
         detections_pub.publish(detections_msg)
         image_pub.publish(image_msg)
+        vision_pub.publish(vision_msg)
+        compressed_pub.publish(compressed_msg)
 
     node.create_timer(0.1, publish)
     deadline = time.monotonic() + float(sys.argv[1] if len(sys.argv) > 1 else 60.0)

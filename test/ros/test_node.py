@@ -431,11 +431,13 @@ def test_cross_process_replay_outputs(scene, tmp_path):
             (f.name, f.offset, f.datatype) for f in messages.POINT_FIELDS]
         cloud = np.frombuffer(bytes(msg.data), messages.POINT_DTYPE)
         assert np.isfinite(cloud['x']).all() and np.isfinite(cloud['z']).all()
+        # persistent tracks at their smoothed positions (smoothed: every persistent track
+        # with a point so far)
         persistent = {t.id: t for t in tracks_by_stamp[stamp].tracks
-                      if t.state == Track.PERSISTENT and t.has_position}
+                      if t.state == Track.PERSISTENT and t.has_smoothed}
         assert sorted(cloud['track_id'].tolist()) == sorted(persistent)   # only persistent
         for row in cloud:
-            p = persistent[int(row['track_id'])].position
+            p = persistent[int(row['track_id'])].smoothed_position
             np.testing.assert_allclose([row['x'], row['y'], row['z']], [p.x, p.y, p.z],
                                        rtol=1e-6)
         n_points += len(cloud)
@@ -460,6 +462,13 @@ def test_cross_process_replay_outputs(scene, tmp_path):
         for t in res.tracks:
             assert node_tracks[t.id].state == int(t.state)
             assert node_tracks[t.id].has_position == t.has_position
+            assert node_tracks[t.id].has_smoothed == t.has_smoothed
+            if t.has_smoothed:
+                got = node_tracks[t.id]
+                np.testing.assert_allclose([got.smoothed_position.x, got.smoothed_position.y,
+                                            got.smoothed_position.z], t.smoothed_position)
+                np.testing.assert_allclose(np.reshape(got.smoothed_position_covariance,
+                                                      (3, 3)), t.smoothed_position_covariance)
 
 
 def test_timed_replay_keeps_bag_timing(scene, calibration_files, tmp_path):
