@@ -43,8 +43,14 @@ def _node(context):
         package='persistence_ros', executable='persistence_node', name='persistence_node',
         namespace=LaunchConfiguration('namespace'), output='screen',
         parameters=[LaunchConfiguration('params_file'), overrides],
+        # images.transport compressed subscribes to <image>/compressed (image_transport's
+        # name): remapped along with the raw topic
         remappings=[('left/image_raw', LaunchConfiguration('left_image')),
                     ('right/image_raw', LaunchConfiguration('right_image')),
+                    ('left/image_raw/compressed', [LaunchConfiguration('left_image'),
+                                                   '/compressed']),
+                    ('right/image_raw/compressed', [LaunchConfiguration('right_image'),
+                                                    '/compressed']),
                     ('left/detections', LaunchConfiguration('left_detections')),
                     ('right/detections', LaunchConfiguration('right_detections')),
                     ('left/camera_info', LaunchConfiguration('left_camera_info')),

@@ -66,7 +66,7 @@ from persistence_ros.detections import DetectionFrame
 from persistence_ros.settings import Settings
 from persistence_ros.smoothing import SmoothedState, TrackSmoother
 from persistence_ros.stamp_gate import TIME_JUMP_NS
-from persistence_ros.stereo import box_pixel_sigma, StereoAssociator, StereoPair, Triangulator
+from persistence_ros.stereo import object_centres, StereoAssociator, StereoPair, Triangulator
 from persistence_ros.stereo_track import (
     FilterDecision, PersistenceFilter, StereoTrackHistory, TrackState)
 from persistence_ros.tracking import Track2D, Tracker2D
@@ -250,6 +250,7 @@ class _StereoRecord:
     frames_observed: int = 0
     state: TrackState = TrackState.TENTATIVE
     decision_frame: int = 0
+    smoothing: bool = False  # the Kalman filter has taken the track's history
 
 
 _NAN3 = (float('nan'),) * 3
@@ -457,6 +458,10 @@ class StereoPipeline:
                    index_now: Dict[int, int]) -> List[StereoTrackHistory]:
         """Append this frame to every pair's record; return what the filter sees."""
         states: List[StereoTrackHistory] = []
+        # row k of tri is the k-th pair matched now (_triangulate_now keeps the pairs' order)
+        measurements = self._kalman_measurements(
+            [(p.left.history[-1].box, p.right.history[-1].box)
+             for p in pairs if p.id in index_now], tri)
         for pair in pairs:
             rec = self._records.get(pair.id)
             if rec is None:
@@ -472,9 +477,8 @@ class StereoPipeline:
             else:
                 rec.residuals.append(float(tri.epipolar_px[k]))
                 rec.points.append(tuple(tri.points_optical[k]) if tri.valid[k] else _NAN3)
-                rec.measurements.append(_measurement(tri, k))
-                rec.sigmas.append(self._pixel_sigmas(pair.left.history[-1].box,
-                                                     pair.right.history[-1].box))
+                rec.measurements.append(measurements[k][0])
+                rec.sigmas.append(measurements[k][1])
             if pair.left.matched or pair.right.matched:
                 rec.frames_observed += 1
             states.append(StereoTrackHistory(
@@ -519,22 +523,31 @@ class StereoPipeline:
         track.set_smoothed(smoothed)
         return track
 
-    def _pixel_sigmas(self, left_box, right_box) -> Tuple[float, float, float, float]:
+    def _kalman_measurements(self, boxes, tri) -> List[Tuple[Tuple[float, ...], ...]]:
         """
-        Return the pixel deviations (left x, y, right x, y) of two box centres.
+        Return (point, pixel sigmas) for the Kalman filter of each (left box, right box).
 
-        ``triangulation.sigma_px`` for boxes inside the image, more along an axis where a box
-        reaches the border (``box_pixel_sigma``), and added in quadrature half the difference
-        of the two boxes' sizes: boxes of one object that differ in size (one view occluded,
-        merged with a reflection) do not mark the same point.
+        ``tri`` triangulated the boxes' centres, row k for pair k.  Where a box is cut by the
+        image border the object's centre is estimated first (``stereo.object_centres``) and
+        triangulated again; the sigmas (left x, y, right x, y) weigh the point through
+        ``Triangulator.point_covariance``.  Points the depth gate refused are kept
+        (``_measurement``): the filter weighs them by their covariance.
         """
-        sigma = self.settings.triangulation.sigma_px
-        cal = self.calibration
-        sizes = np.abs(np.subtract(left_box[2:4], right_box[2:4]))
-        lx, ly = box_pixel_sigma(left_box, cal.left.width, cal.left.height, sigma)
-        rx, ry = box_pixel_sigma(right_box, cal.right.width, cal.right.height, sigma)
-        mx, my = 0.5 * sizes
-        return (math.hypot(lx, mx), math.hypot(ly, my), math.hypot(rx, mx), math.hypot(ry, my))
+        cal, sigma = self.calibration, self.settings.triangulation.sigma_px
+        sizes = ((cal.left.width, cal.left.height), (cal.right.width, cal.right.height))
+        out = []
+        moved = []
+        for k, (left_box, right_box) in enumerate(boxes):
+            centres, sigmas = object_centres(left_box, right_box, sizes, sigma)
+            out.append([_measurement(tri, k), tuple(float(v) for v in sigmas.reshape(4))])
+            if not np.allclose(centres, [left_box[:2], right_box[:2]]):
+                moved.append((k, centres))
+        if moved:
+            again = self.triangulator.triangulate(np.array([c[0] for _, c in moved]),
+                                                  np.array([c[1] for _, c in moved]))
+            for row, (k, _) in enumerate(moved):
+                out[k][0] = _measurement(again, row)
+        return [tuple(m) for m in out]
 
     def _smooth(self, rec: _StereoRecord, state: TrackState) -> Optional[SmoothedState]:
         """
@@ -545,19 +558,23 @@ class StereoPipeline:
         every triangulated point of the track (``_measurement``: also those the depth gate
         refuses to publish, weighed by their covariance, so that far points are not only
         the ones measured too near) with its covariance from the stereo geometry and the
-        boxes' pixel deviations (``Triangulator.point_covariance``, ``_pixel_sigmas``).
+        boxes' pixel deviations (``Triangulator.point_covariance``, ``_kalman_measurements``).
         """
         smoother = self.smoother
         if state != TrackState.PERSISTENT or not smoother.config.enabled:
             smoother.drop(rec.pair_id)
+            rec.smoothing = False
             return None
-        frames = slice(None) if rec.pair_id not in smoother else slice(-1, None)
-        points = np.array(rec.measurements, dtype=np.float64).reshape(-1, 3)[frames]
-        sigmas = np.array(rec.sigmas, dtype=np.float64).reshape(-1, 2, 2)[frames]
+        # the history once, when the track becomes persistent; afterwards this frame only
+        first = 0 if not rec.smoothing else len(rec.stamps) - 1
+        rec.smoothing = True
+        frames = range(first, len(rec.stamps))
+        points = np.array([rec.measurements[i] for i in frames], dtype=np.float64)
+        sigmas = np.array([rec.sigmas[i] for i in frames], dtype=np.float64).reshape(-1, 2, 2)
         covariances = self.triangulator.point_covariance(points, sigmas)
         estimate = None
-        for stamp, point, covariance in zip(list(rec.stamps)[frames], points, covariances):
-            estimate = smoother.step(rec.pair_id, stamp, point, covariance)
+        for i, point, covariance in zip(frames, points, covariances):
+            estimate = smoother.step(rec.pair_id, rec.stamps[i], point, covariance)
         return estimate
 
     def _new_record(self, pair: StereoPair) -> _StereoRecord:
@@ -579,11 +596,12 @@ class StereoPipeline:
             tri = self.triangulator.triangulate(
                 np.array([left[s].box[:2] for s in both]),
                 np.array([right[s].box[:2] for s in both]))
+            measurements = self._kalman_measurements(
+                [(left[s].box, right[s].box) for s in both], tri)
             for k, s in enumerate(both):
                 results[s] = (float(tri.epipolar_px[k]),
                               tuple(tri.points_optical[k]) if tri.valid[k] else _NAN3,
-                              _measurement(tri, k),
-                              self._pixel_sigmas(left[s].box, right[s].box))
+                              *measurements[k])
         for s in past:
             residual, point, measurement, sigmas = results.get(
                 s, (float('nan'), _NAN3, _NAN3, _NAN4))

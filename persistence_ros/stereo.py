@@ -114,23 +114,57 @@ def _project(projection: np.ndarray, points: np.ndarray) -> np.ndarray:
         return homogeneous[:, :2] / homogeneous[:, 2:3]
 
 
-def box_pixel_sigma(box: Sequence[float], width: int, height: int, sigma_px: float,
-                    margin_px: float = 1.0) -> Tuple[float, float]:
-    """
-    Return the standard deviations (x, y) in pixels of a box centre as an object's image.
+def _clipped(box: Sequence[float], axis: int, size: int, margin_px: float) -> int:
+    """Return 0 (inside), -1 / +1 (cut by the low / high border) or 2 (both) along an axis."""
+    low = box[axis] - 0.5 * box[2 + axis] <= margin_px
+    high = box[axis] + 0.5 * box[2 + axis] >= size - 1 - margin_px
+    return 2 if low and high else -1 if low else 1 if high else 0
 
-    ``sigma_px`` for a box inside the image.  A box that reaches the image border (within
-    ``margin_px``) along an axis shows only part of its object, so its centre is off by up to
-    half the hidden part: along that axis the deviation is half the box's larger side (the
-    object's size as far as the box tells), at least ``sigma_px``.
+
+def object_centres(left_box: Sequence[float], right_box: Sequence[float],
+                   image_sizes: Tuple[Tuple[int, int], Tuple[int, int]], sigma_px: float,
+                   margin_px: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
     """
-    cx, cy, w, h = (float(v) for v in box)
-    unknown = max(sigma_px, 0.5 * max(w, h))
-    sx = unknown if (cx - 0.5 * w <= margin_px or cx + 0.5 * w >= width - 1 - margin_px) \
-        else sigma_px
-    sy = unknown if (cy - 0.5 * h <= margin_px or cy + 0.5 * h >= height - 1 - margin_px) \
-        else sigma_px
-    return sx, sy
+    Return the object's centre in both images and the pixel deviations of those centres.
+
+    From one object's boxes (cx, cy, w, h) in the left and right image, ``image_sizes`` the
+    (width, height) of each.  Returns ``centres`` (2, 2): [left, right] x [x, y] and
+    ``sigmas`` (2, 2) alike.  A box inside the image marks its object's centre to
+    ``sigma_px``, in quadrature with half the difference of the two boxes' sizes (boxes that
+    differ in size, one view occluded or merged with a reflection, do not mark the same
+    point).  A box cut by the image border along an axis shows only part of its object: its
+    inner edge is kept and the centre put half the object's size beyond it, the size taken
+    from the other view where that box is whole along the axis (deviation a tenth of it),
+    else from the box's other side (objects about as wide as tall; deviation a quarter of
+    it).  A box cut on both sides of an axis gives its centre to half its larger side.
+    """
+    boxes = [np.asarray(left_box, dtype=np.float64), np.asarray(right_box, dtype=np.float64)]
+    centres = np.array([b[:2] for b in boxes])
+    sigmas = np.full((2, 2), float(sigma_px))
+    for axis in (0, 1):
+        clips = [_clipped(b, axis, image_sizes[v][axis], margin_px)
+                 for v, b in enumerate(boxes)]
+        if not any(clips):
+            mismatch = 0.5 * abs(boxes[0][2 + axis] - boxes[1][2 + axis])
+            sigmas[:, axis] = math.hypot(sigma_px, mismatch)
+            continue
+        for view, (box, clip) in enumerate(zip(boxes, clips)):
+            own = box[2 + axis]
+            if clip == 0:
+                continue
+            if clip == 2:
+                sigmas[view, axis] = max(sigma_px, 0.5 * max(box[2], box[3]))
+                continue
+            other = boxes[1 - view]
+            if clips[1 - view] == 0:
+                size, sigma = max(own, other[2 + axis]), 0.1 * other[2 + axis]
+            else:
+                size = max(own, box[3 - axis])
+                sigma = 0.25 * size
+            edge = box[axis] - clip * 0.5 * own     # the edge inside the image
+            centres[view, axis] = edge + clip * 0.5 * size
+            sigmas[view, axis] = max(sigma_px, sigma)
+    return centres, sigmas
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +288,7 @@ class Triangulator:
         camera's projection at the point and ``W = diag(1 / sigma_x^2, 1 / sigma_y^2)``.
         ``pixel_sigma``: the pixel standard deviations, a number or an array that broadcasts
         to (N, 2, 2) (point, camera left/right, axis x/y); default the config's ``sigma_px``
-        everywhere (``box_pixel_sigma`` gives them per box).  For a rectified horizontal rig
+        everywhere (``object_centres`` gives them per box).  For a rectified horizontal rig
         and one sigma the depth variance is ``(Z^2 * sqrt(2) * sigma / (f * B))^2``
         (``depth_sigma``) and the lateral ones about ``(Z * sigma / f)^2 / 2``: the ellipsoid
         lies along the viewing ray.  Any rig (vertical, forward offset) works alike.  Rows of

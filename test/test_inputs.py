@@ -22,18 +22,6 @@ from persistence_ros.settings import Settings
 N_FRAMES = 20
 
 
-@pytest.fixture(scope='module')
-def scene(tmp_path_factory):
-    """Render a tiny floor-reflection bag, 20 frames of 160x120."""
-    from persistence_ros.simulation.generate import generate_scene
-    from persistence_ros.simulation.scenario import load_scenario
-    out = tmp_path_factory.mktemp('scene') / 'bag'
-    scenario = load_scenario('reflective_floor', overrides={
-        'duration_s': N_FRAMES / 15.0, 'fps': 15.0, 'rig': {'width': 160, 'height': 120}})
-    generate_scene(scenario, out)
-    return out
-
-
 def _vision(dets, stamp_ns=5_000_000_123, frame_id='cam_left'):
     return bag_io.vision_detection_array_msg(dets, stamp_ns, frame_id)
 
@@ -82,7 +70,7 @@ def test_vision_msgs_without_hypothesis_or_with_nan_numbers():
 
 def _bag(scene, tmp_path, detections, images, name='bag'):
     out = tmp_path / name
-    bag_io.convert_inputs(scene, out, detections=detections, images=images)
+    bag_io.convert_inputs(scene[0], out, detections=detections, images=images)
     return out
 
 
@@ -108,14 +96,14 @@ def _same_tracks(a, b, probability_atol=0.0):
 
 def test_vision_msgs_and_png_bags_give_the_raw_bags_result(scene, tmp_path):
     settings = replace_fields(Settings(), {'model.device': 'cpu'})   # the learned filter
-    raw = _runs(scene, settings)
+    raw = _runs(scene[0], settings)
     assert any(t.has_position for _, tracks in raw for t in tracks)
     bag = _bag(scene, tmp_path, 'vision_msgs', 'png')
     topics = bag_io.bag_topics(bag)
     assert topics['/stereo/left/detections'] == DETECTION_TYPES['vision_msgs']
     assert topics['/stereo/left/image_raw/compressed'] == bag_io.COMPRESSED_IMAGE
     assert '/stereo/left/image_raw' not in topics
-    _, raw_frames = read_stereo_bag(scene, with_images=True)
+    _, raw_frames = read_stereo_bag(scene[0], with_images=True)
     _, frames = read_stereo_bag(bag, with_images=True)
     for a, b in zip(raw_frames, frames):
         np.testing.assert_array_equal(a.left_image, b.left_image)   # png: lossless
@@ -130,12 +118,12 @@ def test_a_jpeg_bag_gives_the_raw_bags_result_within_jpeg_loss(scene, tmp_path):
     settings = replace_fields(Settings(), {'model.device': 'cpu',
                                            'tracker.appearance_gate': 1.0})
     bag = _bag(scene, tmp_path, 'persistence_ros', 'jpeg')
-    _, raw_frames = read_stereo_bag(scene, with_images=True)
+    _, raw_frames = read_stereo_bag(scene[0], with_images=True)
     _, frames = read_stereo_bag(bag, with_images=True)
     for a, b in zip(raw_frames, frames):
         assert np.abs(a.right_image.astype(int) - b.right_image).mean() < 3.0
     # the same tracks, decisions and points; the model's probabilities move a little
-    _same_tracks(_runs(scene, settings), _runs(bag, settings), probability_atol=0.05)
+    _same_tracks(_runs(scene[0], settings), _runs(bag, settings), probability_atol=0.05)
 
 
 def test_bad_inputs_in_a_bag_are_refused_by_name_as_the_node_refuses_them(scene, tmp_path):
@@ -164,7 +152,8 @@ def test_bad_inputs_in_a_bag_are_refused_by_name_as_the_node_refuses_them(scene,
                 msg = types[bag_io.COMPRESSED_IMAGE](header=msg.header, format=msg.format,
                                                      data=msg.data[: len(msg.data) // 3])
             out.write(topic, log_ns, msg)
-    classes = sorted({d.class_id for f in read_stereo_bag(scene)[1] for d in f.left.detections})
+    classes = sorted({d.class_id for f in read_stereo_bag(scene[0])[1]
+                      for d in f.left.detections})
     settings = replace_fields(Settings(), {'filter.name': 'none', 'detections.classes': classes})
     rejected = Counter()
     run = _runs(bad, settings, rejected)

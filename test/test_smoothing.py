@@ -9,32 +9,17 @@ import math
 
 import numpy as np
 import pytest
+from test_pipeline import _px, _rig, BASE, F   # the pipeline tests' rectified rig
 
 from persistence_ros.baselines import MinHitsFilter
-from persistence_ros.calibration import CameraCalibration, StereoCalibration
 from persistence_ros.detections import Detection, DetectionFrame
 from persistence_ros.offline_runner import run_pipeline, StereoFrame
 from persistence_ros.settings import Settings
 from persistence_ros.smoothing import ConstantVelocityKalman, SmoothingConfig, TrackSmoother
-from persistence_ros.stereo import box_pixel_sigma, Triangulator
+from persistence_ros.stereo import object_centres, Triangulator
 from persistence_ros.stereo_track import TrackState
 
-F, BASE, WIDTH, HEIGHT = 300.0, 0.12, 640, 480
 PERIOD_NS = 50_000_000  # 20 fps
-
-
-def _rig() -> StereoCalibration:
-    k = [F, 0.0, 320.0, 0.0, F, 240.0, 0.0, 0.0, 1.0]
-    left = CameraCalibration(WIDTH, HEIGHT, k, [], P=k[:3] + [0.0] + k[3:6] + [0.0] + k[6:]
-                             + [0.0])
-    right = CameraCalibration(WIDTH, HEIGHT, k, [], P=k[:3] + [-F * BASE] + k[3:6] + [0.0]
-                              + k[6:] + [0.0])
-    return StereoCalibration(left, right)
-
-
-def _px(point, right: bool):
-    x, y, z = point
-    return F * x / z + 320.0 - (F * BASE / z if right else 0.0), F * y / z + 240.0
 
 
 def test_point_covariance_is_the_stereo_geometry():
@@ -65,11 +50,28 @@ def test_point_covariance_is_the_stereo_geometry():
     assert np.all(np.isnan(tri.point_covariance(np.full((1, 3), np.nan))))
 
 
-def test_box_pixel_sigma_inflates_boxes_cut_by_the_image_border():
-    assert box_pixel_sigma((100.0, 100.0, 20.0, 10.0), 640, 480, 0.5) == (0.5, 0.5)
-    # cut at the right border: x unknown by half the box's larger side
-    assert box_pixel_sigma((635.0, 100.0, 10.0, 30.0), 640, 480, 0.5) == (15.0, 0.5)
-    assert box_pixel_sigma((100.0, 2.0, 20.0, 6.0), 640, 480, 0.5) == (0.5, 10.0)
+def test_object_centres_of_boxes_cut_by_the_image_border():
+    sizes = ((640, 480), (640, 480))
+    # inside: the centres, sigma in quadrature with half the size difference of the views
+    centres, sigmas = object_centres((100.0, 100.0, 20.0, 10.0), (90.0, 100.0, 20.0, 16.0),
+                                     sizes, 0.5)
+    np.testing.assert_allclose(centres, [[100.0, 100.0], [90.0, 100.0]])
+    np.testing.assert_allclose(sigmas, [[0.5, math.hypot(0.5, 3.0)]] * 2)
+    # the left box is cut by the right border (it shows 8 of 20 px): its inner edge (631)
+    # plus half the right view's width gives the centre
+    centres, sigmas = object_centres((635.0, 100.0, 8.0, 20.0), (620.0, 100.0, 20.0, 20.0),
+                                     sizes, 0.5)
+    np.testing.assert_allclose(centres, [[641.0, 100.0], [620.0, 100.0]])
+    assert sigmas[0, 0] == pytest.approx(2.0) and sigmas[1, 0] == 0.5
+    # both cut at the left border: each keeps its inner edge, the size from its height
+    centres, sigmas = object_centres((3.0, 50.0, 6.0, 12.0), (1.0, 50.0, 2.0, 12.0), sizes,
+                                     0.5)
+    np.testing.assert_allclose(centres[:, 0], [0.0, -4.0])
+    np.testing.assert_allclose(sigmas[:, 0], [3.0, 3.0])
+    # larger than the image along y: the centre to half the box's larger side
+    _, sigmas = object_centres((100.0, 240.0, 40.0, 480.0), (90.0, 240.0, 40.0, 480.0),
+                               sizes, 0.5)
+    np.testing.assert_allclose(sigmas[:, 1], [240.0, 240.0])
 
 
 def test_kalman_halves_the_error_of_noisy_points_on_a_straight_line():
@@ -142,7 +144,7 @@ def _frames(n=30, noise_px=0.5, seed=0):
         stamp = 1_000_000_000 + i * PERIOD_NS
         point = np.array([-0.5 + 0.04 * i, 0.1, 5.0 - 0.03 * i])
         truth.append(point)
-        (lx, ly), (rx, ry) = _px(point, False), _px(point, True)
+        (lx, ly), (rx, ry) = _px(point, 'L'), _px(point, 'R')
         nl, nr = rng.normal(0.0, noise_px, 2), rng.normal(0.0, noise_px, 2)
         left = [Detection(lx + nl[0], ly + nl[1], 20.0, 20.0, 0.9, 'ball', f'L{i}')]
         right = [Detection(rx + nr[0], ry + nr[1], 20.0, 20.0, 0.9, 'ball', f'R{i}')]

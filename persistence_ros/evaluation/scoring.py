@@ -19,10 +19,10 @@ Definitions (all fractions in [0, 1]):
   ``spurious_fraction`` = non-real / published; ``real_kept_fraction`` = (frame, object)
   pairs with an ``object`` detection in both cameras that got a real published point /
   all such pairs; ``rmse_m`` = RMS distance of real points to the object's truth
-  ``left_optical`` position at that frame; ``rmse_smoothed_m`` = the same for the track's
-  smoothed position (``smoothed_position``, the Kalman filter's) at the same points (those
-  with a smoothed estimate; ``smoothed_scored`` counts them, and ``rmse_raw_paired_m`` is the
-  raw RMSE over exactly these points, the fair comparison).
+  ``left_optical`` position at that frame; ``rmse_smoothed_m`` = the same at the same points
+  for the position the node draws (``~/points``): the track's smoothed position
+  (``smoothed_position``, the Kalman filter's) where it has one, else the raw one
+  (``smoothed_scored`` counts the points with a smoothed position; None when none has).
 * decision: ``decision_frame`` of each decided track (frames to decision).
 * mot: the published (PERSISTENT) 2D tracks per camera, with the boxes of the detections
   they used (from the truth), against the reflection-free ``gt_boxes`` of every frame.
@@ -208,7 +208,8 @@ def score_points(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[str,
     labels = track_labels(run, truth)
     published = spurious = 0
     sq_errors: List[float] = []
-    paired: List[Tuple[float, float]] = []  # (raw, smoothed) squared errors
+    shown: List[float] = []  # squared errors of the drawn (smoothed, else raw) positions
+    n_smoothed = 0
     kept = set()
     for stamp, tracks in run:
         frame = truth.frame(stamp)
@@ -226,21 +227,18 @@ def score_points(run: Sequence[Tuple[int, Sequence]], truth: Truth) -> Dict[str,
                 if ref is not None:
                     sq_errors.append(float(np.sum((np.asarray(t.position) - ref) ** 2)))
                     smoothed = getattr(t, 'smoothed_position', None)
-                    if smoothed is not None:
-                        paired.append((sq_errors[-1],
-                                       float(np.sum((np.asarray(smoothed) - ref) ** 2))))
+                    n_smoothed += smoothed is not None
+                    shown.append(sq_errors[-1] if smoothed is None
+                                 else float(np.sum((np.asarray(smoothed) - ref) ** 2)))
     observable = truth.stereo_object_observations()
     return {
         'published': published,
         'spurious_fraction': spurious / published if published else 0.0,
         'real_kept_fraction': len(kept & observable) / len(observable) if observable else 0.0,
         'rmse_m': math.sqrt(float(np.mean(sq_errors))) if sq_errors else None,
-        'rmse_smoothed_m': (math.sqrt(float(np.mean([p[1] for p in paired])))
-                            if paired else None),
-        'rmse_raw_paired_m': (math.sqrt(float(np.mean([p[0] for p in paired])))
-                              if paired else None),
+        'rmse_smoothed_m': math.sqrt(float(np.mean(shown))) if n_smoothed else None,
         'real_points_scored': len(sq_errors),
-        'smoothed_scored': len(paired),
+        'smoothed_scored': n_smoothed,
         'observable': len(observable),
     }
 

@@ -18,7 +18,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from persistence_ros.bag_io import get_typestore, read_messages
 from persistence_ros.calibration import CAMERA_INFO_STABLE, CameraCalibration, \
-    load_calibration_yaml, save_calibration_yaml, StereoCalibration
+    load_calibration_yaml, StereoCalibration
 from persistence_ros.detections import Detection, DetectionFrame, stamp_to_ns
 from persistence_ros.filter_factory import build_filter
 from persistence_ros.msg import Track
@@ -34,41 +34,7 @@ from persistence_ros.settings import Settings
 from persistence_ros.stereo_track import TrackState
 
 LEFT, RIGHT = 'stereo_left_optical', 'stereo_right_optical'
-N_FRAMES = 20
-
-
-@pytest.fixture(scope='module')
-def scene(tmp_path_factory):
-    """Render a tiny floor-reflection bag, 20 frames of 160x120; return it and its truth."""
-    from persistence_ros.simulation.generate import generate_scene, load_truth
-    from persistence_ros.simulation.scenario import load_scenario
-    out = tmp_path_factory.mktemp('scene') / 'bag'
-    scenario = load_scenario('reflective_floor', overrides={
-        'duration_s': N_FRAMES / 15.0, 'fps': 15.0, 'rig': {'width': 160, 'height': 120}})
-    generate_scene(scenario, out)
-    truth = load_truth(out)
-    assert len(truth['frames']) == N_FRAMES
-    return out, truth
-
-
-@pytest.fixture(scope='module')
-def calibration_files(scene, tmp_path_factory):
-    _, truth = scene
-    folder = tmp_path_factory.mktemp('calib')
-    paths = []
-    for side, frame in (('left', LEFT), ('right', RIGHT)):
-        path = folder / f'{side}.yaml'
-        save_calibration_yaml(CameraCalibration.from_dict(truth['rig'][side], frame), path)
-        paths.append(str(path))
-    return paths
-
-
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
+N_FRAMES = 20   # conftest.SCENE_FRAMES: the frames of the `scene` fixture
 
 
 def make_node(context, **overrides):
