@@ -26,6 +26,7 @@ from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, Objec
 
 from persistence_ros import bag_io
 from persistence_ros.detections import DETECTION_TYPES, stamp_to_ns
+from persistence_ros.evaluation.runner import read_track_bag
 from persistence_ros.filter_factory import build_filter
 from persistence_ros.offline_runner import read_stereo_bag, run_pipeline
 from persistence_ros.ros import parameters
@@ -83,6 +84,16 @@ def test_replay_of_vision_msgs_and_png_images_on_the_bags_clock(scene, tmp_path)
             assert got[t.id].has_smoothed == t.has_smoothed
             n_persistent += t.has_smoothed
     assert n_persistent > 0
+    # the evaluator reads the node's smoothed state back (evaluate --tracks)
+    node_run = dict(read_track_bag(out))
+    for stamp, tracks in core.items():
+        got = {t.id: t for t in node_run[stamp]}
+        for t in tracks:
+            assert got[t.id].has_smoothed == t.has_smoothed
+            if t.has_smoothed:
+                np.testing.assert_allclose(got[t.id].smoothed_position, t.smoothed_position)
+                np.testing.assert_allclose(got[t.id].smoothed_velocity_covariance,
+                                           t.smoothed_velocity_covariance)
 
     # one time base: every message of the recording, by log time and by header stamp, lies
     # within the input bag's time span (a wall-clock or epoch-0 stamp would be decades off)
