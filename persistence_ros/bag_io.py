@@ -191,6 +191,8 @@ def as_recorded(msg, msgtype: str):
     """
     store = get_typestore()
     return store.deserialize_cdr(store.serialize_cdr(msg, msgtype), msgtype)
+
+
 def vision_detection_array_msg(detections: Iterable[dict], stamp_ns: int, frame_id: str):
     """
     Return a ``vision_msgs/msg/Detection2DArray`` of the same dicts as ``detection_array_msg``.
