@@ -296,8 +296,9 @@ def test_in_memory_dataset_equals_the_bag_path(tmp_path):
         json.loads(json.dumps(truth))
     assert set(from_bag) == set(in_memory)
     assert len(from_bag['track_label']) > 0
-    for key in from_bag:
-        assert np.array_equal(from_bag[key], in_memory[key]), key
+    for key in from_bag:  # the gbdt rows hold NaN where a feature is missing: equal too
+        assert np.array_equal(from_bag[key], in_memory[key],
+                              equal_nan=from_bag[key].dtype.kind == 'f'), key
 
 
 def test_simulate_dataset_without_out_writes_no_bag(tmp_path, capsys):

@@ -179,13 +179,16 @@ def resume_mismatches(saved: Dict, config: ModelConfig, stage: str, seed: int,
     Return what differs between a checkpoint's metadata and a run that resumes from it.
 
     Everything must match except ``train.epochs`` (resuming to train longer is the point):
-    the model config, the stage, the seed and the data set (its manifest's sha256).
+    the model config, the stage, the seed and the data set (its manifest's sha256).  The
+    ``domain`` section is not a setting: ``train`` derives it from the data set, which the
+    manifest's digest already checks.
     """
     before = flatten(saved.get('config', {}))
     now = flatten(json.loads(json.dumps(config.to_dict())))  # tuples as JSON lists
     found = [f'{key}: {before.get(key)!r} then, {now.get(key)!r} now'
              for key in sorted(set(before) | set(now))
-             if key != 'train.epochs' and before.get(key) != now.get(key)]
+             if key != 'train.epochs' and not key.startswith('domain.')
+             and before.get(key) != now.get(key)]
     for key, value in (('stage', stage), ('seed', seed)):
         if saved.get(key) != value:
             found.append(f'{key}: {saved.get(key)!r} then, {value!r} now')
