@@ -12,11 +12,9 @@ from pathlib import Path
 import sys
 from typing import Any, Dict, List, Optional
 
-import yaml
-
 from persistence_ros.composite.plates import PLATES
 from persistence_ros.composite.shapes import SHAPES
-from persistence_ros.simulation.scenario import _check, _deep_merge, _yaml_error, ScenarioError
+from persistence_ros.simulation.scenario import _check, read_preset, ScenarioError
 
 MOTIONS = ('static', 'linear', 'curved', 'thrown')
 KINDS = ('object', 'reflection', 'glare', 'false_positive')
@@ -192,25 +190,5 @@ def load_preset(name_or_path: str, seed: Optional[int] = None,
 
     ``seed`` replaces the file's seed; ``overrides`` is a nested dict merged over the file.
     """
-    path = Path(name_or_path)
-    if not (path.suffix in ('.yaml', '.yml') and path.is_file()):
-        found = [d / f'{name_or_path}.yaml' for d in preset_dirs()
-                 if (d / f'{name_or_path}.yaml').is_file()]
-        if not found:
-            raise ScenarioError(f'no composite preset file or name {name_or_path!r}; '
-                                f'presets: {list_presets()}')
-        path = found[0]
-    try:
-        with open(path, encoding='utf-8') as stream:
-            raw = yaml.safe_load(stream) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ScenarioError(_yaml_error(path, error)) from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(f'{path}: a preset must be a YAML mapping')
-    raw = _deep_merge(raw, overrides or {})
-    if seed is not None:
-        raw['seed'] = int(seed)
-    try:
-        return validate_preset(raw, name=path.stem)
-    except ScenarioError as error:
-        raise ScenarioError(f'{path}: {error}') from None
+    return read_preset(name_or_path, seed, overrides, preset_dirs(), validate_preset,
+                       list_presets, 'composite preset')

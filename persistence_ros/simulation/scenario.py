@@ -10,7 +10,7 @@ import copy
 from pathlib import Path
 import re
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
@@ -504,20 +504,23 @@ def validate_scenario(raw: Optional[Dict[str, Any]], name: str = '') -> Dict[str
     return scenario
 
 
-def load_scenario(name_or_path: str, seed: Optional[int] = None,
-                  overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def read_preset(name_or_path: str, seed: Optional[int], overrides: Optional[Dict[str, Any]],
+                dirs: List[Path], validate: Callable[..., Dict[str, Any]],
+                names: Callable[[], List[str]], what: str) -> Dict[str, Any]:
     """
-    Load a preset by name (``config/scenarios/<name>.yaml``) or a YAML file by path.
+    Load a preset ``<name>.yaml`` found in ``dirs``, or a YAML file by path, and validate it.
 
-    ``seed`` replaces the file's seed; ``overrides`` is a nested dict merged over the file.
+    ``seed`` replaces the file's seed; ``overrides`` is a nested dict merged over the file;
+    ``validate(raw, name=...)`` checks and completes it; ``what`` names it in errors
+    (``scenario``, ``composite preset``).  Errors are ``ScenarioError`` naming the file.
     """
     path = Path(name_or_path)
     if not (path.suffix in ('.yaml', '.yml') and path.is_file()):
-        found = [d / f'{name_or_path}.yaml' for d in preset_dirs()
+        found = [d / f'{name_or_path}.yaml' for d in dirs
                  if (d / f'{name_or_path}.yaml').is_file()]
         if not found:
-            raise ScenarioError(f'no scenario file or preset named {name_or_path!r}; '
-                                f'presets: {list_presets()}')
+            raise ScenarioError(f'no {what} file or preset named {name_or_path!r}; '
+                                f'presets: {names()}')
         path = found[0]
     try:
         with open(path, encoding='utf-8') as stream:
@@ -525,14 +528,25 @@ def load_scenario(name_or_path: str, seed: Optional[int] = None,
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ScenarioError(_yaml_error(path, error)) from None
     if not isinstance(raw, dict):
-        raise ScenarioError(f'{path}: a scenario must be a YAML mapping')
+        raise ScenarioError(f'{path}: a {what} must be a YAML mapping')
     raw = _deep_merge(raw, overrides or {})
     if seed is not None:
         raw['seed'] = int(seed)
     try:
-        return validate_scenario(raw, name=path.stem)
+        return validate(raw, name=path.stem)
     except ScenarioError as error:
         raise ScenarioError(f'{path}: {error}') from None
+
+
+def load_scenario(name_or_path: str, seed: Optional[int] = None,
+                  overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """
+    Load a preset by name (``config/scenarios/<name>.yaml``) or a YAML file by path.
+
+    ``seed`` replaces the file's seed; ``overrides`` is a nested dict merged over the file.
+    """
+    return read_preset(name_or_path, seed, overrides, preset_dirs(), validate_scenario,
+                       list_presets, 'scenario')
 
 
 def _deep_merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
