@@ -244,7 +244,10 @@ class LearnedFilter(PersistenceFilter):
             self.domain.add_frame(int(tracks[0].stamps_ns[-1]))
             self._warn_domain()
 
-        self._stream(self._pending(tracks))
+        pending = self._pending(tracks)
+        self.timer.lap('features')
+        self._stream(pending)
+        self.timer.lap('model')
         fallback = self.fallback.update(tracks)
         rig_outside = bool(self.domain.reasons)
         out: Dict[int, FilterDecision] = {}
