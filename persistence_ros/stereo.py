@@ -397,8 +397,8 @@ class StereoPair:
 def _matched_centres(track: Track2D) -> Tuple[np.ndarray, np.ndarray]:
     """Return the stamps (int64) and raw box centres (M, 2) of the matched observations."""
     obs = [o for o in track.history if o.matched]
-    stamps = np.array([o.stamp_ns for o in obs], dtype=np.int64)
-    centres = np.array([o.box[:2] for o in obs], dtype=np.float64).reshape(-1, 2)
+    stamps = np.fromiter((o.stamp_ns for o in obs), dtype=np.int64, count=len(obs))
+    centres = np.array([o.box for o in obs], dtype=np.float64).reshape(-1, 4)[:, :2]
     return stamps, centres
 
 
@@ -435,14 +435,18 @@ class StereoAssociator:
         return list(self._pairs.values())
 
     def _rectified(self, tracks: Sequence[Track2D], left: bool):
+        """Return (stamps, rectified centres) of each track's matched observations."""
         camera = self.calibration.left if left else self.calibration.right
-        out = []
-        for track in tracks:
-            stamps, centres = _matched_centres(track)
-            if not self.config.points_are_rectified and len(stamps):
-                centres = camera.rectify_points(centres)
-            out.append((stamps, centres))
-        return out
+        out = [_matched_centres(track) for track in tracks]
+        if self.config.points_are_rectified or camera.is_rectified:
+            return out
+        sizes = [len(stamps) for stamps, _ in out]
+        if not sum(sizes):
+            return out
+        # one call for every track's points (each point is undistorted on its own)
+        flat = camera.rectify_points(np.concatenate([centres for _, centres in out]))
+        parts = np.split(flat, np.cumsum(sizes)[:-1])
+        return [(stamps, part) for (stamps, _), part in zip(out, parts)]
 
     def _grid(self, left_data, right_data, right_to_frame: Optional[Mapping[int, int]] = None):
         """
@@ -459,22 +463,31 @@ class StereoAssociator:
             return grid_l, grid_r
         for i, (s, c) in enumerate(left_data):
             grid_l[i, np.searchsorted(stamps, s)] = c
+        if right_to_frame:
+            keys = np.fromiter(right_to_frame.keys(), dtype=np.int64, count=len(right_to_frame))
+            values = np.fromiter(right_to_frame.values(), dtype=np.int64,
+                                 count=len(right_to_frame))
+            order = np.argsort(keys, kind='stable')
+            keys, values = keys[order], values[order]
         for j, (s, c) in enumerate(right_data):
             if len(s) == 0:
                 continue
-            if right_to_frame:
-                s = np.array([right_to_frame.get(int(v), int(v)) for v in s], dtype=np.int64)
+            if right_to_frame:  # a right stamp -> its frame's left stamp (itself if unlisted)
+                at = np.clip(np.searchsorted(keys, s), 0, len(keys) - 1)
+                s = np.where(keys[at] == s, values[at], s)
             k = np.clip(np.searchsorted(stamps, s), 0, len(stamps) - 1)
             ok = stamps[k] == s
             grid_r[j, k[ok]] = c[ok]
         return grid_l, grid_r
 
-    def _costs(self, left_tracks, right_tracks, right_to_frame=None):
-        """Return (mean cost, common frame count, mean disparity, in-front fraction)."""
-        grid_l, grid_r = self._grid(self._rectified(left_tracks, True),
-                                    self._rectified(right_tracks, False), right_to_frame)
-        gl = grid_l[:, None]           # (nl, 1, S, 2)
-        gr = grid_r[None, :]           # (1, nr, S, 2)
+    def _pair_costs(self, gl: np.ndarray, gr: np.ndarray):
+        """
+        Return (mean cost, common frame count, mean disparity, in-front fraction) of pairs.
+
+        ``gl`` and ``gr`` are point grids ``(..., S, 2)`` that broadcast against each other
+        (one left and one right track per pair); every result has their broadcast shape
+        without the last two axes.  Each pair's numbers depend on its own two rows only.
+        """
         common = np.isfinite(gl[..., 0]) & np.isfinite(gr[..., 0])
         # Keep only the most recent cost_window common frames of each pair.
         recent = np.cumsum(common[..., ::-1], axis=-1)[..., ::-1] <= self.config.cost_window
@@ -502,6 +515,12 @@ class StereoAssociator:
                 front = in_front.sum(axis=-1) / np.maximum(count, 1)
         return cost, count, disparity, front
 
+    def _costs(self, left_tracks, right_tracks, right_to_frame=None):
+        """Return (mean cost, common frame count, mean disparity, in-front fraction) matrices."""
+        grid_l, grid_r = self._grid(self._rectified(left_tracks, True),
+                                    self._rectified(right_tracks, False), right_to_frame)
+        return self._pair_costs(grid_l[:, None], grid_r[None, :])
+
     def _acceptable(self, cost, count, disparity, front, gate):
         ok = (count >= self.config.min_common_frames) & (cost <= gate)
         if self._disparity is not None:
@@ -523,34 +542,45 @@ class StereoAssociator:
             self.ended = list(self._pairs.values())
             self._pairs = {}
             return []
-        cost, count, disparity, front = self._costs(left_tracks, right_tracks, right_to_frame)
-        strict = self._acceptable(cost, count, disparity, front, self.config.max_epipolar_px)
-        loose = self._acceptable(cost, count, disparity, front,
-                                 self.config.keep_factor * self.config.max_epipolar_px)
+        grid_l, grid_r = self._grid(self._rectified(left_tracks, True),
+                                    self._rectified(right_tracks, False), right_to_frame)
+        loose_gate = self.config.keep_factor * self.config.max_epipolar_px
         left_index = {t.id: i for i, t in enumerate(left_tracks)}
         right_index = {t.id: j for j, t in enumerate(right_tracks)}
 
-        def make(pair_id: int, i: int, j: int, updates: int) -> StereoPair:
-            return StereoPair(pair_id, left_tracks[i], right_tracks[j], float(cost[i, j]),
-                              int(count[i, j]), float(disparity[i, j]), updates)
+        def make(pair_id: int, i: int, j: int, numbers, k, updates: int) -> StereoPair:
+            cost, count, disparity, _ = numbers
+            return StereoPair(pair_id, left_tracks[i], right_tracks[j], float(cost[k]),
+                              int(count[k]), float(disparity[k]), updates)
 
+        # Only the pairs a decision needs are costed (each pair's numbers are its own): the
+        # existing pairs whose tracks live (kept while loosely consistent), then every free
+        # left track against every free right track (new pairs, strictly consistent).
+        existing = [(key, pair, left_index.get(key[0]), right_index.get(key[1]))
+                    for key, pair in self._pairs.items()]
+        alive = [(key, pair, i, j) for key, pair, i, j in existing
+                 if i is not None and j is not None]
+        numbers = self._pair_costs(grid_l[[i for _, _, i, _ in alive]],
+                                   grid_r[[j for _, _, _, j in alive]]) if alive else None
+        loose = (self._acceptable(*numbers, loose_gate) if alive
+                 else np.zeros(0, dtype=bool))
         kept: Dict[Tuple[int, int], StereoPair] = {}
         used_l, used_r = set(), set()
-        for key, pair in self._pairs.items():
-            i, j = left_index.get(key[0]), right_index.get(key[1])
-            if i is None or j is None or not loose[i, j]:
-                self.ended.append(pair)
+        for k, (key, pair, i, j) in enumerate(alive):
+            if not loose[k]:
                 continue
-            kept[key] = make(pair.id, i, j, pair.updates + 1)
+            kept[key] = make(pair.id, i, j, numbers, k, pair.updates + 1)
             used_l.add(i)
             used_r.add(j)
+        self.ended = [pair for key, pair in self._pairs.items() if key not in kept]
 
         free_l = [i for i in range(len(left_tracks)) if i not in used_l]
         free_r = [j for j in range(len(right_tracks)) if j not in used_r]
         if free_l and free_r:
-            sub_ok = strict[np.ix_(free_l, free_r)]
+            sub = self._pair_costs(grid_l[free_l][:, None], grid_r[free_r][None, :])
+            sub_ok = self._acceptable(*sub, self.config.max_epipolar_px)
             if np.any(sub_ok):
-                sub_cost = np.where(sub_ok, cost[np.ix_(free_l, free_r)], _FORBIDDEN)
+                sub_cost = np.where(sub_ok, sub[0], _FORBIDDEN)
                 rows, cols = linear_sum_assignment(sub_cost)
                 new = [(r, c) for r, c in zip(rows, cols) if sub_ok[r, c]]
                 room = len(new) if self.max_pairs is None else max(
@@ -562,6 +592,6 @@ class StereoAssociator:
                 for r, c in new:
                     i, j = free_l[r], free_r[c]
                     key = (left_tracks[i].id, right_tracks[j].id)
-                    kept[key] = make(next(self._ids), i, j, 1)
+                    kept[key] = make(next(self._ids), i, j, sub, (r, c), 1)
         self._pairs = kept
         return list(kept.values())
