@@ -164,11 +164,16 @@ class LearnedFilter(PersistenceFilter):
                 last = self._last_stamp.get(key)
                 if decided:  # count the skipped frames; no features, no model
                     history = st.left if side == 'left' else st.right
-                    new = [o.stamp_ns for o in history
-                           if o.matched and (last is None or o.stamp_ns > last)]
+                    new, newest = 0, None
+                    for o in reversed(history):  # stamps increase: only the tail is new
+                        if last is not None and o.stamp_ns <= last:
+                            break
+                        if o.matched:
+                            new += 1
+                            newest = o.stamp_ns if newest is None else newest
                     if new:
-                        self.stats.frames_skipped_decided += len(new)
-                        self._last_stamp[key] = new[-1]
+                        self.stats.frames_skipped_decided += new
+                        self._last_stamp[key] = newest
                     continue
                 rows = side_geometry(st, side, self.calibration, self.plane, after_ns=last,
                                      appearance=self.appearance)
