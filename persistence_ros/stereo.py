@@ -394,12 +394,8 @@ class StereoPair:
         return np.array([left[:2]], dtype=np.float64), np.array([right[:2]], dtype=np.float64)
 
 
-def _matched_centres(track: Track2D) -> Tuple[np.ndarray, np.ndarray]:
-    """Return the stamps (int64) and raw box centres (M, 2) of the matched observations."""
-    obs = [o for o in track.history if o.matched]
-    stamps = np.fromiter((o.stamp_ns for o in obs), dtype=np.int64, count=len(obs))
-    centres = np.array([o.box for o in obs], dtype=np.float64).reshape(-1, 4)[:, :2]
-    return stamps, centres
+_EMPTY_STAMPS = np.zeros(0, dtype=np.int64)
+_EMPTY_CENTRES = np.zeros((0, 2), dtype=np.float64)
 
 
 class StereoAssociator:
@@ -428,6 +424,8 @@ class StereoAssociator:
         self._ids = itertools.count(1)
         self._pairs: Dict[Tuple[int, int], StereoPair] = {}
         self.ended: List[StereoPair] = []
+        # left (True) / right (False) track id -> (stamps, rectified centres, last stamp seen)
+        self._centres: Dict[bool, Dict[int, tuple]] = {True: {}, False: {}}
 
     @property
     def pairs(self) -> List[StereoPair]:
@@ -435,18 +433,52 @@ class StereoAssociator:
         return list(self._pairs.values())
 
     def _rectified(self, tracks: Sequence[Track2D], left: bool):
-        """Return (stamps, rectified centres) of each track's matched observations."""
+        """
+        Return (stamps, rectified centres) of each track's matched observations.
+
+        Kept per track between updates (``_centres``): a frame adds a track's new matched
+        observations (rectified once, all tracks' in one call) and drops those that left its
+        history, so the cost per frame does not grow with the history.
+        """
         camera = self.calibration.left if left else self.calibration.right
-        out = [_matched_centres(track) for track in tracks]
-        if self.config.points_are_rectified or camera.is_rectified:
-            return out
-        sizes = [len(stamps) for stamps, _ in out]
-        if not sum(sizes):
-            return out
-        # one call for every track's points (each point is undistorted on its own)
-        flat = camera.rectify_points(np.concatenate([centres for _, centres in out]))
-        parts = np.split(flat, np.cumsum(sizes)[:-1])
-        return [(stamps, part) for (stamps, _), part in zip(out, parts)]
+        rectify = not (self.config.points_are_rectified or camera.is_rectified)
+        cache = self._centres[left]
+        kept, added = [], []
+        for track in tracks:
+            history = track.history
+            entry = cache.get(track.id)
+            if entry is None:
+                stamps, centres, last = _EMPTY_STAMPS, _EMPTY_CENTRES, None
+            else:
+                stamps, centres, last = entry
+                if len(stamps) and stamps[0] < history[0].stamp_ns:  # left the history
+                    cut = int(np.searchsorted(stamps, history[0].stamp_ns))
+                    stamps, centres = stamps[cut:], centres[cut:]
+            new = []
+            for obs in reversed(history):  # stamps increase: the new ones are the tail
+                if last is not None and obs.stamp_ns <= last:
+                    break
+                if obs.matched:
+                    new.append(obs)
+            new.reverse()
+            kept.append((stamps, centres, history[-1].stamp_ns if history else last))
+            added.append(new)
+        sizes = [len(new) for new in added]
+        raw = np.array([o.box for new in added for o in new],
+                       dtype=np.float64).reshape(-1, 4)[:, :2]
+        # one call for every track's new points (each point is undistorted on its own)
+        points = camera.rectify_points(raw) if rectify and len(raw) else raw
+        parts = np.split(points, np.cumsum(sizes)[:-1]) if tracks else []
+        out, fresh = [], {}
+        for track, (stamps, centres, last), new, part in zip(tracks, kept, added, parts):
+            if new:
+                stamps = np.concatenate([stamps, np.fromiter(
+                    (o.stamp_ns for o in new), dtype=np.int64, count=len(new))])
+                centres = np.concatenate([centres, part])
+            fresh[track.id] = (stamps, centres, last)
+            out.append((stamps, centres))
+        self._centres[left] = fresh  # tracks that ended are forgotten
+        return out
 
     def _grid(self, left_data, right_data, right_to_frame: Optional[Mapping[int, int]] = None):
         """
@@ -455,29 +487,32 @@ class StereoAssociator:
         Frames are the left stamps; a right observation joins the frame whose left stamp
         ``right_to_frame`` gives for its stamp (its own stamp when not listed).
         """
-        stamps = np.unique(np.concatenate([s for s, _ in left_data] + [np.zeros(0, np.int64)]))
+        left_stamps = np.concatenate([s for s, _ in left_data] + [_EMPTY_STAMPS])
+        stamps = np.unique(left_stamps)
         shape = (len(stamps), 2)
         grid_l = np.full((len(left_data),) + shape, np.nan)
         grid_r = np.full((len(right_data),) + shape, np.nan)
         if len(stamps) == 0:
             return grid_l, grid_r
-        for i, (s, c) in enumerate(left_data):
-            grid_l[i, np.searchsorted(stamps, s)] = c
-        if right_to_frame:
+        rows = np.repeat(np.arange(len(left_data)), [len(s) for s, _ in left_data])
+        grid_l[rows, np.searchsorted(stamps, left_stamps)] = np.concatenate(
+            [c for _, c in left_data] + [_EMPTY_CENTRES])
+        right_stamps = np.concatenate([s for s, _ in right_data] + [_EMPTY_STAMPS])
+        if not len(right_stamps):
+            return grid_l, grid_r
+        if right_to_frame:  # a right stamp -> its frame's left stamp (itself if unlisted)
             keys = np.fromiter(right_to_frame.keys(), dtype=np.int64, count=len(right_to_frame))
             values = np.fromiter(right_to_frame.values(), dtype=np.int64,
                                  count=len(right_to_frame))
             order = np.argsort(keys, kind='stable')
             keys, values = keys[order], values[order]
-        for j, (s, c) in enumerate(right_data):
-            if len(s) == 0:
-                continue
-            if right_to_frame:  # a right stamp -> its frame's left stamp (itself if unlisted)
-                at = np.clip(np.searchsorted(keys, s), 0, len(keys) - 1)
-                s = np.where(keys[at] == s, values[at], s)
-            k = np.clip(np.searchsorted(stamps, s), 0, len(stamps) - 1)
-            ok = stamps[k] == s
-            grid_r[j, k[ok]] = c[ok]
+            at = np.clip(np.searchsorted(keys, right_stamps), 0, len(keys) - 1)
+            right_stamps = np.where(keys[at] == right_stamps, values[at], right_stamps)
+        rows = np.repeat(np.arange(len(right_data)), [len(s) for s, _ in right_data])
+        k = np.clip(np.searchsorted(stamps, right_stamps), 0, len(stamps) - 1)
+        ok = stamps[k] == right_stamps
+        grid_r[rows[ok], k[ok]] = np.concatenate(
+            [c for _, c in right_data] + [_EMPTY_CENTRES])[ok]
         return grid_l, grid_r
 
     def _pair_costs(self, gl: np.ndarray, gr: np.ndarray):

@@ -518,3 +518,34 @@ def test_association_costs_only_the_pairs_it_decides_on(make_rig):
                                                     if key not in kept]
         formed = max(formed, len(pairs))
     assert formed >= 5
+
+
+@pytest.mark.parametrize('make_rig', [parallel_rig, unrectified_rig])
+def test_matched_centres_kept_between_updates_equal_those_of_the_whole_history(make_rig):
+    # The associator keeps each track's rectified centres and only adds the new matched
+    # observations and drops the ones that left the (short) history.
+    rig = make_rig()
+    rng = np.random.default_rng(4)
+    trackers = [Tracker2D(TrackerConfig(min_hits=1, max_age=4), window=6) for _ in range(2)]
+    kept = StereoAssociator(rig.calibration)
+    points = np.column_stack([rng.uniform(-0.5, 0.5, 4), rng.uniform(-0.3, 0.3, 4),
+                              rng.uniform(2.0, 4.0, 4)])
+    checked = 0
+    for k in range(30):
+        pixels = rig.project(points + k * 0.01)
+        updates = []
+        for cam in range(2):
+            visible = rng.random(4) > 0.3  # missed detections: unmatched observations
+            dets = [Detection(float(x), float(y), 20.0, 20.0, 0.9, '', f'o{i}')
+                    for i, (x, y) in enumerate(pixels[cam]) if visible[i]]
+            updates.append(trackers[cam].update(DetectionFrame((k + 1) * 10, str(cam), dets)))
+        for cam, left in ((0, True), (1, False)):
+            tracks = updates[cam].tracks
+            got = kept._rectified(tracks, left)
+            want = StereoAssociator(rig.calibration)._rectified(tracks, left)
+            for (s1, c1), (s2, c2), track in zip(got, want, tracks):
+                assert np.array_equal(s1, s2) and np.array_equal(c1, c2)
+                assert len(s1) == sum(o.matched for o in track.history)
+                checked += len(s1)
+            assert set(kept._centres[left]) == {t.id for t in tracks}
+    assert checked > 100
