@@ -467,7 +467,7 @@ def test_real_chessboard_pairs_reproduce_square_spacing():
 
 
 def _full_matrix_update(associator, left, right):
-    """The association rule on the full cost matrices (what StereoAssociator did before)."""
+    """Return the pairs of the association rule on the full cost matrices (the old way)."""
     from scipy.optimize import linear_sum_assignment
     cost, count, disparity, front = associator._costs(left, right)
     config = associator.config
