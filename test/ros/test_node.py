@@ -189,13 +189,22 @@ def test_bad_inputs_are_rejected_and_counted_not_fatal(context, calibration_file
         node._on_camera_info('left', CameraInfo())
         assert node.rejected['uncalibrated_camera_info'] == 1
         # A good frame still works afterwards; diagnostics report every reason.
-        assert node.process(_frame(4_000, [box], LEFT), _frame(4_000, [], RIGHT)) is not None
+        assert node.process(_frame(4_000, [box], LEFT), _frame(4_000, [], RIGHT),
+                            waits=(0.002, 0.003)) is not None
         values = node.diagnostic_values()
         for reason in ('non_finite', 'stamp_not_increasing', 'frame_id_mismatch',
                        'unsupported_image', 'uncalibrated_camera_info', 'image_size_mismatch',
                        'box_too_large'):
             assert int(values[f'rejected.{reason}']) >= 1
         assert values['frames.processed'] == 4 and values['latency_ms.p99'] > 0
+        # time per stage of the 4 processed frames (refused ones are not timed)
+        assert node.timer.frames == 4 and node.pipeline.timer.frames == 4
+        assert values['stage_ms.sync_wait.max'] == pytest.approx(2.0)
+        assert values['stage_ms.queue_wait.max'] == pytest.approx(3.0)
+        for stage in ('conversion', 'pipeline', 'messages', 'publishing', 'tracking',
+                      'association', 'total'):
+            assert values[f'stage_ms.{stage}.max'] > 0.0, stage
+        assert values['stage_ms.total.max'] >= values['stage_ms.pipeline.max'] + 5.0
     finally:
         node.destroy_node()
 
@@ -210,7 +219,7 @@ def test_processing_queue_drops_oldest_and_counts(context, calibration_files):
         for k in range(5):
             node._on_synchronized(_frame(k, [], LEFT), _frame(k, [], RIGHT))
         assert node.queue_drops == 3 and node.rejected['processing_queue_full'] == 3
-        assert [stamp_to_ns(m[0].header.stamp) for _, m in node._frames] == [3, 4]
+        assert [stamp_to_ns(m[0].header.stamp) for _, _, m in node._frames] == [3, 4]
     finally:
         node.destroy_node()
 
