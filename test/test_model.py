@@ -744,3 +744,31 @@ def test_bench_command_errors_are_one_line(capsys):
     done = _cli('bench', 'model', '--tracks', '1,x')
     _one_line_error(done.returncode, done.stderr, 'bench',
                     "--tracks expects comma-separated integers >= 1, got '1,x'")
+
+
+def test_track_streamer_state_pool_reuses_slots_of_ended_tracks_from_a_fresh_state():
+    # States live in one batched pool; a track that ends frees its slot and a new track
+    # taking it starts from the initial state: every track's p equals its own streaming.
+    model = _model(window=4)
+    crops, geom = _inputs(b=12, t=6, seed=3)
+    hwc = crops.permute(0, 1, 3, 4, 2).numpy()
+    streamer = TrackStreamer(model, EarlyDecision(hi=1.0, lo=0.0, min_frames=100))
+    alone = {}
+    with torch.no_grad():
+        for j in range(12):
+            state, alone[j] = None, []
+            for t in range(6):
+                p, _, state = model.step(crops[j:j + 1, t], geom[j:j + 1, t], state)
+                alone[j].append(float(p[0]))
+    start = {j: 0 if j < 10 else 3 for j in range(12)}  # tracks 10, 11 start at frame 3
+    for t in range(6):
+        live = [j for j in range(12) if start[j] <= t and not (j < 2 and t >= 3)]
+        if t == 3:
+            streamer.drop([0, 1])  # their slots go to 10 and 11
+        res = streamer.extend(live, np.stack([hwc[j, t - start[j]][None] for j in live]),
+                              np.stack([geom[j, t - start[j]][None].numpy() for j in live]))
+        for j in live:
+            assert abs(res[j].probability - alone[j][t - start[j]]) < 1e-5, (j, t)
+    pool = streamer._pool
+    assert pool.capacity == 10 and set(pool.slots) == set(range(2, 12))
+    assert {pool.slots[10], pool.slots[11]} == {0, 1}
