@@ -273,8 +273,9 @@ class TrackStreamer:
     Stream many concurrent tracks through one model, one batched step per camera frame.
 
     States are kept batched in a ``StatePool`` (gathered and written back per call); decided
-    tracks are skipped unless the decision rule has ``recheck``. ``rollout``: each result's attention is the
-    attention rollout over all layers (span L(W-1)+1 frames) instead of the last layer's (W).
+    tracks are skipped unless the decision rule has ``recheck``. ``rollout``: each result's
+    attention is the attention rollout over all layers (span L(W-1)+1 frames) instead of the
+    last layer's (W).
     """
 
     def __init__(self, model: PersistenceModel, decision: Optional[EarlyDecision] = None,
