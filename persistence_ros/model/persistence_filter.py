@@ -118,6 +118,26 @@ class LearnedFilter(PersistenceFilter):
         """Return the device the model runs on (``cpu``, ``cuda``)."""
         return next(self.model.parameters()).device.type
 
+    @torch.no_grad()
+    def warm_up(self) -> None:
+        """
+        Run each model once on a dummy clip (no track state is touched).
+
+        The first forward of a process pays the libraries' lazy start (one node's first
+        frame took 1.2 s, docs/benchmarks.md); the node calls this at configure instead.
+        """
+        for member in self.models:
+            config = member.config
+            device = next(member.parameters()).device
+            crops = torch.zeros(1, 2, 3, config.crop_size, config.crop_size, dtype=torch.uint8,
+                                device=device)
+            geometry = torch.zeros(1, 2, len(config.classifier.geometry_features),
+                                   device=device)
+            member.extend(crops, geometry, member.init_state(1, device,
+                                                             self.attention == 'rollout'))
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+
     def reset(self) -> None:
         """Forget every track."""
         self._streamers = [TrackStreamer(member, _NEVER, self.attention == 'rollout')

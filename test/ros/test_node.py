@@ -204,7 +204,8 @@ def test_bad_inputs_are_rejected_and_counted_not_fatal(context, calibration_file
         for stage in ('conversion', 'pipeline', 'messages', 'publishing', 'tracking',
                       'association', 'total'):
             assert values[f'stage_ms.{stage}.max'] > 0.0, stage
-        assert values['stage_ms.total.max'] >= values['stage_ms.pipeline.max'] + 5.0
+        last = node.timer.last()  # the last frame's waits count in its total
+        assert sum(last.values()) >= last['pipeline'] + 5.0
     finally:
         node.destroy_node()
 
