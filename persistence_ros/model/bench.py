@@ -64,8 +64,9 @@ def _bench_streaming(config_name: str, tracks: Sequence[int], frames: int,
     Measure per-frame latency for N concurrent tracks: streaming vs re-encoding the window.
 
     For each N: ``step_ms`` is one batched ``PersistenceModel.step`` (state kept batched),
-    ``streamer_ms`` one ``TrackStreamer.update`` (the states in its pool, as a node runs it), ``full_window_ms`` one full forward over the last ``window`` frames
-    of all N tracks (what a non-streaming model must do per frame). Streaming steps are timed
+    ``streamer_ms`` one ``TrackStreamer.update`` (the states in its pool, as a node runs
+    it), ``full_window_ms`` one full forward over the last ``window`` frames of all N tracks
+    (what a non-streaming model must do per frame). Streaming steps are timed
     after ``window`` warm-up frames so the caches are full. ``catch_up``: one new track
     arriving with ``backlog`` frames of history (a stereo pair that formed late), fed as
     ``backlog`` steps versus one ``PersistenceModel.extend``. ``device``: cpu, cuda[:N] or
