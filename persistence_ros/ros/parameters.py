@@ -50,24 +50,12 @@ class ProcessingSettings:
     The worker's queue of synchronized frames and its CPU threads (section ``processing``).
 
     ``torch_threads``: intra-op threads of the model on the CPU; 0 picks
-    ``auto_torch_threads()`` (one core is left to the executor that receives the images).
+    ``model.auto_torch_threads()`` (one core is left to the executor that receives the
+    images).
     """
 
     queue_size: int = 4
     torch_threads: int = 0
-
-
-def auto_torch_threads(cpus: Optional[int] = None) -> int:
-    """
-    Return the model's CPU threads for ``processing.torch_threads: 0``: cores - 1, 1 to 4.
-
-    Measured on 2 shared cores (docs/benchmarks.md): with 2 threads a model step waited on
-    the busy second core (the thread pool spins and waits at every operation), with 1 it did
-    not; tiny batches gain nothing from more than a few threads.
-    """
-    import os
-    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
-    return max(1, min(4, cpus - 1))
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ from persistence_ros.calibration import (CalibrationError, CameraInfoMonitor,
 from persistence_ros.detections import detection_frame_from_msg, NANOSECONDS, stamp_to_ns
 from persistence_ros.filter_factory import build_filter
 from persistence_ros.image_codec import ImageEncodingError, to_rgb8
+from persistence_ros.model import auto_torch_threads
 from persistence_ros.msg import Detection2DArray, TrackArray
 from persistence_ros.pipeline import PIPELINE_STAGES, StereoPipeline, TIME_JUMP_RESET_NS
 from persistence_ros.ros import messages, parameters
@@ -263,7 +264,7 @@ class PersistenceNode(LifecycleNode):
         torch = sys.modules.get('torch')
         if torch is not None:
             threads = (settings.processing.torch_threads
-                       or parameters.auto_torch_threads())
+                       or auto_torch_threads())
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
             self.get_logger().info(f'model CPU threads: {threads}')

@@ -490,7 +490,7 @@ def _run(args: argparse.Namespace) -> Dict:
     if args.threads < 0:
         raise ValueError(f'--threads must be >= 0, got {args.threads}')
     if not args.threads:
-        from persistence_ros.ros.parameters import auto_torch_threads
+        from persistence_ros.model import auto_torch_threads
         args.threads = auto_torch_threads()
     tracks = _track_counts(args.tracks) if args.target == 'model' else None
     result = {'machine': machine(), 'command': ' '.join(['persistence-ros'] + sys.argv[1:])}
