@@ -171,6 +171,7 @@ class Recorder:
         self.counts: Dict[str, int] = defaultdict(int)
         self.track_stamps: List[int] = []
         self.last_diagnostics: Optional[bytes] = None
+        self.writing = True  # False: messages are only counted (after the bag was played)
         self._cond = threading.Condition(self._lock)
         qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         latched_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
@@ -187,7 +188,8 @@ class Recorder:
     def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
         stamp_ns = self._stamp(raw, msgtype)
         with self._cond:
-            self._writer.write(self._connections[topic], stamp_ns, raw)
+            if self.writing:
+                self._writer.write(self._connections[topic], stamp_ns, raw)
             self.counts[topic] += 1
             if msgtype == OUTPUTS['persistence_node/tracks']:
                 self.track_stamps.append(stamp_ns)
@@ -214,6 +216,12 @@ class Recorder:
                     return False
                 self._cond.wait(left)
         return True
+
+    def stop_writing(self) -> Dict[str, int]:
+        """Write nothing more (messages are still counted); return the counts so far."""
+        with self._cond:
+            self.writing = False
+            return dict(self.counts)
 
     def diagnostics(self) -> Dict[str, str]:
         """Return the key -> value of the node's last /diagnostics message (empty: none)."""
@@ -434,7 +442,8 @@ class _Player:
 
         from persistence_ros.ros.conversions import ns_to_stamp
         topic = DIAGNOSTICS[0]
-        before = self.recorder.counts.get(topic, 0)
+        # the recording ends with the bag: these ticks and their message stay out of it
+        before = self.recorder.stop_writing().get(topic, 0)
         stamp = last_stamp_ns
         deadline = time.monotonic() + timeout
         while self.recorder.counts.get(topic, 0) == before and time.monotonic() < deadline:

@@ -420,6 +420,12 @@ def test_cross_process_replay_outputs(scene, tmp_path):
     assert len(recorded['points']) == N_FRAMES and len(recorded['debug_image']) == N_FRAMES
     assert recorded['diagnostics'], node_log
     frame_stamps = [f['stamp_ns'] for f in truth['frames']]
+    # the summary: every frame answered, and the node's own last numbers (a /clock tick past
+    # the bag makes it publish them), which stay out of the recording: it ends with the bag
+    assert summary['answered'] == N_FRAMES and summary['frames_per_s'] > 0
+    assert int(summary['node']['frames.processed']) == N_FRAMES, summary['node']
+    assert float(summary['node']['stage_ms.pipeline.max']) > 0
+    assert max(stamp for msgs in recorded.values() for stamp, _ in msgs) <= frame_stamps[-1]
     # the cameras: once (one calibration), latched, stamped with the first frame
     ((_, cameras),) = recorded['cameras']
     assert {(m.ns, m.id, m.header.frame_id) for m in cameras.markers} == {
