@@ -38,8 +38,8 @@ def colour_histograms(image: np.ndarray, detections: Sequence[Detection]) -> np.
     out = np.zeros((len(detections), DESCRIPTOR_SIZE), dtype=np.float32)
     if not len(detections):
         return out
-    hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
-    height, width = hsv.shape[:2]
+    height, width = image.shape[:2]
+    regions = {}
     for i, det in enumerate(detections):
         if not det.is_valid():
             continue
@@ -47,9 +47,16 @@ def colour_histograms(image: np.ndarray, detections: Sequence[Detection]) -> np.
         x0, y0, x1, y1 = det.xyxy()
         x0, y0 = max(0, int(np.ceil(x0))), max(0, int(np.ceil(y0)))
         x1, y1 = min(width, int(np.floor(x1)) + 1), min(height, int(np.floor(y1)) + 1)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        hist = cv2.calcHist([hsv[y0:y1, x0:x1]], [0, 1, 2], None, list(HIST_BINS), _RANGES)
+        if x1 > x0 and y1 > y0:
+            regions[i] = (x0, y0, x1, y1)
+    # HSV is per pixel: convert the boxes only, unless they cover more than the image
+    area = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions.values())
+    hsv = (cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
+           if area >= width * height else None)
+    for i, (x0, y0, x1, y1) in regions.items():
+        box = (hsv[y0:y1, x0:x1] if hsv is not None
+               else cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2HSV))
+        hist = cv2.calcHist([box], [0, 1, 2], None, list(HIST_BINS), _RANGES)
         out[i] = hist.ravel() / hist.sum()
     return out
 

@@ -14,6 +14,7 @@ images; a camera_info that keeps changing or disagrees with the images is refuse
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Optional, Union
 
@@ -94,9 +95,14 @@ class CameraCalibration:
                 'a P = K [R | t] in world coordinates is not a CameraInfo projection')
         object.__setattr__(self, 'P', P)
 
-    @property
+    @cached_property
     def is_rectified(self) -> bool:
-        """Return True if raw pixels are already rectified pixels of P (no D, R = I, K = P)."""
+        """
+        Return True if raw pixels are already rectified pixels of P (no D, R = I, K = P).
+
+        Computed once: the calibration is frozen, and the trackers ask for every track every
+        frame (``np.allclose`` cost more than the pixels' rectification).
+        """
         return (not np.any(self.D) and np.allclose(self.R, np.eye(3))
                 and np.allclose(self.K, self.P[:, :3]))
 

@@ -176,6 +176,9 @@ class _Spy(PersistenceFilter):
     def set_calibration(self, calibration):
         self.inner.set_calibration(calibration)
 
+    def set_timer(self, timer):
+        self.inner.set_timer(timer)
+
     def update(self, tracks):
         self.callback(tracks)
         return self.inner.update(tracks)

@@ -69,6 +69,7 @@ from persistence_ros.stamp_gate import TIME_JUMP_NS
 from persistence_ros.stereo import object_centres, StereoAssociator, StereoPair, Triangulator
 from persistence_ros.stereo_track import (
     FilterDecision, PersistenceFilter, StereoTrackHistory, TrackState)
+from persistence_ros.timing import StageTimer
 from persistence_ros.tracking import Track2D, Tracker2D
 
 # Why ``StereoPipeline.process`` refused a whole frame (``PipelineFrameResult.reason``).
@@ -98,6 +99,12 @@ TIME_JUMP_RESET_NS = TIME_JUMP_NS
 # 256 px) is sampled straight to ``size`` x ``size`` instead of cut out first: the memory of
 # a crop stays bounded by the image, whatever the box.
 MAX_CROP_IMAGE_RATIO = 4.0
+# The stages of ``StereoPipeline.timer``, in the order a frame runs them: input checks,
+# colour histograms, both 2D trackers, crops, stereo pairing, triangulation of this frame's
+# pairs, the stereo histories the filter reads, the filter's features and model (the learned
+# filter's laps), the rest of the filter (its decision rule), the output tracks.
+PIPELINE_STAGES = ('checks', 'appearance', 'tracking', 'crops', 'association',
+                   'triangulation', 'history', 'features', 'model', 'decision', 'output')
 
 
 @dataclass
@@ -270,7 +277,8 @@ class StereoPipeline:
     """Detections of a stereo pair in, decided and triangulated stereo tracks out."""
 
     def __init__(self, calibration: StereoCalibration, settings: Optional[Settings] = None,
-                 persistence_filter: Optional[PersistenceFilter] = None):
+                 persistence_filter: Optional[PersistenceFilter] = None,
+                 timer: Optional[StageTimer] = None):
         if persistence_filter is None:
             raise ValueError('StereoPipeline needs a persistence filter (e.g. NoFilter())')
         self.calibration = calibration
@@ -290,6 +298,10 @@ class StereoPipeline:
         # what the filter reads of a crop: None (nothing), 'crop' or 'statistics'
         self._appearance = (getattr(self.filter, 'appearance_input', 'crop')
                             if getattr(self.filter, 'uses_images', False) else None)
+        # time per stage of the last frames (``timing``; the node reports it); a given timer
+        # must know PIPELINE_STAGES
+        self.timer = timer if timer is not None else StageTimer(PIPELINE_STAGES)
+        self.filter.set_timer(self.timer)
         self.reset()
 
     def reset(self) -> None:
@@ -430,16 +442,21 @@ class StereoPipeline:
                ) -> List[StereoPair]:
         """Advance both trackers and the associator; return the current stereo pairs."""
         # everything that may raise on bad input runs before either tracker advances
+        timer = self.timer
         left_descriptors = self._descriptors(left, left_image)
         right_descriptors = self._descriptors(right, right_image)
+        timer.lap('appearance')
         lu = self.left_tracker.update(left, left_descriptors)
         ru = self.right_tracker.update(right, right_descriptors)
         self.frames += 1
         self._frame_stamps.append((int(left.stamp_ns), int(right.stamp_ns)))
+        timer.lap('tracking')
         self._store_crops(lu.tracks, left_image)
         self._store_crops(ru.tracks, right_image)
+        timer.lap('crops')
         right_to_frame = {r: s for s, r in self._frame_stamps}
         pairs = self.associator.update(lu.tracks, ru.tracks, right_to_frame)
+        timer.lap('association')
         refused = Counter({'too_many_tracks': lu.refused + ru.refused,
                            'too_many_stereo_tracks': self.associator.refused})
         return pairs, +refused
@@ -627,11 +644,14 @@ class StereoPipeline:
         must equal the detections'.  The frame is checked whole first: a refused one
         (``accepted`` False, ``reason``) leaves both trackers and every track untouched.
         """
+        timer = self.timer
+        timer.start()
         stamp, right_stamp = int(left.stamp_ns), int(right.stamp_ns)
         restart = self._jumped_back(left, right)
         reason, detail = self._frame_problem(left, right, (left_image, right_image),
                                              image_frame_ids, restart)
         if reason:
+            timer.cancel()
             self.rejected_frames[reason] += 1
             return PipelineFrameResult(stamp, left.frame_id, [], [], {}, accepted=False,
                                        reason=reason, detail=detail)
@@ -641,6 +661,7 @@ class StereoPipeline:
         left = self._drop_rejected(left, self.calibration.left, dropped)
         right = self._drop_rejected(right, self.calibration.right, dropped)
         self.rejected_detections.update(dropped)
+        timer.lap('checks')
 
         pairs, refused = self._track(left, right, left_image, right_image)
         self.rejected_tracks.update(refused)
@@ -649,13 +670,18 @@ class StereoPipeline:
             self._records.pop(pid, None)
             self.smoother.drop(pid)
         tri, index_now = self._triangulate_now(pairs)
+        timer.lap('triangulation')
         histories = self._histories(pairs, (stamp, right_stamp), tri, index_now)
+        timer.lap('history')
         decisions = self.filter.update(histories) if histories else {}
+        timer.lap('decision')
         rejected: Counter = Counter()
         out = [self._output(pair, history, decisions.get(pair.id), tri,
                             index_now.get(pair.id), rejected)
                for pair, history in zip(pairs, histories)]
         self.rejected_triangulation.update(rejected)
+        timer.lap('output')
+        timer.finish()
         return PipelineFrameResult(stamp, left.frame_id, out, ended, dict(rejected),
                                    rejected_detections=dict(dropped), restarted=restart,
                                    rejected_tracks=dict(refused))

@@ -484,12 +484,8 @@ class StereoPair:
         return np.array([left[:2]], dtype=np.float64), np.array([right[:2]], dtype=np.float64)
 
 
-def _matched_centres(track: Track2D) -> Tuple[np.ndarray, np.ndarray]:
-    """Return the stamps (int64) and raw box centres (M, 2) of the matched observations."""
-    obs = [o for o in track.history if o.matched]
-    stamps = np.array([o.stamp_ns for o in obs], dtype=np.int64)
-    centres = np.array([o.box[:2] for o in obs], dtype=np.float64).reshape(-1, 2)
-    return stamps, centres
+_EMPTY_STAMPS = np.zeros(0, dtype=np.int64)
+_EMPTY_CENTRES = np.zeros((0, 2), dtype=np.float64)
 
 
 class StereoAssociator:
@@ -518,6 +514,8 @@ class StereoAssociator:
         self._ids = itertools.count(1)
         self._pairs: Dict[Tuple[int, int], StereoPair] = {}
         self.ended: List[StereoPair] = []
+        # left (True) / right (False) track id -> (stamps, rectified centres, last stamp seen)
+        self._centres: Dict[bool, Dict[int, tuple]] = {True: {}, False: {}}
 
     @property
     def pairs(self) -> List[StereoPair]:
@@ -525,13 +523,51 @@ class StereoAssociator:
         return list(self._pairs.values())
 
     def _rectified(self, tracks: Sequence[Track2D], left: bool):
+        """
+        Return (stamps, rectified centres) of each track's matched observations.
+
+        Kept per track between updates (``_centres``): a frame adds a track's new matched
+        observations (rectified once, all tracks' in one call) and drops those that left its
+        history, so the cost per frame does not grow with the history.
+        """
         camera = self.calibration.left if left else self.calibration.right
-        out = []
+        rectify = not (self.config.points_are_rectified or camera.is_rectified)
+        cache = self._centres[left]
+        kept, added = [], []
         for track in tracks:
-            stamps, centres = _matched_centres(track)
-            if not self.config.points_are_rectified and len(stamps):
-                centres = camera.rectify_points(centres)
+            history = track.history
+            entry = cache.get(track.id)
+            if entry is None:
+                stamps, centres, last = _EMPTY_STAMPS, _EMPTY_CENTRES, None
+            else:
+                stamps, centres, last = entry
+                if len(stamps) and stamps[0] < history[0].stamp_ns:  # left the history
+                    cut = int(np.searchsorted(stamps, history[0].stamp_ns))
+                    stamps, centres = stamps[cut:], centres[cut:]
+            new = []
+            for obs in reversed(history):  # stamps increase: the new ones are the tail
+                if last is not None and obs.stamp_ns <= last:
+                    break
+                if obs.matched:
+                    new.append(obs)
+            new.reverse()
+            kept.append((stamps, centres, history[-1].stamp_ns if history else last))
+            added.append(new)
+        sizes = [len(new) for new in added]
+        raw = np.array([o.box for new in added for o in new],
+                       dtype=np.float64).reshape(-1, 4)[:, :2]
+        # one call for every track's new points (each point is undistorted on its own)
+        points = camera.rectify_points(raw) if rectify and len(raw) else raw
+        parts = np.split(points, np.cumsum(sizes)[:-1]) if tracks else []
+        out, fresh = [], {}
+        for track, (stamps, centres, last), new, part in zip(tracks, kept, added, parts):
+            if new:
+                stamps = np.concatenate([stamps, np.fromiter(
+                    (o.stamp_ns for o in new), dtype=np.int64, count=len(new))])
+                centres = np.concatenate([centres, part])
+            fresh[track.id] = (stamps, centres, last)
             out.append((stamps, centres))
+        self._centres[left] = fresh  # tracks that ended are forgotten
         return out
 
     def _grid(self, left_data, right_data, right_to_frame: Optional[Mapping[int, int]] = None):
@@ -541,30 +577,42 @@ class StereoAssociator:
         Frames are the left stamps; a right observation joins the frame whose left stamp
         ``right_to_frame`` gives for its stamp (its own stamp when not listed).
         """
-        stamps = np.unique(np.concatenate([s for s, _ in left_data] + [np.zeros(0, np.int64)]))
+        left_stamps = np.concatenate([s for s, _ in left_data] + [_EMPTY_STAMPS])
+        stamps = np.unique(left_stamps)
         shape = (len(stamps), 2)
         grid_l = np.full((len(left_data),) + shape, np.nan)
         grid_r = np.full((len(right_data),) + shape, np.nan)
         if len(stamps) == 0:
             return grid_l, grid_r
-        for i, (s, c) in enumerate(left_data):
-            grid_l[i, np.searchsorted(stamps, s)] = c
-        for j, (s, c) in enumerate(right_data):
-            if len(s) == 0:
-                continue
-            if right_to_frame:
-                s = np.array([right_to_frame.get(int(v), int(v)) for v in s], dtype=np.int64)
-            k = np.clip(np.searchsorted(stamps, s), 0, len(stamps) - 1)
-            ok = stamps[k] == s
-            grid_r[j, k[ok]] = c[ok]
+        rows = np.repeat(np.arange(len(left_data)), [len(s) for s, _ in left_data])
+        grid_l[rows, np.searchsorted(stamps, left_stamps)] = np.concatenate(
+            [c for _, c in left_data] + [_EMPTY_CENTRES])
+        right_stamps = np.concatenate([s for s, _ in right_data] + [_EMPTY_STAMPS])
+        if not len(right_stamps):
+            return grid_l, grid_r
+        if right_to_frame:  # a right stamp -> its frame's left stamp (itself if unlisted)
+            keys = np.fromiter(right_to_frame.keys(), dtype=np.int64, count=len(right_to_frame))
+            values = np.fromiter(right_to_frame.values(), dtype=np.int64,
+                                 count=len(right_to_frame))
+            order = np.argsort(keys, kind='stable')
+            keys, values = keys[order], values[order]
+            at = np.clip(np.searchsorted(keys, right_stamps), 0, len(keys) - 1)
+            right_stamps = np.where(keys[at] == right_stamps, values[at], right_stamps)
+        rows = np.repeat(np.arange(len(right_data)), [len(s) for s, _ in right_data])
+        k = np.clip(np.searchsorted(stamps, right_stamps), 0, len(stamps) - 1)
+        ok = stamps[k] == right_stamps
+        grid_r[rows[ok], k[ok]] = np.concatenate(
+            [c for _, c in right_data] + [_EMPTY_CENTRES])[ok]
         return grid_l, grid_r
 
-    def _costs(self, left_tracks, right_tracks, right_to_frame=None):
-        """Return (mean cost, common frame count, mean disparity, in-front fraction)."""
-        grid_l, grid_r = self._grid(self._rectified(left_tracks, True),
-                                    self._rectified(right_tracks, False), right_to_frame)
-        gl = grid_l[:, None]           # (nl, 1, S, 2)
-        gr = grid_r[None, :]           # (1, nr, S, 2)
+    def _pair_costs(self, gl: np.ndarray, gr: np.ndarray):
+        """
+        Return (mean cost, common frame count, mean disparity, in-front fraction) of pairs.
+
+        ``gl`` and ``gr`` are point grids ``(..., S, 2)`` that broadcast against each other
+        (one left and one right track per pair); every result has their broadcast shape
+        without the last two axes.  Each pair's numbers depend on its own two rows only.
+        """
         common = np.isfinite(gl[..., 0]) & np.isfinite(gr[..., 0])
         # Keep only the most recent cost_window common frames of each pair.
         recent = np.cumsum(common[..., ::-1], axis=-1)[..., ::-1] <= self.config.cost_window
@@ -592,6 +640,12 @@ class StereoAssociator:
                 front = in_front.sum(axis=-1) / np.maximum(count, 1)
         return cost, count, disparity, front
 
+    def _costs(self, left_tracks, right_tracks, right_to_frame=None):
+        """Return (mean cost, common frame count, mean disparity, in-front fraction) matrices."""
+        grid_l, grid_r = self._grid(self._rectified(left_tracks, True),
+                                    self._rectified(right_tracks, False), right_to_frame)
+        return self._pair_costs(grid_l[:, None], grid_r[None, :])
+
     def _acceptable(self, cost, count, disparity, front, gate):
         ok = (count >= self.config.min_common_frames) & (cost <= gate)
         if self._disparity is not None:
@@ -613,34 +667,45 @@ class StereoAssociator:
             self.ended = list(self._pairs.values())
             self._pairs = {}
             return []
-        cost, count, disparity, front = self._costs(left_tracks, right_tracks, right_to_frame)
-        strict = self._acceptable(cost, count, disparity, front, self.config.max_epipolar_px)
-        loose = self._acceptable(cost, count, disparity, front,
-                                 self.config.keep_factor * self.config.max_epipolar_px)
+        grid_l, grid_r = self._grid(self._rectified(left_tracks, True),
+                                    self._rectified(right_tracks, False), right_to_frame)
+        loose_gate = self.config.keep_factor * self.config.max_epipolar_px
         left_index = {t.id: i for i, t in enumerate(left_tracks)}
         right_index = {t.id: j for j, t in enumerate(right_tracks)}
 
-        def make(pair_id: int, i: int, j: int, updates: int) -> StereoPair:
-            return StereoPair(pair_id, left_tracks[i], right_tracks[j], float(cost[i, j]),
-                              int(count[i, j]), float(disparity[i, j]), updates)
+        def make(pair_id: int, i: int, j: int, numbers, k, updates: int) -> StereoPair:
+            cost, count, disparity, _ = numbers
+            return StereoPair(pair_id, left_tracks[i], right_tracks[j], float(cost[k]),
+                              int(count[k]), float(disparity[k]), updates)
 
+        # Only the pairs a decision needs are costed (each pair's numbers are its own): the
+        # existing pairs whose tracks live (kept while loosely consistent), then every free
+        # left track against every free right track (new pairs, strictly consistent).
+        existing = [(key, pair, left_index.get(key[0]), right_index.get(key[1]))
+                    for key, pair in self._pairs.items()]
+        alive = [(key, pair, i, j) for key, pair, i, j in existing
+                 if i is not None and j is not None]
+        numbers = self._pair_costs(grid_l[[i for _, _, i, _ in alive]],
+                                   grid_r[[j for _, _, _, j in alive]]) if alive else None
+        loose = (self._acceptable(*numbers, loose_gate) if alive
+                 else np.zeros(0, dtype=bool))
         kept: Dict[Tuple[int, int], StereoPair] = {}
         used_l, used_r = set(), set()
-        for key, pair in self._pairs.items():
-            i, j = left_index.get(key[0]), right_index.get(key[1])
-            if i is None or j is None or not loose[i, j]:
-                self.ended.append(pair)
+        for k, (key, pair, i, j) in enumerate(alive):
+            if not loose[k]:
                 continue
-            kept[key] = make(pair.id, i, j, pair.updates + 1)
+            kept[key] = make(pair.id, i, j, numbers, k, pair.updates + 1)
             used_l.add(i)
             used_r.add(j)
+        self.ended = [pair for key, pair in self._pairs.items() if key not in kept]
 
         free_l = [i for i in range(len(left_tracks)) if i not in used_l]
         free_r = [j for j in range(len(right_tracks)) if j not in used_r]
         if free_l and free_r:
-            sub_ok = strict[np.ix_(free_l, free_r)]
+            sub = self._pair_costs(grid_l[free_l][:, None], grid_r[free_r][None, :])
+            sub_ok = self._acceptable(*sub, self.config.max_epipolar_px)
             if np.any(sub_ok):
-                sub_cost = np.where(sub_ok, cost[np.ix_(free_l, free_r)], _FORBIDDEN)
+                sub_cost = np.where(sub_ok, sub[0], _FORBIDDEN)
                 rows, cols = linear_sum_assignment(sub_cost)
                 new = [(r, c) for r, c in zip(rows, cols) if sub_ok[r, c]]
                 room = len(new) if self.max_pairs is None else max(
@@ -652,6 +717,6 @@ class StereoAssociator:
                 for r, c in new:
                     i, j = free_l[r], free_r[c]
                     key = (left_tracks[i].id, right_tracks[j].id)
-                    kept[key] = make(next(self._ids), i, j, 1)
+                    kept[key] = make(next(self._ids), i, j, sub, (r, c), 1)
         self._pairs = kept
         return list(kept.values())

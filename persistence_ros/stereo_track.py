@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from persistence_ros.timing import NullTimer, StageTimer
 from persistence_ros.tracking import TrackObservation
 
 
@@ -117,6 +118,8 @@ class PersistenceFilter(abc.ABC):
     #: RGB crop) or ``'statistics'`` (only ``crop_statistics``: the pipeline stores those
     #: three numbers in ``TrackObservation.crop_stats`` and no crop).
     appearance_input: str = 'crop'
+    #: The caller's per-stage timer (``set_timer``); a filter may split its time with laps.
+    timer: StageTimer = NullTimer()
 
     @abc.abstractmethod
     def update(self, tracks: Sequence[StereoTrackHistory]) -> Dict[int, FilterDecision]:
@@ -128,6 +131,16 @@ class PersistenceFilter(abc.ABC):
 
     def set_calibration(self, calibration) -> None:
         """Receive the rig's ``StereoCalibration`` (the pipeline calls this; default: ignore)."""
+
+    def set_timer(self, timer: StageTimer) -> None:
+        """
+        Receive the pipeline's ``StageTimer``.
+
+        A filter may charge parts of ``update`` to the pipeline's stages (``timer.lap``: the
+        learned filter's ``features`` and ``model``); what it does not charge is the
+        pipeline's ``decision`` stage.
+        """
+        self.timer = timer
 
     def diagnostics(self) -> Dict[str, object]:
         """Return values the node reports on ``/diagnostics`` (``filter.<key>``); default none."""

@@ -45,6 +45,8 @@ Box = Tuple[float, float, float, float]
 # Cost given to pairs that must never be assigned (finite: linear_sum_assignment rejects inf
 # rows when no feasible assignment exists).
 _FORBIDDEN = 1e6
+_EYE4 = np.eye(4)
+_EYE8 = np.eye(8)
 
 
 @dataclass(frozen=True)
@@ -185,28 +187,61 @@ class _BoxKalman:
         return np.array([size[0], size[1], size[0], size[1]])
 
     def predict(self) -> None:
-        scale = self._scale(self.x)
-        q = np.concatenate([self.config.position_noise * scale,
-                            self.config.velocity_noise * scale])
-        self.x = self._F @ self.x
-        self.P = self._F @ self.P @ self._F.T + np.diag(np.square(q))
-        # A box cannot shrink below a pixel: stop the size velocity instead.
-        for i in (2, 3):
-            if self.x[i] < 1.0:
-                self.x[i] = 1.0
-                self.x[i + 4] = 0.0
+        self.predict_all([self])
 
     def update(self, box: Box) -> None:
-        r = np.diag(np.square(self.config.measurement_noise * self._scale(self.x)))
-        s = self._H @ self.P @ self._H.T + r
-        gain = np.linalg.solve(s, self._H @ self.P).T
-        self.x = self.x + gain @ (np.asarray(box, dtype=np.float64) - self._H @ self.x)
-        self.P = (np.eye(8) - gain @ self._H) @ self.P
-        self.x[2:4] = np.maximum(self.x[2:4], 1.0)
+        self.update_all([self], [box])
 
     @property
     def box(self) -> Box:
         return tuple(float(v) for v in self.x[:4])
+
+    # The same steps for many filters at once: one stacked numpy operation per step instead
+    # of one per track (numpy runs each stacked matrix product and solve through the same
+    # BLAS/LAPACK call as a single one: the results are bit for bit ``predict``/``update``'s).
+
+    @classmethod
+    def _scales(cls, x: np.ndarray, config: TrackerConfig) -> np.ndarray:
+        size = np.maximum(x[:, 2:4], config.min_noise_px)
+        return np.concatenate([size, size], axis=1)
+
+    @classmethod
+    def predict_all(cls, filters: Sequence['_BoxKalman']) -> None:
+        """Run ``predict`` of every filter (all with one config) in one batched step."""
+        if not filters:
+            return
+        config = filters[0].config
+        x = np.stack([f.x for f in filters])
+        cov = np.stack([f.P for f in filters])
+        scale = cls._scales(x, config)
+        q = np.concatenate([config.position_noise * scale, config.velocity_noise * scale],
+                           axis=1)
+        x = (cls._F @ x[..., None])[..., 0]
+        cov = cls._F @ cov @ cls._F.T + _EYE8 * np.square(q)[:, None, :]
+        for i in (2, 3):
+            small = x[:, i] < 1.0
+            x[small, i] = 1.0
+            x[small, i + 4] = 0.0
+        for k, f in enumerate(filters):
+            f.x, f.P = x[k], cov[k]
+
+    @classmethod
+    def update_all(cls, filters: Sequence['_BoxKalman'], boxes: Sequence[Box]) -> None:
+        """Run ``update`` of every filter with its box (all with one config) in one step."""
+        if not filters:
+            return
+        config = filters[0].config
+        x = np.stack([f.x for f in filters])
+        cov = np.stack([f.P for f in filters])
+        r = np.square(config.measurement_noise * cls._scales(x, config))
+        s = cls._H @ cov @ cls._H.T + _EYE4 * r[:, None, :]
+        gain = np.linalg.solve(s, cls._H @ cov).transpose(0, 2, 1)
+        z = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        x = x + (gain @ (z - (cls._H @ x[..., None])[..., 0])[..., None])[..., 0]
+        cov = (_EYE8 - gain @ cls._H) @ cov
+        x[:, 2:4] = np.maximum(x[:, 2:4], 1.0)
+        for k, f in enumerate(filters):
+            f.x, f.P = x[k], cov[k]
 
 
 @dataclass(eq=False)
@@ -440,8 +475,8 @@ class Tracker2D:
 
     def _predict(self) -> None:
         """Advance every track's Kalman filter one frame; nothing is matched yet."""
+        _BoxKalman.predict_all([track._kf for track in self._tracks])
         for track in self._tracks:
-            track._kf.predict()
             track.age += 1
             track.time_since_update += 1
             track.matched = False
@@ -472,10 +507,10 @@ class Tracker2D:
     def _correct(self, assigned: Sequence[Tuple[Track2D, int]], dets: Sequence[Detection],
                  descriptors: Optional[np.ndarray], stamp: int) -> None:
         """Update each matched track with its detection (Kalman, appearance, history)."""
-        for track, k in assigned:
+        boxes = [dets[k].cxcywh() for _, k in assigned]
+        _BoxKalman.update_all([track._kf for track, _ in assigned], boxes)
+        for (track, k), box in zip(assigned, boxes):
             det = dets[k]
-            box = det.cxcywh()
-            track._kf.update(box)
             self._update_appearance(track, descriptors, k)
             track.hits += 1
             track.time_since_update = 0

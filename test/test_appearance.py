@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from persistence_ros.appearance import (
-    colour_histograms, DESCRIPTOR_SIZE, hellinger_distances)
+    colour_histograms, DESCRIPTOR_SIZE, hellinger_distances, HIST_BINS)
 from persistence_ros.detections import Detection, DetectionFrame
 from persistence_ros.tracking import Tracker2D, TrackerConfig
 
@@ -113,3 +113,25 @@ def test_descriptors_must_match_the_detections():
 def test_appearance_config_is_validated(kwargs):
     with pytest.raises(ValueError, match='must be a number in \\[0, 1\\]'):
         TrackerConfig(**kwargs)
+
+
+def test_histograms_of_box_regions_equal_those_of_the_whole_image_in_hsv():
+    # colour_histograms converts only the boxes to HSV (HSV is per pixel) unless they cover
+    # more than the image: both ways give the histograms of the whole image's conversion.
+    rng = np.random.default_rng(5)
+    for count, largest in ((12, 40.0), (3, 400.0)):
+        image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+        dets = [Detection(*rng.uniform(-20.0, 180.0, 2), *rng.uniform(0.5, largest, 2))
+                for _ in range(count)]
+        expected = np.zeros((count, DESCRIPTOR_SIZE), np.float32)
+        for i, det in enumerate(dets):
+            x0, y0, x1, y1 = det.xyxy()
+            x0, y0 = max(0, int(np.ceil(x0))), max(0, int(np.ceil(y0)))
+            x1, y1 = min(160, int(np.floor(x1)) + 1), min(120, int(np.floor(y1)) + 1)
+            if x1 > x0 and y1 > y0:
+                hist = cv2.calcHist([hsv[y0:y1, x0:x1]], [0, 1, 2], None, list(HIST_BINS),
+                                    [0, 180, 0, 256, 0, 256])
+                expected[i] = hist.ravel() / hist.sum()
+        assert np.array_equal(colour_histograms(image, dets), expected)
+        assert expected.any(axis=1).sum() >= 2

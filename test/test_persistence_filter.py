@@ -434,3 +434,25 @@ def test_learned_filter_is_reset_by_a_new_pipeline_around_it():
     reused = first_pair(StereoPipeline(calibration, None, filt), 5 * 10 ** 9)
     fresh = first_pair(StereoPipeline(calibration, None, learned()), 5 * 10 ** 9)
     assert reused == fresh and fresh[0][:2] == (1, TrackState.TENTATIVE) and fresh[0][3] == 3
+
+
+def test_the_pipeline_times_its_stages_and_the_learned_filter_charges_its_own():
+    from persistence_ros.pipeline import PIPELINE_STAGES, StereoPipeline
+    from persistence_ros.timing import StageTimer
+    calibration, frames = _stereo_frames()
+    filt = LearnedFilter(_tiny_model(window=4), plane=[0.0, -1.0, 0.0, 1.0],
+                         decision=EarlyDecision(hi=0.999, lo=0.001, min_frames=10 ** 6))
+    timer = StageTimer(PIPELINE_STAGES, window=50, cpu=True)
+    pipeline = StereoPipeline(calibration, None, filt, timer=timer)
+    assert filt.timer is timer
+    for f in frames:
+        pipeline.process(f.left, f.right, f.left_image, f.right_image)
+    refused = pipeline.process(frames[0].left, frames[0].right)  # an old stamp
+    assert not refused.accepted
+    assert timer.frames == len(frames)  # one row per accepted frame
+    wall = timer.samples_ms()
+    column = {name: wall[:, k] for k, name in enumerate(PIPELINE_STAGES)}
+    # the model streams from the third frame (the pair forms there) on
+    assert np.all(column['model'][2:] > 0.0) and np.all(column['features'][2:] > 0.0)
+    assert np.all(column['tracking'] > 0.0) and np.all(column['crops'] > 0.0)
+    assert set(timer.summary()) == set(PIPELINE_STAGES) | {'total'}

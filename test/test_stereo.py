@@ -464,3 +464,88 @@ def test_real_chessboard_pairs_reproduce_square_spacing():
     # The board squares are 1.0 unit (the OpenCV sample's squareSize).
     assert np.median(spacings) == pytest.approx(1.0, rel=0.02)
     assert np.percentile(np.abs(spacings - 1.0), 95) < 0.05
+
+
+def _full_matrix_update(associator, left, right):
+    """Return the pairs of the association rule on the full cost matrices (the old way)."""
+    from scipy.optimize import linear_sum_assignment
+    cost, count, disparity, front = associator._costs(left, right)
+    config = associator.config
+    strict = associator._acceptable(cost, count, disparity, front, config.max_epipolar_px)
+    loose = associator._acceptable(cost, count, disparity, front,
+                                   config.keep_factor * config.max_epipolar_px)
+    li, ri = {t.id: i for i, t in enumerate(left)}, {t.id: j for j, t in enumerate(right)}
+    kept, used_l, used_r = [], set(), set()
+    for (lid, rid) in associator._pairs:
+        i, j = li.get(lid), ri.get(rid)
+        if i is not None and j is not None and loose[i, j]:
+            kept.append((lid, rid, float(cost[i, j]), int(count[i, j]), float(disparity[i, j])))
+            used_l.add(i)
+            used_r.add(j)
+    free_l = [i for i in range(len(left)) if i not in used_l]
+    free_r = [j for j in range(len(right)) if j not in used_r]
+    if free_l and free_r and np.any(strict[np.ix_(free_l, free_r)]):
+        ok = strict[np.ix_(free_l, free_r)]
+        rows, cols = linear_sum_assignment(np.where(ok, cost[np.ix_(free_l, free_r)], 1e9))
+        for r, c in zip(rows, cols):
+            if ok[r, c]:
+                i, j = free_l[r], free_r[c]
+                kept.append((left[i].id, right[j].id, float(cost[i, j]), int(count[i, j]),
+                             float(disparity[i, j])))
+    return kept
+
+
+@pytest.mark.parametrize('make_rig', [parallel_rig, unrectified_rig, general_rig, vertical_rig])
+def test_association_costs_only_the_pairs_it_decides_on(make_rig):
+    # The associator costs the existing pairs and the free tracks' pairs only; the pairs,
+    # their numbers (bit for bit) and the ended pairs are those of the full matrices.
+    rig = make_rig()
+    associator = StereoAssociator(rig.calibration)
+    formed = 0
+    for left, right in _run_scene(rig, np.random.default_rng(9), n_objects=6, n_clutter=8,
+                                  frames=24):
+        expected = _full_matrix_update(associator, left, right)
+        before = dict(associator._pairs)
+        pairs = associator.update(left, right)
+        got = [(p.left_id, p.right_id, p.cost_px, p.common_frames, p.disparity_px)
+               for p in pairs]
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert a[:2] == b[:2] and a[3] == b[3]
+            assert a[2] == b[2] and (a[4] == b[4] or (np.isnan(a[4]) and np.isnan(b[4])))
+        kept = {(p.left_id, p.right_id) for p in pairs}
+        assert [p.id for p in associator.ended] == [p.id for key, p in before.items()
+                                                    if key not in kept]
+        formed = max(formed, len(pairs))
+    assert formed >= 5
+
+
+@pytest.mark.parametrize('make_rig', [parallel_rig, unrectified_rig])
+def test_matched_centres_kept_between_updates_equal_those_of_the_whole_history(make_rig):
+    # The associator keeps each track's rectified centres and only adds the new matched
+    # observations and drops the ones that left the (short) history.
+    rig = make_rig()
+    rng = np.random.default_rng(4)
+    trackers = [Tracker2D(TrackerConfig(min_hits=1, max_age=4), window=6) for _ in range(2)]
+    kept = StereoAssociator(rig.calibration)
+    points = np.column_stack([rng.uniform(-0.5, 0.5, 4), rng.uniform(-0.3, 0.3, 4),
+                              rng.uniform(2.0, 4.0, 4)])
+    checked = 0
+    for k in range(30):
+        pixels = rig.project(points + k * 0.01)
+        updates = []
+        for cam in range(2):
+            visible = rng.random(4) > 0.3  # missed detections: unmatched observations
+            dets = [Detection(float(x), float(y), 20.0, 20.0, 0.9, '', f'o{i}')
+                    for i, (x, y) in enumerate(pixels[cam]) if visible[i]]
+            updates.append(trackers[cam].update(DetectionFrame((k + 1) * 10, str(cam), dets)))
+        for cam, left in ((0, True), (1, False)):
+            tracks = updates[cam].tracks
+            got = kept._rectified(tracks, left)
+            want = StereoAssociator(rig.calibration)._rectified(tracks, left)
+            for (s1, c1), (s2, c2), track in zip(got, want, tracks):
+                assert np.array_equal(s1, s2) and np.array_equal(c1, c2)
+                assert len(s1) == sum(o.matched for o in track.history)
+                checked += len(s1)
+            assert set(kept._centres[left]) == {t.id for t in tracks}
+    assert checked > 100

@@ -227,3 +227,53 @@ def test_history_boxes_are_the_matched_detections_as_plain_floats():
     (track,) = update.tracks
     assert [o.box for o in track.history] == [(50.5 + k, 20.0, 8.0, 12.25) for k in range(3)]
     assert all(type(v) is float for o in track.history for v in o.box)
+
+
+def test_batched_kalman_steps_equal_the_single_filter_equations():
+    # predict_all / update_all run every track's filter in one stacked numpy step; each
+    # filter's numbers must be bit for bit those of its own 8-state equations.
+    from persistence_ros.tracking import _BoxKalman
+    config = TrackerConfig()
+    rng = np.random.default_rng(3)
+    f_mat = np.eye(8)
+    f_mat[:4, 4:] = np.eye(4)
+    h_mat = np.eye(4, 8)
+
+    def scale(x):
+        size = np.maximum(x[2:4], config.min_noise_px)
+        return np.array([size[0], size[1], size[0], size[1]])
+
+    for _ in range(20):
+        n = int(rng.integers(1, 40))
+        filters = [_BoxKalman(tuple(rng.uniform([0, 0, 0.5, 0.5], [640, 480, 80, 80])), config)
+                   for _ in range(n)]
+        for f in filters:  # a few steps' worth of velocity and covariance
+            f.x[4:] = rng.normal(0.0, 3.0, 4)
+            f.x[2] = rng.choice([0.3, f.x[2]])  # sizes below a pixel get clamped
+            f.P = f.P + 0.1 * np.abs(rng.normal(size=(8, 8)))
+        expected = []
+        for f in filters:
+            s = scale(f.x)
+            q = np.concatenate([config.position_noise * s, config.velocity_noise * s])
+            x = f_mat @ f.x
+            cov = f_mat @ f.P @ f_mat.T + np.diag(np.square(q))
+            for i in (2, 3):
+                if x[i] < 1.0:
+                    x[i], x[i + 4] = 1.0, 0.0
+            expected.append((x, cov))
+        _BoxKalman.predict_all(filters)
+        for f, (x, cov) in zip(filters, expected):
+            assert np.array_equal(f.x, x) and np.array_equal(f.P, cov)
+        boxes = [tuple(rng.uniform([0, 0, 1, 1], [640, 480, 80, 80])) for _ in filters]
+        expected = []
+        for f, box in zip(filters, boxes):
+            r = np.diag(np.square(config.measurement_noise * scale(f.x)))
+            s = h_mat @ f.P @ h_mat.T + r
+            gain = np.linalg.solve(s, h_mat @ f.P).T
+            x = f.x + gain @ (np.asarray(box) - h_mat @ f.x)
+            cov = (np.eye(8) - gain @ h_mat) @ f.P
+            x[2:4] = np.maximum(x[2:4], 1.0)
+            expected.append((x, cov))
+        _BoxKalman.update_all(filters, boxes)
+        for f, (x, cov) in zip(filters, expected):
+            assert np.array_equal(f.x, x) and np.array_equal(f.P, cov)

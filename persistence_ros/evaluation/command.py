@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 import sys
+import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -174,18 +175,32 @@ def _build_filters(truth: Truth, filters: List[str], settings: Settings,
             for name in filters}
 
 
-def _run_built(scene: Path, built: Dict[str, object],
-               settings: Optional[Settings]) -> Dict[str, Run]:
+def _run_built(scene: Path, built: Dict[str, object], settings: Optional[Settings],
+               timings: Optional[Dict[str, Dict[str, float]]] = None) -> Dict[str, Run]:
     with_images = any(needs_images(f, settings) for f in built.values())
     calibration, frames = read_stereo_bag(scene, with_images=with_images)
-    return _run_on_frames(calibration, frames, built, settings)
+    return _run_on_frames(calibration, frames, built, settings, timings)
 
 
 def _run_on_frames(calibration: StereoCalibration, frames: Sequence[StereoFrame],
-                   built: Dict[str, object], settings: Optional[Settings]
+                   built: Dict[str, object], settings: Optional[Settings],
+                   timings: Optional[Dict[str, Dict[str, float]]] = None
                    ) -> Dict[str, Run]:
-    return {name: run_pipeline(calibration, frames, filt, settings)
-            for name, filt in built.items()}
+    """Run each filter; ``timings`` (optional) gets each run's ``throughput``."""
+    runs = {}
+    for name, filt in built.items():
+        wall, cpu = time.perf_counter(), time.process_time()
+        runs[name] = run_pipeline(calibration, frames, filt, settings)
+        if timings is not None:
+            timings[name] = throughput(len(frames), time.perf_counter() - wall,
+                                       time.process_time() - cpu)
+    return runs
+
+
+def throughput(frames: int, wall_s: float, cpu_s: float) -> Dict[str, float]:
+    """Return a run's frames, wall and CPU seconds and frames per second (wall)."""
+    return {'frames': frames, 'wall_s': wall_s, 'cpu_s': cpu_s,
+            'frames_per_s': frames / wall_s if wall_s > 0 else 0.0}
 
 
 def model_compute(persistence_filter) -> Optional[Dict[str, int]]:
@@ -226,11 +241,13 @@ def compare(scenes: List[Path], filters: List[str], settings: Optional[Settings]
     for scene in scenes:
         truth = Truth.load(scene / 'truth.json')
         built = _build_filters(truth, filters, settings, ensemble, plane_from_truth)
-        runs = _run_built(scene, built, settings)
+        timings: Dict[str, Dict[str, float]] = {}
+        runs = _run_built(scene, built, settings, timings)
         for name, run in runs.items():
             result = score_run(run, truth, name, __version__, errors)
             result['run']['bag'] = str(scene)
             result['run']['plane'] = 'truth' if plane_from_truth else 'none'
+            result['throughput'] = timings[name]
             compute = model_compute(built[name])
             if compute is not None:
                 result['compute'] = compute
@@ -249,6 +266,20 @@ def compute_summary(results: List[dict]) -> List[str]:
     return [f'{name}: the model encoded {enc} frames and skipped {skip} of decided tracks '
             f'({100.0 * skip / max(enc + skip, 1):.1f} % of the frames it would run with '
             'recheck)' for name, (enc, skip) in totals.items()]
+
+
+def throughput_summary(results: List[dict]) -> List[str]:
+    """Return one line per filter: frames processed per second over all its scenes."""
+    totals: Dict[str, List[float]] = {}
+    for r in results:
+        if 'throughput' in r:
+            t = totals.setdefault(r['run']['filter'], [0, 0.0, 0.0])
+            t[0] += r['throughput']['frames']
+            t[1] += r['throughput']['wall_s']
+            t[2] += r['throughput']['cpu_s']
+    return [f'{name}: {int(n)} frames in {wall:.1f} s, {n / max(wall, 1e-9):.1f} frames/s '
+            f'(CPU {cpu:.1f} s; the pipeline with this filter, bags read beforehand)'
+            for name, (n, wall, cpu) in totals.items()]
 
 
 def _value(result: dict, section: str, key: str) -> Optional[float]:
@@ -338,7 +369,7 @@ def main(args: argparse.Namespace) -> int:
             results = compare(scene_dirs(args.bag), filters, settings, _ensemble(args),
                               args.errors, args.plane_from_truth)
             print(summary_table(results))
-            for line in compute_summary(results):
+            for line in compute_summary(results) + throughput_summary(results):
                 print(line)
             output = {'results': results}
         else:

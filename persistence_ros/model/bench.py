@@ -16,7 +16,7 @@ from persistence_ros.model.model import PersistenceModel, TrackStreamer
 def _stats(samples):
     ms = sorted(1000.0 * s for s in samples)
     return {'median_ms': statistics.median(ms), 'p90_ms': ms[int(0.9 * (len(ms) - 1))],
-            'min_ms': ms[0]}
+            'p99_ms': float(np.percentile(ms, 99)), 'max_ms': ms[-1], 'min_ms': ms[0]}
 
 
 def _timed(run, reps: int, device: str) -> Dict:
@@ -31,24 +31,47 @@ def _timed(run, reps: int, device: str) -> Dict:
     return _stats(times)
 
 
+DTYPES = ('float32', 'bfloat16')
+
+
 @torch.no_grad()
 def bench_streaming(config_name: str = 'cpu', tracks: Sequence[int] = (1, 8, 32, 64),
                     frames: int = 40, window: Optional[int] = None, threads: int = 2,
                     full_reps: int = 5, device: str = 'cpu', seed: int = 0,
-                    backlog: int = 64) -> Dict:
+                    backlog: int = 64, dtype: str = 'float32') -> Dict:
+    """
+    Measure per-frame latency for N concurrent tracks (``_bench_streaming``).
+
+    ``dtype``: 'float32', or 'bfloat16' to run every step under ``torch.autocast`` in
+    bfloat16 (the weights stay float32).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f'dtype must be one of {DTYPES}, got {dtype!r}')
+    from persistence_ros.model.train import training_device
+    device = training_device(device)
+    with torch.autocast(device_type=device.split(':')[0], dtype=torch.bfloat16,
+                        enabled=dtype == 'bfloat16'):
+        result = _bench_streaming(config_name, tracks, frames, window, threads, full_reps,
+                                  device, seed, backlog)
+    result['dtype'] = dtype
+    return result
+
+
+def _bench_streaming(config_name: str, tracks: Sequence[int], frames: int,
+                     window: Optional[int], threads: int, full_reps: int, device: str,
+                     seed: int, backlog: int) -> Dict:
     """
     Measure per-frame latency for N concurrent tracks: streaming vs re-encoding the window.
 
     For each N: ``step_ms`` is one batched ``PersistenceModel.step`` (state kept batched),
-    ``streamer_ms`` one ``TrackStreamer.update`` (per-track states split and concatenated, as
-    a node would run it), ``full_window_ms`` one full forward over the last ``window`` frames
-    of all N tracks (what a non-streaming model must do per frame). Streaming steps are timed
+    ``streamer_ms`` one ``TrackStreamer.update`` (the states in its pool, as a node runs
+    it), ``full_window_ms`` one full forward over the last ``window`` frames of all N tracks
+    (what a non-streaming model must do per frame). Streaming steps are timed
     after ``window`` warm-up frames so the caches are full. ``catch_up``: one new track
     arriving with ``backlog`` frames of history (a stereo pair that formed late), fed as
     ``backlog`` steps versus one ``PersistenceModel.extend``. ``device``: cpu, cuda[:N] or
     auto. ValueError for a count below 1 or a device torch does not see.
     """
-    from persistence_ros.model.train import training_device
     counts = {'tracks': min(tracks, default=0), 'frames': frames, 'threads': threads,
               'full_reps': full_reps, 'backlog': backlog}
     if window is not None:
@@ -57,7 +80,6 @@ def bench_streaming(config_name: str = 'cpu', tracks: Sequence[int] = (1, 8, 32,
         if value < 1:
             raise ValueError(f'{name} must be >= 1, got {value}'
                              if name != 'tracks' else f'track counts must be >= 1, got {tracks}')
-    device = training_device(device)
     config = load_config(config_name)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -125,13 +147,14 @@ def _bench_catch_up(model, backlog, size, g_dim, reps, device, rng) -> Dict:
 def format_bench(result: Dict) -> str:
     """Return a plain-text table of a ``bench_streaming`` result."""
     lines = [f"config {result['config']}: {result['threads']} threads, window "
-             f"{result['window']}, device {result['device']}, torch {result['torch']}, "
+             f"{result['window']}, device {result['device']}, {result.get('dtype', 'float32')}"
+             f", torch {result['torch']}, "
              f"encoder {result['encoder_params']} params, classifier "
              f"{result['classifier_params']} params",
-             'tracks  step ms (median/p90)  streamer ms (median)  full-window ms (median)  '
+             'tracks  step ms (median/p99)  streamer ms (median)  full-window ms (median)  '
              'speedup']
     for n, row in result['tracks'].items():
-        lines.append(f"{n:6d}  {row['step']['median_ms']:8.2f} / {row['step']['p90_ms']:7.2f}"
+        lines.append(f"{n:6d}  {row['step']['median_ms']:8.2f} / {row['step']['p99_ms']:7.2f}"
                      f"  {row['streamer']['median_ms']:20.2f}  "
                      f"{row['full_window']['median_ms']:23.2f}  {row['speedup']:7.1f}")
     if 'catch_up' in result:

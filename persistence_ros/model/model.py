@@ -1,7 +1,7 @@
 """The combined streaming persistence model, its stream state and the track streamer."""
 
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -57,9 +57,10 @@ class StreamState:
         """Return the number of tracks in this state."""
         return int(self.t.shape[0])
 
-    def select(self, index: Sequence[int]) -> 'StreamState':
+    def select(self, index: Union[Sequence[int], torch.Tensor]) -> 'StreamState':
         """Return the state of the tracks at ``index`` (in that order)."""
-        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.t.device)
+        idx = (index.to(self.t.device) if torch.is_tensor(index)
+               else torch.as_tensor(list(index), dtype=torch.long, device=self.t.device))
         return StreamState(*(map_tensors(lambda x: x.index_select(0, idx), part)
                              for part in (self.tokenizer, self.classifier, self.t)))
 
@@ -75,6 +76,72 @@ class StreamState:
         """Return the memory held by the state in bytes."""
         return int(sum(x.numel() * x.element_size()
                        for x in cache_tensors((self.t, self.tokenizer, self.classifier))))
+
+    def put(self, index: torch.Tensor, rows: 'StreamState') -> None:
+        """Write the states ``rows`` (in order) over the tracks at ``index``, in place."""
+        for part, new in ((self.tokenizer, rows.tokenizer), (self.classifier, rows.classifier),
+                          (self.t, rows.t)):
+            map_tensors(lambda x, y: x.index_copy_(0, index, y), part, new)
+
+
+class StatePool:
+    """
+    The streaming states of many tracks in one batched ``StreamState`` (a slot per track).
+
+    A frame gathers the states of the tracks it streams (one ``index_select`` per cache
+    tensor, whatever the number of tracks) and writes them back in place (one
+    ``index_copy_`` each), instead of splitting a batched state into one state per track
+    and concatenating them again every frame.  A new track takes a free slot, reset to the
+    model's initial state; an ended track's slot is freed.  The pool grows by doubling and
+    keeps its size (the peak number of tracks).
+    """
+
+    def __init__(self, model: 'PersistenceModel', device, rollout: bool = False):
+        self.model = model
+        self.device = device
+        self.rollout = bool(rollout)
+        self.state: Optional[StreamState] = None
+        self.slots: Dict[Hashable, int] = {}
+        self._free: List[int] = []
+
+    @property
+    def capacity(self) -> int:
+        """Return the number of slots."""
+        return 0 if self.state is None else self.state.batch
+
+    def __contains__(self, key: Hashable) -> bool:
+        """Return True if the track has a slot."""
+        return key in self.slots
+
+    def _grow(self, needed: int) -> None:
+        size = max(needed, self.capacity, 8)
+        extra = self.model.init_state(size, self.device, self.rollout)
+        start = self.capacity
+        self.state = extra if self.state is None else StreamState.cat([self.state, extra])
+        self._free.extend(range(start + size - 1, start - 1, -1))
+
+    def add(self, keys: Sequence[Hashable]) -> None:
+        """Give new tracks a slot each, holding the initial state."""
+        if not keys:
+            return
+        if len(self._free) < len(keys):
+            self._grow(len(keys) - len(self._free))
+        slots = [self._free.pop() for _ in keys]
+        self.slots.update(zip(keys, slots))
+        index = torch.as_tensor(slots, dtype=torch.long, device=self.state.t.device)
+        self.state.put(index, self.model.init_state(len(keys), self.device, self.rollout))
+
+    def index(self, keys: Sequence[Hashable]) -> torch.Tensor:
+        """Return the slots of tracks (in order) as an index tensor."""
+        return torch.as_tensor([self.slots[k] for k in keys], dtype=torch.long,
+                               device=self.state.t.device)
+
+    def remove(self, keys: Sequence[Hashable]) -> None:
+        """Free the slots of ended tracks."""
+        for key in keys:
+            slot = self.slots.pop(key, None)
+            if slot is not None:
+                self._free.append(slot)
 
 
 class PersistenceModel(nn.Module):
@@ -205,9 +272,10 @@ class TrackStreamer:
     """
     Stream many concurrent tracks through one model, one batched step per camera frame.
 
-    States are kept per track (batch 1) and concatenated per call; decided tracks are skipped
-    unless the decision rule has ``recheck``. ``rollout``: each result's attention is the
-    attention rollout over all layers (span L(W-1)+1 frames) instead of the last layer's (W).
+    States are kept batched in a ``StatePool`` (gathered and written back per call); decided
+    tracks are skipped unless the decision rule has ``recheck``. ``rollout``: each result's
+    attention is the attention rollout over all layers (span L(W-1)+1 frames) instead of the
+    last layer's (W).
     """
 
     def __init__(self, model: PersistenceModel, decision: Optional[EarlyDecision] = None,
@@ -216,7 +284,7 @@ class TrackStreamer:
         self.decision = decision or replace(model.config.decision)
         self.rollout = bool(rollout)
         self.device = next(model.parameters()).device
-        self._state: Dict[Hashable, StreamState] = {}
+        self._pool = StatePool(self.model, self.device, self.rollout)
         self._last: Dict[Hashable, TrackResult] = {}
 
     def update(self, track_ids: Sequence[Hashable], crops, geometry
@@ -254,28 +322,19 @@ class TrackStreamer:
                                            old.attention, False)
         if not run:
             return results
-        new = [track_ids[i] for i in run if track_ids[i] not in self._state]
-        fresh = self.model.init_state(len(new), self.device, self.rollout) if new else None
-        states, k = [], 0
-        for i in run:
-            tid = track_ids[i]
-            if tid in self._state:
-                states.append(self._state[tid])
-            else:
-                states.append(fresh.select([k]))
-                k += 1
-        state = StreamState.cat(states) if len(states) > 1 else states[0]
+        self._pool.add([track_ids[i] for i in run if track_ids[i] not in self._pool])
+        slots = self._pool.index([track_ids[i] for i in run])
         idx = torch.as_tensor(run, dtype=torch.long)
         prob, attn, state = self.model.extend(crops.index_select(0, idx).to(self.device),
                                               geometry.index_select(0, idx).to(self.device),
-                                              state)
+                                              self._pool.state.select(slots))
+        self._pool.state.put(slots, state)
         prob = prob.cpu().numpy()
         attn = attn.cpu().numpy()
         frames = state.t.cpu().numpy()
         window = attn.shape[1]
         for j, i in enumerate(run):
             tid = track_ids[i]
-            self._state[tid] = state.select([j]) if len(run) > 1 else state
             dec = self._last[tid].decision if tid in self._last else TrackState.TENTATIVE
             n = int(frames[j])
             first = n - prob.shape[1] + 1  # frame count at the first of the T new frames
@@ -289,8 +348,8 @@ class TrackStreamer:
 
     def drop(self, track_ids: Sequence[Hashable]) -> None:
         """Forget ended tracks."""
+        self._pool.remove(track_ids)
         for tid in track_ids:
-            self._state.pop(tid, None)
             self._last.pop(tid, None)
 
     def result(self, track_id: Hashable) -> Optional[TrackResult]:

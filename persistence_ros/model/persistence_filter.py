@@ -118,6 +118,26 @@ class LearnedFilter(PersistenceFilter):
         """Return the device the model runs on (``cpu``, ``cuda``)."""
         return next(self.model.parameters()).device.type
 
+    @torch.no_grad()
+    def warm_up(self) -> None:
+        """
+        Run each model once on a dummy clip (no track state is touched).
+
+        The first forward of a process pays the libraries' lazy start (one node's first
+        frame took 1.2 s, docs/benchmarks.md); the node calls this at configure instead.
+        """
+        for member in self.models:
+            config = member.config
+            device = next(member.parameters()).device
+            crops = torch.zeros(1, 2, 3, config.crop_size, config.crop_size, dtype=torch.uint8,
+                                device=device)
+            geometry = torch.zeros(1, 2, len(config.classifier.geometry_features),
+                                   device=device)
+            member.extend(crops, geometry, member.init_state(1, device,
+                                                             self.attention == 'rollout'))
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+
     def reset(self) -> None:
         """Forget every track."""
         self._streamers = [TrackStreamer(member, _NEVER, self.attention == 'rollout')
@@ -164,11 +184,16 @@ class LearnedFilter(PersistenceFilter):
                 last = self._last_stamp.get(key)
                 if decided:  # count the skipped frames; no features, no model
                     history = st.left if side == 'left' else st.right
-                    new = [o.stamp_ns for o in history
-                           if o.matched and (last is None or o.stamp_ns > last)]
+                    new, newest = 0, None
+                    for o in reversed(history):  # stamps increase: only the tail is new
+                        if last is not None and o.stamp_ns <= last:
+                            break
+                        if o.matched:
+                            new += 1
+                            newest = o.stamp_ns if newest is None else newest
                     if new:
-                        self.stats.frames_skipped_decided += len(new)
-                        self._last_stamp[key] = new[-1]
+                        self.stats.frames_skipped_decided += new
+                        self._last_stamp[key] = newest
                     continue
                 rows = side_geometry(st, side, self.calibration, self.plane, after_ns=last,
                                      appearance=self.appearance)
@@ -244,7 +269,10 @@ class LearnedFilter(PersistenceFilter):
             self.domain.add_frame(int(tracks[0].stamps_ns[-1]))
             self._warn_domain()
 
-        self._stream(self._pending(tracks))
+        pending = self._pending(tracks)
+        self.timer.lap('features')
+        self._stream(pending)
+        self.timer.lap('model')
         fallback = self.fallback.update(tracks)
         rig_outside = bool(self.domain.reasons)
         out: Dict[int, FilterDecision] = {}

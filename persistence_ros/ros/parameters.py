@@ -66,9 +66,16 @@ class SyncSettings:
 
 @dataclass(frozen=True)
 class ProcessingSettings:
-    """The worker's queue of synchronized frames (section ``processing``)."""
+    """
+    The worker's queue of synchronized frames and its CPU threads (section ``processing``).
+
+    ``torch_threads``: intra-op threads of the model on the CPU; 0 picks
+    ``model.auto_torch_threads()`` (one core is left to the executor that receives the
+    images).
+    """
 
     queue_size: int = 4
+    torch_threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,9 @@ PARAMETERS: List[Parameter] = [
     _P('processing.queue_size',
        'synchronized frames waiting for the worker; when full the oldest is dropped (counted)',
        range=(1, 1000)),
+    _P('processing.torch_threads',
+       'CPU threads of the learned model (torch intra-op); 0: cores - 1, 1 to 4',
+       range=(0, 256)),
     _P('filter.name', 'persistence filter: ' + '|'.join(FILTER_NAMES), choices=FILTER_NAMES),
     _P('filter.decide_after', 'observed frames before a baseline filter decides', range=(1, 1000)),
     _P('filter.threshold',

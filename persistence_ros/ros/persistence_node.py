@@ -52,10 +52,12 @@ and ``clock.*`` values); before any valid time, no diagnostics are published.
 
 import argparse
 from collections import Counter, deque
+import gc
+import os
 import sys
 import threading
 import time
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
@@ -74,14 +76,16 @@ from persistence_ros.detections import (detection_frame_of, DETECTION_TYPES, NAN
                                         stamp_to_ns)
 from persistence_ros.filter_factory import build_filter
 from persistence_ros.image_codec import decode_compressed, ImageEncodingError, to_rgb8
+from persistence_ros.model import auto_torch_threads
 from persistence_ros.msg import TrackArray
-from persistence_ros.pipeline import StereoPipeline, TIME_JUMP_RESET_NS
+from persistence_ros.pipeline import PIPELINE_STAGES, StereoPipeline, TIME_JUMP_RESET_NS
 from persistence_ros.ros import messages, parameters
 from persistence_ros.ros.conversions import (image_to_numpy, message_class, ns_to_stamp,
                                              numpy_to_image)
 from persistence_ros.ros.sync import SynchronizedSubscriptions
 from persistence_ros.ros.time_base import steady_clock, TimeBase
 from persistence_ros.stamp_gate import StampGate, TIME_JUMP_CONFIRM
+from persistence_ros.timing import StageTimer
 
 NODE_NAME = 'persistence_node'
 # The synchronized inputs, named as in the rate diagnostics; with images.transport compressed
@@ -93,6 +97,13 @@ SPIN_TIMEOUT_S = 0.5
 WORKER_JOIN_TIMEOUT_S = 10.0
 # raised by rcl calls (rclpy re-exports it only from its own modules, e.g. rclpy.subscription)
 RCLError = rclpy_implementation.RCLError
+# What the node times around the pipeline (``pipeline.PIPELINE_STAGES`` are timed inside it):
+# a set's wait in the synchronizer (first message received -> set complete) and in the
+# worker's queue, message -> core conversion, the pipeline (its stages: stage_ms.<stage>),
+# building the output messages, publishing them.  /diagnostics: stage_ms.<stage>.p50/p99/max.
+NODE_STAGES = ('sync_wait', 'queue_wait', 'conversion', 'pipeline', 'messages', 'publishing')
+# frames the stage statistics of /diagnostics cover
+TIMING_WINDOW = 300
 
 
 def _glibc_malloc_trim():
@@ -149,6 +160,9 @@ class PersistenceNode(LifecycleNode):
         self._running = False
         self._markers = messages.MarkerBuilder()
         self._cameras_due = False
+        # receive time of each queued input message, by (input, stamp): a set's sync wait
+        self._arrivals: Dict[Tuple[int, int], float] = {}
+        self._gc_start = 0.0
         self._reset_counters()
 
     # -- counters --------------------------------------------------------------------------
@@ -164,6 +178,9 @@ class PersistenceNode(LifecycleNode):
         self.queue_drops = 0
         self.publish_errors = 0
         self.latencies_ms: Deque[float] = deque(maxlen=2000)
+        self.timer = StageTimer(NODE_STAGES, window=TIMING_WINDOW)
+        self.gc_collections = 0
+        self.gc_ms = 0.0
         self.e2e_ms: Deque[float] = deque(maxlen=2000)
         self.stamp_age_ms: Deque[float] = deque(maxlen=2000)
         self._period_e2e_max = 0.0
@@ -225,6 +242,9 @@ class PersistenceNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.settings = settings
         self.device = getattr(self.filter, 'device', 'cpu')
+        self._configure_threads(settings)
+        if hasattr(self.filter, 'warm_up'):  # the model's first-call cost, not a frame's
+            self.filter.warm_up()
         self.frame_id = settings.frame_id
         self.calibration = calibration
         self.pipeline = None
@@ -253,8 +273,37 @@ class PersistenceNode(LifecycleNode):
                                       else 'from camera_info topics'))
         return TransitionCallbackReturn.SUCCESS
 
+    def _configure_threads(self, settings) -> None:
+        """
+        Set the model's CPU threads; move what configure loaded out of the collector's way.
+
+        torch is set only when a filter loaded it.  ``gc.freeze``: the model and the modules
+        loaded so far live as long as the node, and a full collection no longer walks them
+        (such collections were the spikes of up to ~20 ms measured in a frame).
+        """
+        torch = sys.modules.get('torch')
+        if torch is not None:
+            threads = (settings.processing.torch_threads
+                       or auto_torch_threads())
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            self.get_logger().info(f'model CPU threads: {threads}')
+        gc.collect()
+        gc.freeze()
+
+    def _on_gc(self, phase: str, info) -> None:
+        """Count full collections and their time (``gc.callbacks``)."""
+        if info.get('generation') != 2:
+            return
+        if phase == 'start':
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_collections += 1
+            self.gc_ms += 1e3 * (time.perf_counter() - self._gc_start)
+
     def _build_pipeline(self, calibration: StereoCalibration) -> None:
-        self.pipeline = StereoPipeline(calibration, self.settings, self.filter)
+        self.pipeline = StereoPipeline(calibration, self.settings, self.filter,
+                                       timer=StageTimer(PIPELINE_STAGES, window=TIMING_WINDOW))
         self._cameras_due = True
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -288,6 +337,8 @@ class PersistenceNode(LifecycleNode):
                                          info_qos)
                 for side in ('left', 'right')]
         self._running = True
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
         self._worker = threading.Thread(target=self._work, name='persistence_worker',
                                         daemon=True)
         self._worker.start()
@@ -299,6 +350,8 @@ class PersistenceNode(LifecycleNode):
         return super().on_activate(state)
 
     def _stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
@@ -364,6 +417,17 @@ class PersistenceNode(LifecycleNode):
         if index >= 2 and isinstance(msg, Image):   # its size, for the camera_info check
             with self._lock:
                 self._infos.observe_image(('left', 'right')[index - 2], msg.width, msg.height)
+        if msg is not None:
+            self._arrivals[(index, stamp_to_ns(msg.header.stamp))] = time.perf_counter()
+            while len(self._arrivals) > 64 * len(INPUTS):  # sets that never formed
+                del self._arrivals[next(iter(self._arrivals))]
+
+    def _sync_wait(self, msgs) -> float:
+        """Return seconds from a set's first message received to now (0 if unknown)."""
+        now = time.perf_counter()
+        times = [self._arrivals.pop((i, stamp_to_ns(m.header.stamp)), now)
+                 for i, m in enumerate(msgs)]
+        return now - min(times) if times else 0.0
 
     def _on_stamp_rejected(self, reasons: Dict[str, int], index: int, msg) -> None:
         for reason, count in sorted(reasons.items()):
@@ -404,6 +468,7 @@ class PersistenceNode(LifecycleNode):
     def _on_synchronized(self, *msgs) -> None:
         # Only enqueue: the worker thread does the work (bounded queue, oldest dropped).
         self._time.saw_input(stamp_to_ns(msgs[0].header.stamp))
+        sync_wait = self._sync_wait(msgs)
         with self._wake:
             self.frames_synchronized += 1
             if len(self._frames) >= self.settings.processing.queue_size:
@@ -412,7 +477,7 @@ class PersistenceNode(LifecycleNode):
                 dropped = True
             else:
                 dropped = False
-            self._frames.append((time.perf_counter(), msgs))
+            self._frames.append((time.perf_counter(), sync_wait, msgs))
             self._wake.notify()
         if dropped:
             self.reject('processing_queue_full',
@@ -426,9 +491,10 @@ class PersistenceNode(LifecycleNode):
                     self._wake.wait(0.5)
                 if not self._running:
                     return
-                synchronized, msgs = self._frames.popleft()
+                synchronized, sync_wait, msgs = self._frames.popleft()
             try:
-                if self.process(*msgs) is not None:
+                waits = (sync_wait, time.perf_counter() - synchronized)
+                if self.process(*msgs, waits=waits) is not None:
                     self._record_e2e(synchronized, msgs[0])
             except Exception as error:  # noqa: B902 - never let one frame kill the node
                 self.reject('processing_error', f'{type(error).__name__}: {error}')
@@ -464,10 +530,23 @@ class PersistenceNode(LifecycleNode):
             self.reject(error.reason, f'{side} image: {error}')
             return None
 
-    def process(self, left_msg, right_msg, left_image_msg=None, right_image_msg=None):
-        """Process one synchronized set; return the PipelineFrameResult or None if rejected."""
+    def process(self, left_msg, right_msg, left_image_msg=None, right_image_msg=None,
+                waits: Tuple[float, float] = (0.0, 0.0)):
+        """
+        Process one synchronized set; return the PipelineFrameResult or None if rejected.
+
+        ``waits``: seconds the set waited in the synchronizer and in the worker's queue.
+        """
         with self._pipeline_lock:
-            return self._process(left_msg, right_msg, left_image_msg, right_image_msg)
+            self.timer.start()
+            self.timer.add('sync_wait', waits[0])
+            self.timer.add('queue_wait', waits[1])
+            result = self._process(left_msg, right_msg, left_image_msg, right_image_msg)
+            if result is None:
+                self.timer.cancel()
+            else:
+                self.timer.finish()
+            return result
 
     def _process(self, left_msg, right_msg, left_image_msg, right_image_msg):
         """Convert the messages, run the pipeline (every input rule), count, publish."""
@@ -493,7 +572,9 @@ class PersistenceNode(LifecycleNode):
             if left_rgb is None or right_rgb is None:
                 return None
             image_frame_ids = (left_image_msg.header.frame_id, right_image_msg.header.frame_id)
+        self.timer.lap('conversion')
         result = pipeline.process(left, right, left_rgb, right_rgb, image_frame_ids)
+        self.timer.lap('pipeline')
         for reason, count in sorted(result.rejected_detections.items()):
             self.reject(reason, f'{count} detection(s) at stamp {left.stamp_ns} dropped '
                         '(pipeline.DETECTION_REJECTIONS)', count)
@@ -526,25 +607,30 @@ class PersistenceNode(LifecycleNode):
             self.reject('publish_error', f'{name}: {error}')
 
     def publish(self, result, left_rgb=None, pipeline=None) -> None:
-        """Publish the outputs of one PipelineFrameResult."""
+        """Build the output messages of one PipelineFrameResult, then publish them."""
         frame_id = self.frame_id or result.frame_id
+        outputs = []
         if self._cameras_due and pipeline is not None:
             # stamped with this frame (not the camera_info's stamp, which may be 0), so that a
             # recording's time span stays the input's
-            self._publish('cameras', messages.camera_markers(pipeline.calibration,
-                                                             result.stamp_ns, frame_id))
+            outputs.append(('cameras', messages.camera_markers(pipeline.calibration,
+                                                               result.stamp_ns, frame_id)))
             self._cameras_due = False
-        self._publish('points', messages.points_cloud(result, frame_id))
+        outputs.append(('points', messages.points_cloud(result, frame_id)))
         markers = self._markers.update(result, frame_id)
         if markers.markers:   # an empty array changes nothing and carries no stamp to record
-            self._publish('markers', markers)
+            outputs.append(('markers', markers))
         if 'debug_image' in self._outputs and left_rgb is not None and pipeline is not None:
             boxes = {t.id: tuple(t.box) for t in pipeline.left_tracker.tracks}
             image = messages.debug_image(left_rgb, result, boxes)
-            self._publish('debug_image', numpy_to_image(image, 'rgb8', result.stamp_ns,
-                                                        frame_id))
+            outputs.append(('debug_image', numpy_to_image(image, 'rgb8', result.stamp_ns,
+                                                          frame_id)))
         # Tracks last: a replay with back-pressure waits for them to send the next frame.
-        self._publish('tracks', messages.track_array(result, frame_id))
+        outputs.append(('tracks', messages.track_array(result, frame_id)))
+        self.timer.lap('messages')
+        for name, msg in outputs:
+            self._publish(name, msg)
+        self.timer.lap('publishing')
 
     # -- diagnostics -----------------------------------------------------------------------
 
@@ -587,6 +673,9 @@ class PersistenceNode(LifecycleNode):
                 values[f'{name}.p99'] = float(np.percentile(lat, 99))
         values['latency_e2e_ms.max_last_period'] = self._period_e2e_max
         self._period_e2e_max = 0.0
+        values.update(self.stage_values())
+        values['gc.full_collections'] = self.gc_collections
+        values['gc.full_collections_ms'] = self.gc_ms
         pipeline = self.pipeline
         if pipeline is not None:
             values['tracks.left'] = len(pipeline.left_tracker.tracks)
@@ -598,6 +687,26 @@ class PersistenceNode(LifecycleNode):
             for key, value in self.filter.diagnostics().items():
                 values[f'filter.{key}'] = value
         values['calibrated'] = pipeline is not None
+        return values
+
+    def stage_values(self) -> Dict[str, float]:
+        """
+        Return ``stage_ms.<stage>.p50/p99/max`` over the last ``TIMING_WINDOW`` frames.
+
+        The node's stages (``NODE_STAGES``; ``total``: their sum, the set's wait included)
+        and the pipeline's (``pipeline.PIPELINE_STAGES``, whose sum is the node's
+        ``pipeline``).
+        """
+        values: Dict[str, float] = {}
+        pipeline = self.pipeline
+        summaries = [self.timer.summary()]
+        if pipeline is not None:
+            summaries.append({name: row for name, row in pipeline.timer.summary().items()
+                              if name != 'total'})
+        for summary in summaries:
+            for stage, row in summary.items():
+                for stat, value in row.items():
+                    values[f'stage_ms.{stage}.{stat}'] = value
         return values
 
     def diagnostic_status(self, values: Dict[str, Any]):
@@ -685,6 +794,10 @@ def spin_once_unless_shut_down(executor: Executor, timeout_sec: float) -> bool:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the node (configure + activate unless --managed); return the exit status."""
     argv = sys.argv if argv is None else list(argv)
+    # With several model threads, idle OpenMP threads sleep instead of spinning: spinning
+    # threads fought the node's other threads for 2 cores (a model step took 30 to 100
+    # times longer under load, docs/benchmarks.md).  Read once, when torch loads.
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     rclpy.init(args=argv)
     parser = argparse.ArgumentParser(prog=NODE_NAME, description=__doc__.splitlines()[1])
     parser.add_argument('--managed', action='store_true',

@@ -17,10 +17,16 @@ replay last published, never at wall-clock time.  The node's input types follow 
 Modes: ``timed`` sleeps to match the bag's stamps; ``fast`` publishes frame k+1 only once the
 node's ``~/tracks`` for frame k arrived (back-pressure, ``--frame-timeout`` seconds at most),
 so that nothing is dropped.  The ros2 CLI and rosbag2_py are not on PyPI, hence this command.
+
+The summary says how many frames the node answered (``answered``: ``~/tracks`` messages) and
+at what rate over the whole bag (``frames_per_s``: in ``fast`` mode the node's throughput,
+in ``timed`` mode at most the bag's rate), and holds the node's last ``/diagnostics`` values
+(queue drops, latency, time per stage: ``stage_ms.<stage>.p50/p99/max``).
 """
 
 import argparse
 from collections import defaultdict
+import json
 import os
 from pathlib import Path
 import signal
@@ -77,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--domain-id', type=int, default=None,
                         help='ROS_DOMAIN_ID for this run (default: inherited)')
     parser.add_argument('--max-frames', type=int, default=0, help='stop after N frames (0: all)')
+    parser.add_argument('--json', type=Path, default=None,
+                        help="also write the summary and the node's last diagnostics as JSON")
     parser.add_argument('--set', action='append', default=[], metavar='NAME:=VALUE',
                         help='override a node parameter (ros2 -p syntax, e.g. '
                              "'filter.ground_plane:=[0.0, -1.0, 0.0, 1.5]'); repeatable")
@@ -163,6 +171,8 @@ class Recorder:
         self.counts: Dict[str, int] = defaultdict(int)
         self.track_stamps: List[int] = []
         self.clock_ns = 0  # the replay's /clock: the log time of messages without a stamp
+        self.last_diagnostics: Optional[bytes] = None
+        self.writing = True  # False: messages are only counted (after the bag was played)
         self._cond = threading.Condition(self._lock)
         qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         latched_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
@@ -179,10 +189,13 @@ class Recorder:
     def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
         stamp_ns = self._stamp(raw, msgtype)
         with self._cond:
-            self._writer.write(self._connections[topic], stamp_ns, raw)
+            if self.writing:
+                self._writer.write(self._connections[topic], stamp_ns, raw)
             self.counts[topic] += 1
             if msgtype == OUTPUTS['persistence_node/tracks']:
                 self.track_stamps.append(stamp_ns)
+            elif msgtype == DIAGNOSTICS[1]:
+                self.last_diagnostics = bytes(raw)
             self._cond.notify_all()
 
     def _stamp(self, raw: bytes, msgtype: str) -> int:
@@ -204,6 +217,19 @@ class Recorder:
                     return False
                 self._cond.wait(left)
         return True
+
+    def stop_writing(self) -> Dict[str, int]:
+        """Write nothing more (messages are still counted); return the counts so far."""
+        with self._cond:
+            self.writing = False
+            return dict(self.counts)
+
+    def diagnostics(self) -> Dict[str, str]:
+        """Return the key -> value of the node's last /diagnostics message (empty: none)."""
+        if self.last_diagnostics is None:
+            return {}
+        msg = self._store.deserialize_cdr(self.last_diagnostics, DIAGNOSTICS[1])
+        return {kv.key: kv.value for status in msg.status for kv in status.values}
 
     def close(self) -> None:
         """Close the bag."""
@@ -275,11 +301,43 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
         player.start(Path(out), outputs, types)
         player.wait_ready(namespace, process, startup_timeout)
         summary.update(player.play(frames, mode, process, frame_timeout))
+        # the node's own numbers: its diagnostics timer runs on the bag's (sim) time, so move
+        # the clock one period past the last frame and wait for the message
+        summary['node'] = player.final_diagnostics(
+            frames[-1][0], diagnostics_period(extra_node_args), frame_timeout)
     finally:
         player.close()
         rclpy.try_shutdown(context=context)
         summary['node_exit_code'] = _stop_node(process)
     return summary
+
+
+def diagnostics_period(extra_node_args: Optional[List[str]] = None) -> float:
+    """Return the node's diagnostics.period (a ``-p diagnostics.period:=S`` or the default)."""
+    from persistence_ros.ros.parameters import DEFAULTS
+    period = float(DEFAULTS['diagnostics.period'])
+    for arg in extra_node_args or []:
+        if arg.startswith('diagnostics.period:='):
+            try:
+                period = float(arg.split(':=', 1)[1])
+            except ValueError:
+                pass
+    return period
+
+
+def format_node_stages(node: Dict[str, str]) -> str:
+    """Return the node's per-stage times (``stage_ms.*`` of /diagnostics) as a table."""
+    stages = []
+    for key in node:
+        if key.startswith('stage_ms.') and key.endswith('.p50'):
+            stages.append(key[len('stage_ms.'):-len('.p50')])
+    if not stages:
+        return ''
+    lines = ['node stage      p50 ms   p99 ms   max ms (last frames of /diagnostics)']
+    for stage in stages:
+        row = [node.get(f'stage_ms.{stage}.{stat}', 'nan') for stat in ('p50', 'p99', 'max')]
+        lines.append(f'{stage:13s} ' + ' '.join(f'{float(v):8.2f}' for v in row))
+    return '\n'.join(lines)
 
 
 def _start_node(namespace: str, params_file: Optional[Path],
@@ -394,9 +452,29 @@ class _Player:
                     and not self.recorder.wait_tracks(stamp_ns, frame_timeout)):
                 timeouts += 1
         self.recorder.wait_tracks(frames[-1][0], frame_timeout)
+        wall_s = time.monotonic() - start_wall
+        answered = len(self.recorder.track_stamps)
         time.sleep(0.3)
-        return {'timeouts': timeouts, 'wall_s': time.monotonic() - start_wall,
+        return {'timeouts': timeouts, 'wall_s': wall_s, 'answered': answered,
+                'frames_per_s': answered / wall_s if wall_s > 0 else 0.0,
                 'recorded': dict(self.recorder.counts)}
+
+    def final_diagnostics(self, last_stamp_ns: int, period_s: float,
+                          timeout: float) -> Dict[str, str]:
+        """Tick /clock one diagnostics period past the last frame; return the node's values."""
+        from rosgraph_msgs.msg import Clock
+
+        from persistence_ros.ros.conversions import ns_to_stamp
+        topic = DIAGNOSTICS[0]
+        # the recording ends with the bag: these ticks and their message stay out of it
+        before = self.recorder.stop_writing().get(topic, 0)
+        stamp = last_stamp_ns
+        deadline = time.monotonic() + timeout
+        while self.recorder.counts.get(topic, 0) == before and time.monotonic() < deadline:
+            stamp += int(0.5 * period_s * 1e9)
+            self.clock.publish(Clock(clock=ns_to_stamp(stamp)))
+            time.sleep(0.1)
+        return self.recorder.diagnostics()
 
     def close(self) -> None:
         """Stop spinning and close the recording (what ``start`` got to create)."""
@@ -426,5 +504,14 @@ def main(args: argparse.Namespace) -> int:
                      args.frame_timeout, args.startup_timeout, args.max_frames,
                      node_log=sys.stderr,
                      extra_node_args=[arg for item in args.set for arg in ('-p', item)])
+    node = summary.pop('node', {})
     print(' '.join(f'{k}={v}' for k, v in summary.items()))
+    keys = ('frames.processed', 'queue.drops', 'latency_ms.p50', 'latency_ms.p99',
+            'gc.full_collections', 'gc.full_collections_ms')
+    print('node: ' + ' '.join(f'{k}={node[k]}' for k in keys if k in node))
+    table = format_node_stages(node)
+    if table:
+        print(table)
+    if args.json:
+        args.json.write_text(json.dumps(dict(summary, node=node), indent=1) + '\n')
     return 0

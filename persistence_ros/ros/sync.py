@@ -143,8 +143,8 @@ class SynchronizedSubscriptions:
 
     ``inputs``: sequence of ``(msg_type, topic, qos_profile)``.  ``callback(*msgs)`` gets the
     synchronized set; ``on_receive(index, msg)`` (optional) is called for every message
-    received, before the gate (rates, image sizes).  ``backend`` is 'message_filters' or
-    'builtin' ('auto': message_filters if importable).
+    received, before the gate (rates, image sizes, the time a set waits).  ``backend`` is
+    'message_filters' or 'builtin' ('auto': message_filters if importable).
 
     ``gate``: a ``StampGate`` over the inputs (None: every message goes straight in).  A
     message it refuses is reported to ``on_rejected(reasons, index, msg)``; when it confirms

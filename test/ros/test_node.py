@@ -155,13 +155,23 @@ def test_bad_inputs_are_rejected_and_counted_not_fatal(context, calibration_file
         node._on_camera_info('left', CameraInfo())
         assert node.rejected['uncalibrated_camera_info'] == 1
         # A good frame still works afterwards; diagnostics report every reason.
-        assert node.process(_frame(4_000, [box], LEFT), _frame(4_000, [], RIGHT)) is not None
+        assert node.process(_frame(4_000, [box], LEFT), _frame(4_000, [], RIGHT),
+                            waits=(0.002, 0.003)) is not None
         values = node.diagnostic_values()
         for reason in ('non_finite', 'stamp_not_increasing', 'frame_id_mismatch',
                        'unsupported_image', 'uncalibrated_camera_info', 'image_size_mismatch',
                        'box_too_large'):
             assert int(values[f'rejected.{reason}']) >= 1
         assert values['frames.processed'] == 4 and values['latency_ms.p99'] > 0
+        # time per stage of the 4 processed frames (refused ones are not timed)
+        assert node.timer.frames == 4 and node.pipeline.timer.frames == 4
+        assert values['stage_ms.sync_wait.max'] == pytest.approx(2.0)
+        assert values['stage_ms.queue_wait.max'] == pytest.approx(3.0)
+        for stage in ('conversion', 'pipeline', 'messages', 'publishing', 'tracking',
+                      'association', 'total'):
+            assert values[f'stage_ms.{stage}.max'] > 0.0, stage
+        last = node.timer.last()  # the last frame's waits count in its total
+        assert sum(last.values()) >= last['pipeline'] + 5.0
     finally:
         node.destroy_node()
 
@@ -176,7 +186,7 @@ def test_processing_queue_drops_oldest_and_counts(context, calibration_files):
         for k in range(5):
             node._on_synchronized(_frame(k, [], LEFT), _frame(k, [], RIGHT))
         assert node.queue_drops == 3 and node.rejected['processing_queue_full'] == 3
-        assert [stamp_to_ns(m[0].header.stamp) for _, m in node._frames] == [3, 4]
+        assert [stamp_to_ns(m[0].header.stamp) for _, _, m in node._frames] == [3, 4]
     finally:
         node.destroy_node()
 
@@ -376,6 +386,12 @@ def test_cross_process_replay_outputs(scene, tmp_path):
     assert len(recorded['points']) == N_FRAMES and len(recorded['debug_image']) == N_FRAMES
     assert recorded['diagnostics'], node_log
     frame_stamps = [f['stamp_ns'] for f in truth['frames']]
+    # the summary: every frame answered, and the node's own last numbers (a /clock tick past
+    # the bag makes it publish them), which stay out of the recording: it ends with the bag
+    assert summary['answered'] == N_FRAMES and summary['frames_per_s'] > 0
+    assert int(summary['node']['frames.processed']) == N_FRAMES, summary['node']
+    assert float(summary['node']['stage_ms.pipeline.max']) > 0
+    assert max(stamp for msgs in recorded.values() for stamp, _ in msgs) <= frame_stamps[-1]
     # the cameras: once (one calibration), latched, stamped with the first frame
     ((_, cameras),) = recorded['cameras']
     assert {(m.ns, m.id, m.header.frame_id) for m in cameras.markers} == {
