@@ -264,6 +264,11 @@ _NAN3 = (float('nan'),) * 3
 _NAN4 = (float('nan'),) * 4
 
 
+def _mean_height(left_box: Sequence[float], right_box: Sequence[float]) -> float:
+    """Return the mean height of a pair's left and right boxes (the triangulation gates')."""
+    return 0.5 * (float(left_box[3]) + float(right_box[3]))
+
+
 def _measurement(tri, k: int) -> Tuple[float, float, float]:
     """Return point k for the Kalman filter: valid, or refused only as too uncertain in depth."""
     if tri.valid[k] or tri.reason[k] == 'depth_uncertainty':
@@ -468,7 +473,9 @@ class StereoPipeline:
             return None, {}
         lpts = np.concatenate([p.current_points()[0] for p in both_now])
         rpts = np.concatenate([p.current_points()[1] for p in both_now])
-        return (self.triangulator.triangulate(lpts, rpts),
+        heights = [_mean_height(p.left.history[-1].box, p.right.history[-1].box)
+                   for p in both_now]
+        return (self.triangulator.triangulate(lpts, rpts, heights),
                 {p.id: k for k, p in enumerate(both_now)})
 
     def _histories(self, pairs: Sequence[StereoPair], stamps: Tuple[int, int], tri,
@@ -560,8 +567,9 @@ class StereoPipeline:
             if not np.allclose(centres, [left_box[:2], right_box[:2]]):
                 moved.append((k, centres))
         if moved:
-            again = self.triangulator.triangulate(np.array([c[0] for _, c in moved]),
-                                                  np.array([c[1] for _, c in moved]))
+            again = self.triangulator.triangulate(
+                np.array([c[0] for _, c in moved]), np.array([c[1] for _, c in moved]),
+                [_mean_height(*boxes[k]) for k, _ in moved])
             for row, (k, _) in enumerate(moved):
                 out[k][0] = _measurement(again, row)
         return [tuple(m) for m in out]
@@ -612,7 +620,8 @@ class StereoPipeline:
         if both:
             tri = self.triangulator.triangulate(
                 np.array([left[s].box[:2] for s in both]),
-                np.array([right[s].box[:2] for s in both]))
+                np.array([right[s].box[:2] for s in both]),
+                [_mean_height(left[s].box, right[s].box) for s in both])
             measurements = self._kalman_measurements(
                 [(left[s].box, right[s].box) for s in both], tri)
             for k, s in enumerate(both):

@@ -54,6 +54,25 @@ def _check_positive(config, names: Sequence[str], allow_inf: bool = False) -> No
             raise ValueError(f'{name} must be a number > 0, got {value!r}')
 
 
+def _check_fraction(config, name: str) -> None:
+    value = getattr(config, name)
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0.0 <= value <= 1.0):
+        raise ValueError(f'{name} must be a number in [0, 1], got {value!r}')
+
+
+def box_gates(gate_px: float, fraction: float, box_heights) -> np.ndarray:
+    """
+    Return the pixel gate of each box: ``max(gate_px, fraction * height)``.
+
+    A gate of ``gate_px`` pixels holds for small boxes; for larger ones it is ``fraction`` of
+    the box height, as a detector's box centre jitters in proportion to the box (NaN
+    heights: ``gate_px``).
+    """
+    heights = np.nan_to_num(np.asarray(box_heights, dtype=np.float64), nan=0.0)
+    return np.maximum(gate_px, fraction * heights)
+
+
 def plane_heights(points: np.ndarray, plane: Sequence[float]) -> np.ndarray:
     """
     Return the signed heights ``n.X + d`` of points above a plane ``[a, b, c, d]``.
@@ -186,6 +205,9 @@ class TriangulationConfig:
         Gate on the reprojection error (max of both views) after triangulating.
     max_depth_sigma_m:
         Gate on the depth standard deviation (``inf`` disables it).
+    gate_box_fraction:
+        The two pixel gates grow to this fraction of a point's box height for larger boxes
+        (a detector's box centre jitters in proportion to the box; 0 keeps them in pixels).
     refine:
         Apply ``cv2.correctMatches`` (optimal Hartley-Sturm) before the DLT.
     points_are_rectified:
@@ -197,6 +219,7 @@ class TriangulationConfig:
     max_epipolar_px: float = 3.0
     max_reprojection_error_px: float = 3.0
     max_depth_sigma_m: float = 1.0
+    gate_box_fraction: float = 0.05
     refine: bool = True
     points_are_rectified: bool = False
 
@@ -204,6 +227,7 @@ class TriangulationConfig:
         """Validate the fields; raise ValueError saying what to fix."""
         _check_positive(self, ('sigma_px', 'max_epipolar_px', 'max_reprojection_error_px'))
         _check_positive(self, ('max_depth_sigma_m',), allow_inf=True)
+        _check_fraction(self, 'gate_box_fraction')
 
 
 @dataclass
@@ -325,8 +349,14 @@ class Triangulator:
             points = (homogeneous[:3] / homogeneous[3]).T
             return (_depths(p_left, points) > 0.0) & (_depths(p_right, points) > 0.0)
 
-    def triangulate(self, left_px: np.ndarray, right_px: np.ndarray) -> TriangulationResult:
-        """Triangulate N matched points given as (N, 2) pixel arrays of the left/right images."""
+    def triangulate(self, left_px: np.ndarray, right_px: np.ndarray,
+                    box_heights: Optional[np.ndarray] = None) -> TriangulationResult:
+        """
+        Triangulate N matched points given as (N, 2) pixel arrays of the left/right images.
+
+        ``box_heights`` (N,), optional: the height in pixels of the box each point is the
+        centre of; the pixel gates grow with it (``gate_box_fraction``, ``box_gates``).
+        """
         cfg = self.config
         left, right = self.rectify(left_px, right_px)
         if left.shape != right.shape:
@@ -377,10 +407,14 @@ class Triangulator:
         def mark(mask: np.ndarray, name: str) -> None:
             reason[(reason == '') & mask] = name
 
+        heights = np.zeros(n) if box_heights is None else np.reshape(box_heights, n)
+        epipolar_gate = box_gates(cfg.max_epipolar_px, cfg.gate_box_fraction, heights)
+        reprojection_gate = box_gates(cfg.max_reprojection_error_px, cfg.gate_box_fraction,
+                                      heights)
         with np.errstate(invalid='ignore'):
-            mark(~(epipolar <= cfg.max_epipolar_px), 'epipolar')
+            mark(~(epipolar <= epipolar_gate), 'epipolar')
             mark(~infinite & ((depth_left <= 0.0) | (depth_right <= 0.0)), 'behind_camera')
-            mark(~infinite & ~(reproj <= cfg.max_reprojection_error_px), 'reprojection_error')
+            mark(~infinite & ~(reproj <= reprojection_gate), 'reprojection_error')
             mark(infinite | ~(sigma <= cfg.max_depth_sigma_m), 'depth_uncertainty')
         optical = rect @ self.calibration.left.R  # row-wise R_left.T @ X_rect
         return TriangulationResult(points_optical=optical, points_rectified=rect,
@@ -411,6 +445,10 @@ class AssociationConfig:
     cost_window:
         Only the most recent ``cost_window`` common frames enter the mean (so that a pair
         that becomes inconsistent is noticed).
+    gate_box_fraction:
+        Each frame's cost is measured against its own gate ``max(max_epipolar_px, fraction x
+        the pair's mean box height)`` (``box_gates``) and scaled to ``max_epipolar_px``: large
+        boxes, whose centres jitter more, still pair (0: gates in pixels only).
     min_disparity_px:
         Row-aligned rig with equal fx: the mean disparity ``x_l - x_r - (cx_l - cx_r)`` (sign
         flipped if the right camera is the left one) must exceed it (a left/right swap has a
@@ -425,12 +463,14 @@ class AssociationConfig:
     keep_factor: float = 1.5
     min_common_frames: int = 3
     cost_window: int = 30
+    gate_box_fraction: float = 0.05
     min_disparity_px: float = 0.0
     points_are_rectified: bool = False
 
     def __post_init__(self):
         """Validate the fields; raise ValueError saying what to fix."""
         _check_positive(self, ('max_epipolar_px',))
+        _check_fraction(self, 'gate_box_fraction')
         if not (isinstance(self.keep_factor, (int, float)) and self.keep_factor >= 1.0):
             raise ValueError(f'keep_factor must be a number >= 1, got {self.keep_factor!r}')
         for name in ('min_common_frames', 'cost_window'):
@@ -485,7 +525,7 @@ class StereoPair:
 
 
 _EMPTY_STAMPS = np.zeros(0, dtype=np.int64)
-_EMPTY_CENTRES = np.zeros((0, 2), dtype=np.float64)
+_EMPTY_CENTRES = np.zeros((0, 3), dtype=np.float64)  # rectified x, y; box height
 
 
 class StereoAssociator:
@@ -524,7 +564,8 @@ class StereoAssociator:
 
     def _rectified(self, tracks: Sequence[Track2D], left: bool):
         """
-        Return (stamps, rectified centres) of each track's matched observations.
+        Return (stamps, rectified centres and box heights (k, 3)) of each track's matched
+        observations.
 
         Kept per track between updates (``_centres``): a frame adds a track's new matched
         observations (rectified once, all tracks' in one call) and drops those that left its
@@ -554,10 +595,12 @@ class StereoAssociator:
             kept.append((stamps, centres, history[-1].stamp_ns if history else last))
             added.append(new)
         sizes = [len(new) for new in added]
-        raw = np.array([o.box for new in added for o in new],
-                       dtype=np.float64).reshape(-1, 4)[:, :2]
+        boxes = np.array([o.box for new in added for o in new],
+                         dtype=np.float64).reshape(-1, 4)
+        raw = boxes[:, :2]
         # one call for every track's new points (each point is undistorted on its own)
-        points = camera.rectify_points(raw) if rectify and len(raw) else raw
+        points = np.column_stack([camera.rectify_points(raw) if rectify and len(raw) else raw,
+                                  boxes[:, 3]])
         parts = np.split(points, np.cumsum(sizes)[:-1]) if tracks else []
         out, fresh = [], {}
         for track, (stamps, centres, last), new, part in zip(tracks, kept, added, parts):
@@ -572,14 +615,15 @@ class StereoAssociator:
 
     def _grid(self, left_data, right_data, right_to_frame: Optional[Mapping[int, int]] = None):
         """
-        Return left/right point grids (n, S, 2), NaN where a track has no observation.
+        Return left/right grids (n, S, 3) of rectified centres and box heights, NaN where a
+        track has no observation.
 
         Frames are the left stamps; a right observation joins the frame whose left stamp
         ``right_to_frame`` gives for its stamp (its own stamp when not listed).
         """
         left_stamps = np.concatenate([s for s, _ in left_data] + [_EMPTY_STAMPS])
         stamps = np.unique(left_stamps)
-        shape = (len(stamps), 2)
+        shape = (len(stamps), 3)
         grid_l = np.full((len(left_data),) + shape, np.nan)
         grid_r = np.full((len(right_data),) + shape, np.nan)
         if len(stamps) == 0:
@@ -609,7 +653,8 @@ class StereoAssociator:
         """
         Return (mean cost, common frame count, mean disparity, in-front fraction) of pairs.
 
-        ``gl`` and ``gr`` are point grids ``(..., S, 2)`` that broadcast against each other
+        A frame's cost is its epipolar cost scaled to its box size's gate
+        (``gate_box_fraction``).  ``gl`` and ``gr`` are grids ``(..., S, 3)`` that broadcast against each other
         (one left and one right track per pair); every result has their broadcast shape
         without the last two axes.  Each pair's numbers depend on its own two rows only.
         """
@@ -619,8 +664,13 @@ class StereoAssociator:
         use = common & recent
         count = use.sum(axis=-1)
         gl_b, gr_b = np.broadcast_arrays(gl, gr)
+        heights = 0.5 * (gl_b[..., 2] + gr_b[..., 2])
+        gl_b, gr_b = gl_b[..., :2], gr_b[..., :2]
         with np.errstate(invalid='ignore'):
             cost = self._triangulator.epipolar_cost(gl_b, gr_b)
+            if self.config.gate_box_fraction > 0.0:
+                gate = self.config.max_epipolar_px
+                cost = cost * (gate / box_gates(gate, self.config.gate_box_fraction, heights))
         cost = np.where(use, cost, 0.0).sum(axis=-1) / np.maximum(count, 1)
         if self._disparity is not None:
             sign, offset = self._disparity

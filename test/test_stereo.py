@@ -549,3 +549,54 @@ def test_matched_centres_kept_between_updates_equal_those_of_the_whole_history(m
                 checked += len(s1)
             assert set(kept._centres[left]) == {t.id for t in tracks}
     assert checked > 100
+
+
+def _near_objects(rig, rng, jitter_fraction, frames=12):
+    """Two near objects (boxes about 250 px high) whose box centres jitter by a fraction of it."""
+    trackers = [Tracker2D(TrackerConfig(min_hits=1, max_age=3)) for _ in range(2)]
+    points = np.array([[-0.35, 0.0, 1.2], [0.35, 0.05, 1.3]])
+    pixels = rig.project(points)
+    size = 0.5 * rig.k_left[0, 0] / points[:, 2]
+    history = []
+    for k in range(frames):
+        updates = []
+        for cam in range(2):
+            centres = pixels[cam] + rng.normal(0.0, jitter_fraction, (2, 2)) * size[:, None]
+            dets = [Detection(float(x), float(y), float(s), float(s), 0.9, '', f'obj{i}')
+                    for i, ((x, y), s) in enumerate(zip(centres, size))]
+            updates.append(trackers[cam].update(
+                DetectionFrame((k + 1) * 50_000_000, str(cam), dets)))
+        history.append((updates[0].tracks, updates[1].tracks))
+    return history, size
+
+
+def test_large_boxes_pair_with_a_gate_relative_to_their_size():
+    # A detector's centre jitter grows with the box: 2% of a 250 px box is 5 px of row noise
+    # per camera, beyond the 3 px gate; gates that grow to 5% of the box height pair them.
+    rig = parallel_rig()
+    results = {}
+    for fraction in (0.0, 0.05):
+        associator = StereoAssociator(rig.calibration,
+                                      AssociationConfig(gate_box_fraction=fraction))
+        history, size = _near_objects(rig, np.random.default_rng(3), 0.02)
+        for left, right in history:
+            pairs = associator.update(left, right)
+        results[fraction] = sorted((_label(p.left), _label(p.right)) for p in pairs)
+    assert np.all(size > 200.0)
+    assert results[0.0] == []
+    assert results[0.05] == [('obj0', 'obj0'), ('obj1', 'obj1')]
+
+
+def test_triangulation_gates_grow_with_the_box_height():
+    rig = parallel_rig()
+    point = np.array([[0.1, 0.0, 1.5]])
+    left, right = rig.project(point)
+    right[0, 1] += 8.0   # 8 px off the row: 3% of a 260 px box
+    triangulator = Triangulator(rig.calibration)
+    assert list(triangulator.triangulate(left, right).reason) == ['epipolar']
+    assert list(triangulator.triangulate(left, right, [40.0]).reason) == ['epipolar']
+    assert list(triangulator.triangulate(left, right, [260.0]).reason) == ['']
+    strict = Triangulator(rig.calibration, TriangulationConfig(gate_box_fraction=0.0))
+    assert list(strict.triangulate(left, right, [260.0]).reason) == ['epipolar']
+    with pytest.raises(ValueError, match='gate_box_fraction'):
+        AssociationConfig(gate_box_fraction=1.5)
