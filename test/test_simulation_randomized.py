@@ -327,6 +327,25 @@ def test_simulate_dataset_without_out_writes_no_bag(tmp_path, capsys):
     assert 'randomize.rig' in capsys.readouterr().err
 
 
+def test_a_stopped_data_set_run_keeps_its_finished_scenes(tmp_path):
+    scenarios = [validate_scenario(dict(TINY_RANDOM, seed=seed)) for seed in (50, 51)]
+
+    def stopped_after_one(results):
+        for k, entry in enumerate(results):
+            if k == 1:
+                raise KeyboardInterrupt  # as a run stopped by the user or a time limit
+            yield entry
+
+    with pytest.raises(KeyboardInterrupt):
+        ds.build_simulated_dataset(scenarios, tmp_path, progress=stopped_after_one)
+    manifest = json.loads((tmp_path / 'manifest.json').read_text())
+    assert [e['name'] for e in manifest['scenes']] == ['tiny_random-s0050']
+    # append the seed that did not finish: the data set is complete
+    manifest = ds.build_simulated_dataset(scenarios[1:], tmp_path, append=True)
+    assert [e['name'] for e in manifest['scenes']] == ['tiny_random-s0050',
+                                                       'tiny_random-s0051']
+
+
 def test_textures_come_from_installed_photographs():
     from persistence_ros.simulation import textures
     for pool in textures.POOLS.values():

@@ -331,7 +331,7 @@ def build_simulated_dataset(scenarios: Sequence[dict], out_dir, crop_size: int =
     bag's. ``workers`` processes (spawned: one GL context each); ``progress`` wraps the
     iterable of finished scenes (e.g. ``tqdm`` with ``total``). Same refusals as
     ``build_dataset`` (evaluation seeds, duplicate names), checked before anything renders;
-    ``append`` as in ``build_dataset``.
+    ``append`` as in ``build_dataset``.  The manifest is written after every finished scene.
     """
     _check_split_by(split_by)
     out_dir = Path(out_dir)
@@ -345,8 +345,14 @@ def build_simulated_dataset(scenarios: Sequence[dict], out_dir, crop_size: int =
         names.add(name)
     (out_dir / 'scenes').mkdir(parents=True, exist_ok=True)
     jobs = [(scenario, str(out_dir), crop_size, context, split_by) for scenario in scenarios]
-    entries = list(map_jobs(_simulate_entry, jobs, workers, progress))
-    return _write_manifest(out_dir, entries, crop_size, context, split_by, earlier)
+    entries: List[dict] = []
+    manifest = _write_manifest(out_dir, entries, crop_size, context, split_by, earlier)
+    for entry in map_jobs(_simulate_entry, jobs, workers, progress):
+        # the manifest lists every finished scene: a run stopped half way leaves a data set
+        # that holds them, and ``append`` with the remaining seeds completes it
+        entries.append(entry)
+        manifest = _write_manifest(out_dir, entries, crop_size, context, split_by, earlier)
+    return manifest
 
 
 def gbdt_training_rows(dataset_dir, split: str = 'train') -> Tuple[np.ndarray, np.ndarray]:
