@@ -454,3 +454,17 @@ def test_detections_without_an_image_of_their_stamp_warn_once(tmp_path, small_sc
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         read_stereo_bag(shifted, with_images=False)  # images not asked for: nothing to say
+
+
+def test_fail_safe_summary_counts_scenes_outside_and_fallback_decisions():
+    from persistence_ros.evaluation.command import fail_safe_summary
+
+    def result(domain, decided, reasons=''):
+        return {'run': {'filter': 'learned'},
+                'filter_diagnostics': {'domain': domain, 'domain.reasons': reasons,
+                                       'domain.fallback': 'none',
+                                       'domain.tracks_decided_by_fallback': decided}}
+    lines = fail_safe_summary([result('inside', 1), {'run': {'filter': 'none'}},
+                               result('outside', 5, 'frame rate 200 Hz outside')])
+    assert lines == ["learned: 1 of 2 scenes outside the model's domain, 6 tracks decided by "
+                     "the fallback rule (none); frame rate 200 Hz outside"]

@@ -251,6 +251,9 @@ def compare(scenes: List[Path], filters: List[str], settings: Optional[Settings]
             compute = model_compute(built[name])
             if compute is not None:
                 result['compute'] = compute
+            diagnostics = built[name].diagnostics()
+            if diagnostics:  # the node's filter.* values at the scene's end (the fail-safe's)
+                result['filter_diagnostics'] = diagnostics
             results.append(result)
     return results
 
@@ -266,6 +269,25 @@ def compute_summary(results: List[dict]) -> List[str]:
     return [f'{name}: the model encoded {enc} frames and skipped {skip} of decided tracks '
             f'({100.0 * skip / max(enc + skip, 1):.1f} % of the frames it would run with '
             'recheck)' for name, (enc, skip) in totals.items()]
+
+
+def fail_safe_summary(results: List[dict]) -> List[str]:
+    """Return one line per learned filter: scenes outside its domain, tracks on its fallback."""
+    totals: Dict[str, List] = {}
+    for r in results:
+        values = r.get('filter_diagnostics', {})
+        if 'domain' in values:
+            t = totals.setdefault(r['run']['filter'], [0, 0, 0, values['domain.fallback'],
+                                                       set()])
+            t[0] += 1
+            t[1] += values['domain'] == 'outside'
+            t[2] += int(values['domain.tracks_decided_by_fallback'])
+            if values['domain.reasons']:
+                t[4].add(values['domain.reasons'])
+    return [f'{name}: {outside} of {n} scenes outside the model\'s domain, {decided} tracks '
+            f'decided by the fallback rule ({fallback})'
+            + (f'; {" | ".join(sorted(reasons))}' if reasons else '')
+            for name, (n, outside, decided, fallback, reasons) in totals.items()]
 
 
 def throughput_summary(results: List[dict]) -> List[str]:
@@ -369,7 +391,8 @@ def main(args: argparse.Namespace) -> int:
             results = compare(scene_dirs(args.bag), filters, settings, _ensemble(args),
                               args.errors, args.plane_from_truth)
             print(summary_table(results))
-            for line in compute_summary(results) + throughput_summary(results):
+            for line in (compute_summary(results) + fail_safe_summary(results)
+                         + throughput_summary(results)):
                 print(line)
             output = {'results': results}
         else:

@@ -24,7 +24,10 @@ import numpy as np
 
 from persistence_ros.model.config import DomainConfig
 
-RIG_TOLERANCE = 0.01      # relative: a rig this close to a range's end is inside
+# relative: a rig this close to a range's end is inside.  The ranges are the extremes of the
+# training scenes' random draws (about 100 rigs), not the bounds they were drawn in, and the
+# inputs are rig-free: a 10 fps rig against a drawn minimum of 10.2 fps is not out of depth.
+RIG_TOLERANCE = 0.1
 FEATURE_MARGIN = 0.1      # of a column range's width, on each side
 TRACK_FRACTION = 0.5      # of a track's rows outside: the track is out of the domain
 MIN_ROWS = 3

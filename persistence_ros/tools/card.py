@@ -2,7 +2,9 @@
 The shipped weights' check: a small scene set, never used in training, scored by the evaluator.
 
 ``python -m persistence_ros.tools.card`` renders the scenes of ``CHECK_SCENES`` (seeds 1000+,
-which the data-set builder refuses), runs the learned filter and the no-filter reference
+which the data-set builder refuses): hard presets of the training rig, a rig training never
+draws (``heldout_narrow``: 640x480, 10 fps, 6 cm baseline) and the second scene source (a
+``composite`` preset: objects composited onto a real stereo photograph).  It runs the learned filter and the no-filter reference
 through the evaluator and prints per-scene and mean track F1; ``--record`` writes them to the
 weights' card (``weights/<name>.card.json``), which the CI test compares against.
 """
@@ -18,9 +20,10 @@ import numpy as np
 from persistence_ros.model import DEFAULT_WEIGHTS
 from persistence_ros.overrides import replace_fields
 
-# Hard presets, short scenes: one to two minutes on 2 CPU cores.
-CHECK_SCENES = (('window', 1000), ('glare', 1000), ('mixed_hard', 1000), ('mixed_hard', 1001),
-                ('reflective_floor', 1000))
+# (source, preset, seed); short scenes: two to three minutes on 2 CPU cores.
+CHECK_SCENES = (('mujoco', 'window', 1000), ('mujoco', 'glare', 1000),
+                ('mujoco', 'mixed_hard', 1000), ('mujoco', 'reflective_floor', 1000),
+                ('mujoco', 'heldout_narrow', 1000), ('composite', 'composite_mixed_hard', 1000))
 CHECK_DURATION_S = 6.0
 DEFAULT_TOLERANCE = 0.05
 
@@ -32,15 +35,20 @@ def card_path(weights: Path) -> Path:
 
 def render_check_scenes(out_dir: Path) -> List[Path]:
     """Render the check scenes into ``out_dir``; return their directories."""
+    from persistence_ros.composite.generate import generate_composite_scene
+    from persistence_ros.composite.presets import load_preset
     from persistence_ros.simulation.dataset import scene_name
     from persistence_ros.simulation.generate import generate_scene
     from persistence_ros.simulation.scenario import load_scenario
+    sources = {'mujoco': (load_scenario, generate_scene),
+               'composite': (load_preset, generate_composite_scene)}
     dirs = []
-    for scenario, seed in CHECK_SCENES:
-        scene = Path(out_dir) / scene_name(scenario, seed)
+    overrides = {'duration_s': CHECK_DURATION_S}
+    for source, preset, seed in CHECK_SCENES:
+        scene = Path(out_dir) / scene_name(preset, seed)
         if not (scene / 'truth.json').exists():
-            generate_scene(load_scenario(scenario, seed=seed,
-                                         overrides={'duration_s': CHECK_DURATION_S}), scene)
+            load, generate = sources[source]
+            generate(load(preset, seed=seed, overrides=overrides), scene)
         dirs.append(scene)
     return dirs
 
