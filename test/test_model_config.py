@@ -152,5 +152,6 @@ def test_shipped_configs_load_unchanged():
         config = load_config(name)
         assert ModelConfig.from_dict(config.to_dict()) == config
     cpu = load_config('cpu')
-    assert (cpu.train.lr, cpu.decision.hi, cpu.tokenizer.fsq_levels) == (1e-3, 0.9, [8, 5, 5, 5])
+    assert (cpu.train.lr, cpu.decision.hi, cpu.train.plane_dropout, cpu.tokenizer.fsq_levels) == (
+        1e-3, 0.5, 0.5, [8, 5, 5, 5])
     assert load_config('gpu').train.lr == 3e-4

@@ -16,7 +16,7 @@ from persistence_ros.stereo_track import TrackState
 class EarlyDecision:
     """PERSISTENT when p >= hi, TRANSIENT when p <= lo, only after ``min_frames`` frames."""
 
-    hi: float = 0.9
+    hi: float = 0.5
     lo: float = 0.1
     min_frames: int = 3
     recheck: bool = False
