@@ -564,12 +564,12 @@ class StereoAssociator:
 
     def _rectified(self, tracks: Sequence[Track2D], left: bool):
         """
-        Return (stamps, rectified centres and box heights (k, 3)) of each track's matched
-        observations.
+        Return (stamps, centres) of each track's matched observations.
 
-        Kept per track between updates (``_centres``): a frame adds a track's new matched
-        observations (rectified once, all tracks' in one call) and drops those that left its
-        history, so the cost per frame does not grow with the history.
+        The centres are (k, 3): rectified x, y and the box height.  Kept per track between
+        updates (``_centres``): a frame adds a track's new matched observations (rectified
+        once, all tracks' in one call) and drops those that left its history, so the cost
+        per frame does not grow with the history.
         """
         camera = self.calibration.left if left else self.calibration.right
         rectify = not (self.config.points_are_rectified or camera.is_rectified)
@@ -615,8 +615,9 @@ class StereoAssociator:
 
     def _grid(self, left_data, right_data, right_to_frame: Optional[Mapping[int, int]] = None):
         """
-        Return left/right grids (n, S, 3) of rectified centres and box heights, NaN where a
-        track has no observation.
+        Return left/right grids (n, S, 3) of centres: rectified x, y and box height.
+
+        NaN where a track has no observation.
 
         Frames are the left stamps; a right observation joins the frame whose left stamp
         ``right_to_frame`` gives for its stamp (its own stamp when not listed).
@@ -654,8 +655,9 @@ class StereoAssociator:
         Return (mean cost, common frame count, mean disparity, in-front fraction) of pairs.
 
         A frame's cost is its epipolar cost scaled to its box size's gate
-        (``gate_box_fraction``).  ``gl`` and ``gr`` are grids ``(..., S, 3)`` that broadcast against each other
-        (one left and one right track per pair); every result has their broadcast shape
+        (``gate_box_fraction``).  ``gl`` and ``gr`` are grids ``(..., S, 3)`` that broadcast
+        against each other (one left and one right track per pair); every result has their
+        broadcast shape
         without the last two axes.  Each pair's numbers depend on its own two rows only.
         """
         common = np.isfinite(gl[..., 0]) & np.isfinite(gr[..., 0])

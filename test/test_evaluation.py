@@ -467,4 +467,4 @@ def test_fail_safe_summary_counts_scenes_outside_and_fallback_decisions():
     lines = fail_safe_summary([result('inside', 1), {'run': {'filter': 'none'}},
                                result('outside', 5, 'frame rate 200 Hz outside')])
     assert lines == ["learned: 1 of 2 scenes outside the model's domain, 6 tracks decided by "
-                     "the fallback rule (none); frame rate 200 Hz outside"]
+                     'the fallback rule (none); frame rate 200 Hz outside']

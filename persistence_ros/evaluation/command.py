@@ -284,7 +284,7 @@ def fail_safe_summary(results: List[dict]) -> List[str]:
             t[2] += int(values['domain.tracks_decided_by_fallback'])
             if values['domain.reasons']:
                 t[4].add(values['domain.reasons'])
-    return [f'{name}: {outside} of {n} scenes outside the model\'s domain, {decided} tracks '
+    return [f"{name}: {outside} of {n} scenes outside the model's domain, {decided} tracks "
             f'decided by the fallback rule ({fallback})'
             + (f'; {" | ".join(sorted(reasons))}' if reasons else '')
             for name, (n, outside, decided, fallback, reasons) in totals.items()]

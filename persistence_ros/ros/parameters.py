@@ -280,7 +280,7 @@ PARAMETERS: List[Parameter] = [
     _P('association.max_epipolar_px',
        'mean epipolar cost gate (pixels) for pairing left/right tracks', range=(0.01, 1000.0)),
     _P('association.gate_box_fraction',
-       'the pairing gate grows to this fraction of the boxes\' height for large boxes; 0: '
+       "the pairing gate grows to this fraction of the boxes' height for large boxes; 0: "
        'pixels only', range=(0.0, 1.0)),
     _P('association.min_common_frames',
        'frames both tracks were seen before pairing', range=(1, 1000)),
@@ -289,7 +289,7 @@ PARAMETERS: List[Parameter] = [
     _P('triangulation.max_reprojection_error_px',
        'reprojection error gate after triangulating (pixels)', range=(0.01, 1000.0)),
     _P('triangulation.gate_box_fraction',
-       'the two pixel gates grow to this fraction of the boxes\' height for large boxes; 0: '
+       "the two pixel gates grow to this fraction of the boxes' height for large boxes; 0: "
        'pixels only', range=(0.0, 1.0)),
     _P('triangulation.max_depth_sigma_m',
        'depth standard deviation gate (metres)', range=(0.001, 1000.0)),

@@ -4,9 +4,10 @@ The shipped weights' check: a small scene set, never used in training, scored by
 ``python -m persistence_ros.tools.card`` renders the scenes of ``CHECK_SCENES`` (seeds 1000+,
 which the data-set builder refuses): hard presets of the training rig, a rig training never
 draws (``heldout_narrow``: 640x480, 10 fps, 6 cm baseline) and the second scene source (a
-``composite`` preset: objects composited onto a real stereo photograph).  It runs the learned filter and the no-filter reference
-through the evaluator and prints per-scene and mean track F1; ``--record`` writes them to the
-weights' card (``weights/<name>.card.json``), which the CI test compares against.
+``composite`` preset: objects composited onto a real stereo photograph).  It runs the
+learned filter and the no-filter reference through the evaluator and prints per-scene and
+mean track F1; ``--record`` writes them to the weights' card
+(``weights/<name>.card.json``), which the CI test compares against.
 """
 
 import argparse
