@@ -18,7 +18,7 @@ from typing import List, Optional
 from tqdm import tqdm
 
 from persistence_ros.composite.presets import list_presets, load_preset
-from persistence_ros.simulation.parallel import map_jobs
+from persistence_ros.simulation.parallel import map_jobs, render_job
 from persistence_ros.simulation.scenario import file_name, ScenarioError
 from persistence_ros.simulation.scene_writer import check_scene_folders, TRUTH_FILE
 
@@ -59,15 +59,6 @@ def overrides_of(args: argparse.Namespace) -> dict:
     return out
 
 
-def _render_one(job: tuple) -> str:
-    name_or_path, seed, overrides, out_dir, overwrite = job
-    os.environ.setdefault('OMP_NUM_THREADS', '1')
-    from persistence_ros.composite.generate import generate_composite_scene
-    generate_composite_scene(load_preset(name_or_path, seed=seed, overrides=overrides), out_dir,
-                             overwrite=overwrite)
-    return str(out_dir)
-
-
 def composite_scenes(presets: List[str], seed: Optional[int], scenes: int, out,
                      overrides: Optional[dict] = None, workers: int = 1,
                      overwrite: bool = False, progress: bool = True) -> List[Path]:
@@ -80,12 +71,14 @@ def composite_scenes(presets: List[str], seed: Optional[int], scenes: int, out,
             scene_seed = int(base['seed']) + k
             single = len(presets) == 1 and scenes == 1
             folder = f'{file_name(base["name"])}-s{scene_seed:04d}'
-            jobs.append((name, scene_seed, overrides or {}, out if single else out / folder,
+            jobs.append(('persistence_ros.composite.presets.load_preset',
+                         'persistence_ros.composite.generate.generate_composite_scene',
+                         name, scene_seed, overrides or {}, out if single else out / folder,
                          overwrite))
-    check_scene_folders([Path(job[3]) for job in jobs], overwrite)  # before compositing
+    check_scene_folders([Path(job[5]) for job in jobs], overwrite)  # before compositing
     bar = (lambda it: tqdm(it, total=len(jobs), desc='scenes', unit='scene', file=sys.stderr)
            ) if progress else None
-    return sorted(Path(d) for d in map_jobs(_render_one, jobs, workers, bar))
+    return sorted(Path(d) for d in map_jobs(render_job, jobs, workers, bar))
 
 
 def main(args: argparse.Namespace) -> int:

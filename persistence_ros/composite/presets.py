@@ -9,12 +9,11 @@ depth (``D``), so one preset suits a table-top photo and a room alike. See docs/
 """
 
 from pathlib import Path
-import sys
 from typing import Any, Dict, List, Optional
 
 from persistence_ros.composite.plates import PLATES
 from persistence_ros.composite.shapes import SHAPES
-from persistence_ros.simulation.scenario import _check, read_preset, ScenarioError
+from persistence_ros.simulation.scenario import _check, config_dirs, read_preset, ScenarioError
 
 MOTIONS = ('static', 'linear', 'curved', 'thrown')
 KINDS = ('object', 'reflection', 'glare', 'false_positive')
@@ -81,14 +80,7 @@ DEFAULTS: Dict[str, Any] = {
 
 def preset_dirs() -> List[Path]:
     """Return the directories searched for composite preset ``<name>.yaml`` files."""
-    dirs = [Path(__file__).resolve().parents[2] / 'config' / 'composite']
-    try:  # an installed package: share/persistence_ros/config/composite (no rclpy needed)
-        from ament_index_python.packages import get_package_share_directory
-        dirs.append(Path(get_package_share_directory('persistence_ros')) / 'config' / 'composite')
-    except Exception:  # noqa: B902 - not installed
-        pass
-    dirs.append(Path(sys.prefix) / 'share' / 'persistence_ros' / 'config' / 'composite')
-    return dirs
+    return config_dirs('composite')
 
 
 def list_presets() -> List[str]:

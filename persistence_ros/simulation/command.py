@@ -9,7 +9,6 @@ scenes just rendered (or, with ``--from-scenes``, from scenes already under ``--
 """
 
 import argparse
-import os
 from pathlib import Path
 import sys
 import time
@@ -97,15 +96,6 @@ def _scene_list(scenarios: List[str], seed: Optional[int], scenes: int,
     return out
 
 
-def _render_one(job: tuple) -> str:
-    name_or_path, seed, overrides, out_dir, overwrite = job
-    os.environ.setdefault('OMP_NUM_THREADS', '1')
-    from persistence_ros.simulation.generate import generate_scene
-    generate_scene(load_scenario(name_or_path, seed=seed, overrides=overrides), out_dir,
-                   overwrite=overwrite)
-    return str(out_dir)
-
-
 def render_scenes(scenarios: List[str], seed: Optional[int], scenes: int, out,
                   overrides: Optional[dict] = None, workers: int = 1, overwrite: bool = False,
                   progress: bool = True) -> List[Path]:
@@ -124,11 +114,13 @@ def render_scenes(scenarios: List[str], seed: Optional[int], scenes: int, out,
         # the argument (a path) nor a name that could point outside ``out``
         directory = out if single else out / scene_name(file_name(scenario['name']),
                                                         int(scenario['seed']))
-        jobs.append((name, int(scenario['seed']), overrides or {}, directory, overwrite))
-    check_scene_folders([Path(job[3]) for job in jobs], overwrite)  # before rendering
-    from persistence_ros.simulation.parallel import map_jobs
+        jobs.append(('persistence_ros.simulation.scenario.load_scenario',
+                     'persistence_ros.simulation.generate.generate_scene',
+                     name, int(scenario['seed']), overrides or {}, directory, overwrite))
+    check_scene_folders([Path(job[5]) for job in jobs], overwrite)  # before rendering
+    from persistence_ros.simulation.parallel import map_jobs, render_job
     bar = _bar(len(jobs), 'scenes', progress)
-    return sorted(Path(d) for d in map_jobs(_render_one, jobs, workers, bar))
+    return sorted(Path(d) for d in map_jobs(render_job, jobs, workers, bar))
 
 
 def _bar(total: int, desc: str, enabled: bool):

@@ -1,8 +1,30 @@
 """Run simulator jobs in worker processes (spawned: each renders with its own GL context)."""
 
 from concurrent.futures import as_completed, ProcessPoolExecutor
+import importlib
 import multiprocessing
+import os
 from typing import Callable, Iterator, Sequence
+
+
+def _function(dotted: str) -> Callable:
+    module, name = dotted.rsplit('.', 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def render_job(job: tuple) -> str:
+    """
+    Make one scene (a worker's job); return its directory.
+
+    ``job`` = (loader, generator, name or path, seed, overrides, out_dir, overwrite), the two
+    functions as dotted names (``'persistence_ros.simulation.generate.generate_scene'``): they
+    are imported here, after OMP_NUM_THREADS is set, so one worker uses one thread.
+    """
+    loader, generator, name_or_path, seed, overrides, out_dir, overwrite = job
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    scene = _function(loader)(name_or_path, seed=seed, overrides=overrides)
+    _function(generator)(scene, out_dir, overwrite=overwrite)
+    return str(out_dir)
 
 
 def map_jobs(function: Callable, jobs: Sequence, workers: int = 1,

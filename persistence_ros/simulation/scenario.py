@@ -194,16 +194,21 @@ class ScenarioError(ValueError):
     """A scenario file has a bad key or value."""
 
 
-def preset_dirs() -> List[Path]:
-    """Return the directories searched for preset ``<name>.yaml`` files."""
-    dirs = [Path(__file__).resolve().parents[2] / 'config' / 'scenarios']
-    try:  # an installed package: share/persistence_ros/config/scenarios (no rclpy needed)
+def config_dirs(section: str) -> List[Path]:
+    """Return the directories searched for ``config/<section>/<name>.yaml`` preset files."""
+    dirs = [Path(__file__).resolve().parents[2] / 'config' / section]
+    try:  # an installed package: share/persistence_ros/config/<section> (no rclpy needed)
         from ament_index_python.packages import get_package_share_directory
-        dirs.append(Path(get_package_share_directory('persistence_ros')) / 'config' / 'scenarios')
+        dirs.append(Path(get_package_share_directory('persistence_ros')) / 'config' / section)
     except Exception:  # noqa: B902 - not installed
         pass
-    dirs.append(Path(sys.prefix) / 'share' / 'persistence_ros' / 'config' / 'scenarios')
+    dirs.append(Path(sys.prefix) / 'share' / 'persistence_ros' / 'config' / section)
     return dirs
+
+
+def preset_dirs() -> List[Path]:
+    """Return the directories searched for the simulator's preset ``<name>.yaml`` files."""
+    return config_dirs('scenarios')
 
 
 def file_name(name: str) -> str:
