@@ -466,26 +466,31 @@ class StereoPipeline:
                            'too_many_stereo_tracks': self.associator.refused})
         return pairs, +refused
 
+    def _triangulate_boxes(self, boxes: Sequence[Tuple[Sequence[float], Sequence[float]]]):
+        """Triangulate the centres of (left box, right box) pairs, gated by their heights."""
+        return self.triangulator.triangulate(
+            np.array([left[:2] for left, _ in boxes], dtype=np.float64).reshape(-1, 2),
+            np.array([right[:2] for _, right in boxes], dtype=np.float64).reshape(-1, 2),
+            [_mean_height(left, right) for left, right in boxes])
+
     def _triangulate_now(self, pairs: Sequence[StereoPair]):
-        """Return (triangulation, {pair id: row}) of the pairs matched in both views now."""
+        """
+        Return (triangulation, {pair id: row}, boxes) of the pairs matched in both views now.
+
+        Row k of the triangulation is that of ``boxes[k]``, the k-th such pair's
+        (left box, right box).
+        """
         both_now = [p for p in pairs if p.matched_now]
         if not both_now:
-            return None, {}
-        lpts = np.concatenate([p.current_points()[0] for p in both_now])
-        rpts = np.concatenate([p.current_points()[1] for p in both_now])
-        heights = [_mean_height(p.left.history[-1].box, p.right.history[-1].box)
-                   for p in both_now]
-        return (self.triangulator.triangulate(lpts, rpts, heights),
-                {p.id: k for k, p in enumerate(both_now)})
+            return None, {}, []
+        boxes = [p.current_boxes() for p in both_now]
+        return self._triangulate_boxes(boxes), {p.id: k for k, p in enumerate(both_now)}, boxes
 
     def _histories(self, pairs: Sequence[StereoPair], stamps: Tuple[int, int], tri,
-                   index_now: Dict[int, int]) -> List[StereoTrackHistory]:
+                   index_now: Dict[int, int], boxes_now) -> List[StereoTrackHistory]:
         """Append this frame to every pair's record; return what the filter sees."""
         states: List[StereoTrackHistory] = []
-        # row k of tri is the k-th pair matched now (_triangulate_now keeps the pairs' order)
-        measurements = self._kalman_measurements(
-            [(p.left.history[-1].box, p.right.history[-1].box)
-             for p in pairs if p.id in index_now], tri)
+        measurements = self._kalman_measurements(boxes_now, tri)
         for pair in pairs:
             rec = self._records.get(pair.id)
             if rec is None:
@@ -618,12 +623,9 @@ class StereoPipeline:
         both = [s for s in past if s in left and s in right]
         results = {}
         if both:
-            tri = self.triangulator.triangulate(
-                np.array([left[s].box[:2] for s in both]),
-                np.array([right[s].box[:2] for s in both]),
-                [_mean_height(left[s].box, right[s].box) for s in both])
-            measurements = self._kalman_measurements(
-                [(left[s].box, right[s].box) for s in both], tri)
+            boxes = [(left[s].box, right[s].box) for s in both]
+            tri = self._triangulate_boxes(boxes)
+            measurements = self._kalman_measurements(boxes, tri)
             for k, s in enumerate(both):
                 results[s] = (float(tri.epipolar_px[k]),
                               tuple(tri.points_optical[k]) if tri.valid[k] else _NAN3,
@@ -678,9 +680,9 @@ class StereoPipeline:
         for pid in ended:
             self._records.pop(pid, None)
             self.smoother.drop(pid)
-        tri, index_now = self._triangulate_now(pairs)
+        tri, index_now, boxes_now = self._triangulate_now(pairs)
         timer.lap('triangulation')
-        histories = self._histories(pairs, (stamp, right_stamp), tri, index_now)
+        histories = self._histories(pairs, (stamp, right_stamp), tri, index_now, boxes_now)
         timer.lap('history')
         decisions = self.filter.update(histories) if histories else {}
         timer.lap('decision')

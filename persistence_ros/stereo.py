@@ -518,10 +518,9 @@ class StereoPair:
         """Return True if both tracks were matched to a detection in their latest update."""
         return bool(self.left.matched and self.right.matched)
 
-    def current_points(self) -> Tuple[np.ndarray, np.ndarray]:
-        """Return the (1, 2) left and right box centres of the latest 2D updates (raw pixels)."""
-        left, right = self.left.history[-1].box, self.right.history[-1].box
-        return np.array([left[:2]], dtype=np.float64), np.array([right[:2]], dtype=np.float64)
+    def current_boxes(self) -> Tuple[Sequence[float], Sequence[float]]:
+        """Return the left and right boxes (cx, cy, w, h; raw pixels) of the latest updates."""
+        return self.left.history[-1].box, self.right.history[-1].box
 
 
 _EMPTY_STAMPS = np.zeros(0, dtype=np.int64)
