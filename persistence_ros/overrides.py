@@ -136,6 +136,12 @@ def _hints(cls) -> Dict[str, Any]:
         return {}
 
 
+def require(ok: bool, key: str, requirement: str, value) -> None:
+    """Raise ValueError ``<key> must be <requirement>, got <value>`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f'{key} must be {requirement}, got {value!r}')
+
+
 def check_fields(config, where: str) -> None:
     """
     Coerce every field of a dataclass instance to its annotation (``coerce``), in place.

@@ -17,7 +17,7 @@ from typing import List, Optional
 
 from persistence_ros.model import ATTENTION_MODES
 from persistence_ros.model.decision import EarlyDecision
-from persistence_ros.overrides import check_fields
+from persistence_ros.overrides import check_fields, require
 from persistence_ros.smoothing import SmoothingConfig
 from persistence_ros.stereo import AssociationConfig, TriangulationConfig
 from persistence_ros.tracking import TrackerConfig
@@ -28,11 +28,6 @@ FALLBACK_NAMES = ('none', 'min_hits', 'score', 'stereo')
 DEVICES = ('auto', 'cpu', 'cuda')
 # The shipped learned model (persistence_ros/model/weights/cpu.safetensors); docs/model.md.
 DEFAULT_FILTER = 'learned'
-
-
-def _require(ok: bool, key: str, requirement: str, value) -> None:
-    if not ok:
-        raise ValueError(f'{key} must be {requirement}, got {value!r}')
 
 
 @dataclass(frozen=True)
@@ -69,15 +64,15 @@ class PipelineConfig:
     def __post_init__(self):
         """Check types and values."""
         check_fields(self, 'pipeline')
-        _require(self.window >= 1, 'pipeline.window', 'an integer >= 1', self.window)
+        require(self.window >= 1, 'pipeline.window', 'an integer >= 1', self.window)
         for name in ('max_detections', 'max_tracks', 'max_stereo_tracks', 'max_id_length'):
             value = getattr(self, name)
-            _require(value >= 1, f'pipeline.{name}', 'an integer >= 1', value)
-        _require(math.isfinite(self.max_stamp_ahead_s) and self.max_stamp_ahead_s > 0.0,
-                 'pipeline.max_stamp_ahead_s', 'a finite number > 0', self.max_stamp_ahead_s)
-        _require(self.crop_size >= 2, 'pipeline.crop_size', 'an integer >= 2', self.crop_size)
-        _require(math.isfinite(self.crop_context) and self.crop_context >= 0.0,
-                 'pipeline.crop_context', 'a finite number >= 0', self.crop_context)
+            require(value >= 1, f'pipeline.{name}', 'an integer >= 1', value)
+        require(math.isfinite(self.max_stamp_ahead_s) and self.max_stamp_ahead_s > 0.0,
+                'pipeline.max_stamp_ahead_s', 'a finite number > 0', self.max_stamp_ahead_s)
+        require(self.crop_size >= 2, 'pipeline.crop_size', 'an integer >= 2', self.crop_size)
+        require(math.isfinite(self.crop_context) and self.crop_context >= 0.0,
+                'pipeline.crop_context', 'a finite number >= 0', self.crop_context)
 
 
 @dataclass(frozen=True)
@@ -94,8 +89,8 @@ class DetectionSettings:
     def __post_init__(self):
         """Check types and values."""
         check_fields(self, 'detections')
-        _require(all(isinstance(c, str) for c in self.classes), 'detections.classes',
-                 'a list of class names', self.classes)
+        require(all(isinstance(c, str) for c in self.classes), 'detections.classes',
+                'a list of class names', self.classes)
 
 
 @dataclass(frozen=True)
@@ -120,18 +115,18 @@ class FilterSettings:
     def __post_init__(self):
         """Check types and values; the names say what to fix."""
         check_fields(self, 'filter')
-        _require(self.name in FILTER_NAMES, 'filter.name', f'one of {FILTER_NAMES}', self.name)
-        _require(self.decide_after >= 1, 'filter.decide_after', 'an integer >= 1',
-                 self.decide_after)
-        _require(self.min_hits >= 1, 'filter.min_hits', 'an integer >= 1', self.min_hits)
-        _require(0.0 <= self.threshold <= 1.0, 'filter.threshold', 'in [0, 1]', self.threshold)
+        require(self.name in FILTER_NAMES, 'filter.name', f'one of {FILTER_NAMES}', self.name)
+        require(self.decide_after >= 1, 'filter.decide_after', 'an integer >= 1',
+                self.decide_after)
+        require(self.min_hits >= 1, 'filter.min_hits', 'an integer >= 1', self.min_hits)
+        require(0.0 <= self.threshold <= 1.0, 'filter.threshold', 'in [0, 1]', self.threshold)
         for name in ('max_residual_px', 'ground_margin_m'):
             value = getattr(self, name)
-            _require(math.isfinite(value) and value >= 0.0, f'filter.{name}',
-                     'a finite number >= 0', value)
+            require(math.isfinite(value) and value >= 0.0, f'filter.{name}',
+                    'a finite number >= 0', value)
         plane = list(self.ground_plane)
-        _require(len(plane) == 4 and all(math.isfinite(v) for v in plane), 'filter.ground_plane',
-                 '4 finite numbers [a, b, c, d] (all zero: unset)', plane)
+        require(len(plane) == 4 and all(math.isfinite(v) for v in plane), 'filter.ground_plane',
+                '4 finite numbers [a, b, c, d] (all zero: unset)', plane)
 
     @property
     def plane(self) -> Optional[List[float]]:
@@ -162,12 +157,12 @@ class ModelSettings:
     def __post_init__(self):
         """Check types and choices."""
         check_fields(self, 'model')
-        _require(self.device in DEVICES or self.device.startswith('cuda:'), 'model.device',
-                 f'one of {DEVICES} (or cuda:N)', self.device)
-        _require(self.attention in ATTENTION_MODES, 'model.attention',
-                 f'one of {ATTENTION_MODES}', self.attention)
-        _require(self.fallback in FALLBACK_NAMES, 'model.fallback', f'one of {FALLBACK_NAMES}',
-                 self.fallback)
+        require(self.device in DEVICES or self.device.startswith('cuda:'), 'model.device',
+                f'one of {DEVICES} (or cuda:N)', self.device)
+        require(self.attention in ATTENTION_MODES, 'model.attention',
+                f'one of {ATTENTION_MODES}', self.attention)
+        require(self.fallback in FALLBACK_NAMES, 'model.fallback', f'one of {FALLBACK_NAMES}',
+                self.fallback)
 
 
 @dataclass(frozen=True)

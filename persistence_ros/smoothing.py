@@ -27,7 +27,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from persistence_ros.overrides import check_fields
+from persistence_ros.overrides import check_fields, require
 
 _EYE3 = np.eye(3)
 
@@ -58,11 +58,10 @@ class SmoothingConfig:
         check_fields(self, 'smoothing')
         for name in ('acceleration_noise', 'initial_velocity_sigma', 'gate', 'max_gap_s'):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0.0):
-                raise ValueError(f'smoothing.{name} must be a finite number > 0, got {value!r}')
-        if self.max_outliers < 1:
-            raise ValueError(f'smoothing.max_outliers must be an integer >= 1, got '
-                             f'{self.max_outliers!r}')
+            require(math.isfinite(value) and value > 0.0, f'smoothing.{name}',
+                    'a finite number > 0', value)
+        require(self.max_outliers >= 1, 'smoothing.max_outliers', 'an integer >= 1',
+                self.max_outliers)
 
 
 @dataclass

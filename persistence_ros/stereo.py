@@ -35,6 +35,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from persistence_ros.calibration import StereoCalibration
+from persistence_ros.overrides import require
 from persistence_ros.tracking import Track2D
 
 # Rejection reasons of ``TriangulationResult.reason`` ('' for valid points), in the order the
@@ -56,9 +57,8 @@ def _check_positive(config, names: Sequence[str], allow_inf: bool = False) -> No
 
 def _check_fraction(config, name: str) -> None:
     value = getattr(config, name)
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and 0.0 <= value <= 1.0):
-        raise ValueError(f'{name} must be a number in [0, 1], got {value!r}')
+    require(isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0.0 <= value <= 1.0, name, 'a number in [0, 1]', value)
 
 
 def box_gates(gate_px: float, fraction: float, box_heights) -> np.ndarray:
@@ -553,7 +553,8 @@ class StereoAssociator:
         self._ids = itertools.count(1)
         self._pairs: Dict[Tuple[int, int], StereoPair] = {}
         self.ended: List[StereoPair] = []
-        # left (True) / right (False) track id -> (stamps, rectified centres, last stamp seen)
+        # left (True) / right (False) track id -> (stamps, centres: rectified x, y and box
+        # height, last stamp seen)
         self._centres: Dict[bool, Dict[int, tuple]] = {True: {}, False: {}}
 
     @property
@@ -656,8 +657,8 @@ class StereoAssociator:
         A frame's cost is its epipolar cost scaled to its box size's gate
         (``gate_box_fraction``).  ``gl`` and ``gr`` are grids ``(..., S, 3)`` that broadcast
         against each other (one left and one right track per pair); every result has their
-        broadcast shape
-        without the last two axes.  Each pair's numbers depend on its own two rows only.
+        broadcast shape without the last two axes.  Each pair's numbers depend on its own two
+        rows only.
         """
         common = np.isfinite(gl[..., 0]) & np.isfinite(gr[..., 0])
         # Keep only the most recent cost_window common frames of each pair.

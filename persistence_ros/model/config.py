@@ -10,7 +10,7 @@ import yaml
 
 from persistence_ros.features import DEFAULT_MODEL_FEATURES
 from persistence_ros.model.decision import EarlyDecision
-from persistence_ros.overrides import check_fields, replace_fields
+from persistence_ros.overrides import check_fields, replace_fields, require
 
 CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
 
@@ -19,9 +19,7 @@ def _check(section, where: str, test, requirement: str, *names: str) -> None:
     """Raise ValueError naming ``where.name`` and its value unless ``test(value)`` holds."""
     for name in names:
         value = getattr(section, name)
-        if not test(value):
-            key = f'{where}.{name}' if where else name
-            raise ValueError(f'{key} must be {requirement}, got {value!r}')
+        require(test(value), f'{where}.{name}' if where else name, requirement, value)
 
 
 def _positive(value) -> bool:
