@@ -112,6 +112,18 @@ def test_a_rig_far_outside_hands_every_track_to_the_fallback_rule():
     assert [t.state for t in run[-1][1]] == [TrackState.TRANSIENT]
 
 
+def test_without_the_fail_safe_the_model_decides_a_rig_far_outside():
+    # the evaluator's --no-fail-safe: a measurement of the model itself on a foreign rig
+    far = _rig(2560, 1440, 1500.0, 1.5)
+    with pytest.warns(UserWarning, match='outside'):
+        filt = LearnedFilter(_model(DOMAIN), calibration=far)
+    filt.disable_fail_safe()
+    run_pipeline(far, _frames(far), filt)
+    diag = filt.diagnostics()
+    assert diag['domain'] == 'unknown' and diag['domain.reasons'] == ''
+    assert diag['domain.tracks_decided_by_fallback'] == 0 and filt.stats.frames_encoded > 0
+
+
 def test_inside_the_domain_the_model_decides():
     rig = _rig(640, 480, 500.0, 0.12)
     model = _model(dataclasses.replace(DOMAIN, feature_ranges={}))

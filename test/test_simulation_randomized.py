@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 from pathlib import Path
 import re
 
@@ -143,6 +144,28 @@ def test_training_draws_never_give_a_held_out_rig():
                                                                       seed=seed)))
         assert not any(randomize.near_holdout(rig, h, cfg['holdout_margin'])
                        for h in held.values()), (seed, rig)
+
+
+def test_narrow_lenses_stand_back_and_still_look_at_the_scene():
+    cfg = load_scenario('randomized_telephoto')['randomize']['rig']
+    assert cfg['fovy_deg'] == [10.0, 40.0]
+    assert randomize.step_back(cfg, 60.0) == randomize.step_back(cfg, 40.0) == 1.0
+    assert randomize.step_back(cfg, 20.0) == pytest.approx(
+        math.tan(math.radians(20.0)) / math.tan(math.radians(10.0)))
+    assert randomize.step_back(cfg, 2.0) == cfg['max_step_back']
+    widths = []
+    for seed in range(40):
+        rig = randomize.draw_scenario(load_scenario('randomized_telephoto', seed=seed))['rig']
+        assert 10.0 <= rig['fovy_deg'] <= 40.0
+        position, look_at = np.array(rig['position']), np.array(rig['look_at'])
+        forward = (look_at - position) / np.linalg.norm(look_at - position)
+        # where the optical axis crosses y = 2 m (the middle of the objects' region)
+        t = (2.0 - position[1]) / forward[1]
+        assert t > 0 and -0.5 <= (position + t * forward)[2] <= 2.5, (seed, rig)
+        # the view's half height there: a lens of 40 degrees frames 0.4-1.6 m from its
+        # drawn distance (1-2.5 m in front of the region, aimed 2.5-4.5 m ahead)
+        widths.append(t * math.tan(math.radians(0.5 * rig['fovy_deg'])))
+    assert 0.25 <= min(widths) and max(widths) <= 2.5, widths
 
 
 def _distorted_spheres(corner: float = -0.15) -> dict:

@@ -78,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give the filters the scene's true ground plane (truth.json) as "
                              'filter.ground_plane; default: none, as the node runs with its '
                              'defaults (the ground_plane filter is then left out of --compare)')
+    parser.add_argument('--no-fail-safe', action='store_true',
+                        help="let the learned filter's model decide every track, also on rigs "
+                             'and tracks outside its training ranges (measures the model '
+                             'itself, e.g. on another source; the node always has the '
+                             'fail-safe, model.fallback)')
     parser.add_argument('--errors', action='store_true',
                         help='list the wrongly decided stereo tracks under tracks.errors in '
                              'the JSON (outcome, true kinds of their detections, last state)')
@@ -167,12 +172,15 @@ def filter_settings(settings: Settings, name: str) -> Settings:
 
 
 def _build_filters(truth: Truth, filters: List[str], settings: Settings,
-                   ensemble: Optional[Sequence[str]], plane_from_truth: bool = False
-                   ) -> Dict[str, object]:
-    return {name: build_filter(scene_settings(filter_settings(settings, name), truth,
-                                              plane_from_truth),
-                               ensemble if name == 'learned' else None)
-            for name in filters}
+                   ensemble: Optional[Sequence[str]], plane_from_truth: bool = False,
+                   fail_safe: bool = True) -> Dict[str, object]:
+    built = {name: build_filter(scene_settings(filter_settings(settings, name), truth,
+                                               plane_from_truth),
+                                ensemble if name == 'learned' else None)
+             for name in filters}
+    if not fail_safe and 'learned' in built:
+        built['learned'].disable_fail_safe()
+    return built
 
 
 def _run_built(scene: Path, built: Dict[str, object], settings: Optional[Settings],
@@ -225,7 +233,7 @@ def run_filters_on_frames(calibration: StereoCalibration, frames: Sequence[Stere
 
 def compare(scenes: List[Path], filters: List[str], settings: Optional[Settings] = None,
             ensemble: Optional[Sequence[str]] = None, errors: bool = False,
-            plane_from_truth: bool = False) -> List[dict]:
+            plane_from_truth: bool = False, fail_safe: bool = True) -> List[dict]:
     """
     Return the metrics of every filter on every scene (bags are read once).
 
@@ -234,19 +242,22 @@ def compare(scenes: List[Path], filters: List[str], settings: Optional[Settings]
     filters each scene's true ground plane (default: the node's default, none).  A filter with
     a model also reports its ``compute`` (``model_compute``); ``errors`` adds
     ``tracks.errors`` (``scoring.score_tracks``).  Each result says under ``run.plane``
-    whether the plane was given.
+    whether the plane was given.  ``fail_safe`` False: the learned filter's model decides
+    every track, in its training domain or not (``LearnedFilter.disable_fail_safe``; a
+    measurement of the model itself, never the node's behaviour), said under ``run.fail_safe``.
     """
     settings = settings if settings is not None else Settings()
     results = []
     for scene in scenes:
         truth = Truth.load(scene / 'truth.json')
-        built = _build_filters(truth, filters, settings, ensemble, plane_from_truth)
+        built = _build_filters(truth, filters, settings, ensemble, plane_from_truth, fail_safe)
         timings: Dict[str, Dict[str, float]] = {}
         runs = _run_built(scene, built, settings, timings)
         for name, run in runs.items():
             result = score_run(run, truth, name, __version__, errors)
             result['run']['bag'] = str(scene)
             result['run']['plane'] = 'truth' if plane_from_truth else 'none'
+            result['run']['fail_safe'] = fail_safe
             result['throughput'] = timings[name]
             compute = model_compute(built[name])
             if compute is not None:
@@ -389,7 +400,7 @@ def main(args: argparse.Namespace) -> int:
                                  '(or --set filter.ground_plane=[a,b,c,d]), or leave it out')
             _check_decision(decision, 'learned' in filters)
             results = compare(scene_dirs(args.bag), filters, settings, _ensemble(args),
-                              args.errors, args.plane_from_truth)
+                              args.errors, args.plane_from_truth, not args.no_fail_safe)
             print(summary_table(results))
             for line in (compute_summary(results) + fail_safe_summary(results)
                          + throughput_summary(results)):
@@ -403,7 +414,8 @@ def main(args: argparse.Namespace) -> int:
             if args.tracks is None:
                 truth = Truth.load(args.truth or Path(args.bag[0]) / 'truth.json')
                 filt = _build_filters(truth, [args.filter], settings, _ensemble(args),
-                                      args.plane_from_truth)[args.filter]
+                                      args.plane_from_truth,
+                                      not args.no_fail_safe)[args.filter]
             output = evaluate_bag(args.bag[0], args.truth, settings, tracks_bag=args.tracks,
                                   tracks_topic=args.tracks_topic, persistence_filter=filt,
                                   errors=args.errors)

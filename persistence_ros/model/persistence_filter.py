@@ -29,6 +29,7 @@ from persistence_ros.features import (
 from persistence_ros.model import ATTENTION_MODES, DEFAULT_WEIGHTS
 from persistence_ros.model.checkpoint import load_model
 from persistence_ros.model.decision import EarlyDecision
+from persistence_ros.model.config import DomainConfig
 from persistence_ros.model.domain import DomainCheck
 from persistence_ros.model.model import PersistenceModel, TrackStreamer
 from persistence_ros.stereo_track import (
@@ -112,6 +113,19 @@ class LearnedFilter(PersistenceFilter):
         self.reset()
         if calibration is not None:
             self.set_calibration(calibration)
+
+    def disable_fail_safe(self) -> None:
+        """
+        Let the model decide every track, whatever its rig or features (an evaluation tool).
+
+        The domain check then knows no training ranges (``diagnostics`` says 'unknown'); the
+        node never calls this: on a robot, out-of-domain tracks go to ``model.fallback``.
+        """
+        self.domain = DomainCheck(DomainConfig(), self.domain.columns)
+        self._warned.clear()
+        self.reset()
+        if self.calibration is not None:
+            self.set_calibration(self.calibration)
 
     @property
     def device(self) -> str:

@@ -113,13 +113,30 @@ def _rig_candidate(cfg: dict, rng: np.random.Generator) -> dict:
             'fps': round(_log_uniform(rng, *cfg['fps']), 2)}
 
 
-def _pose(cfg: dict, rng: np.random.Generator) -> dict:
+def step_back(cfg: dict, fovy_deg: float) -> float:
+    """
+    Return how much further back a narrow lens stands (1 at or above ``step_back_fovy_deg``).
+
+    A rig with a narrower field of view than ``step_back_fovy_deg`` stands back by the ratio of
+    the half-angle tangents, so that it frames about what a lens of that angle frames from the
+    drawn distance, at most ``max_step_back`` times the drawn distance.
+    """
+    if fovy_deg >= cfg['step_back_fovy_deg']:
+        return 1.0
+    ratio = (math.tan(math.radians(0.5 * cfg['step_back_fovy_deg']))
+             / math.tan(math.radians(0.5 * fovy_deg)))
+    return min(ratio, cfg['max_step_back'])
+
+
+def _pose(cfg: dict, rng: np.random.Generator, fovy_deg: float) -> dict:
     """Return the left camera's position and look-at point (height, pitch and yaw drawn)."""
     height = float(rng.uniform(*cfg['height_m']))
-    position = np.array([rng.uniform(-0.5, 0.5), -rng.uniform(*cfg['distance_m']), height])
+    distance = rng.uniform(*cfg['distance_m'])
+    back = (step_back(cfg, fovy_deg) - 1.0) * distance  # 0 unless the lens is narrow
+    position = np.array([rng.uniform(-0.5, 0.5), -(distance + back), height])
     yaw = math.radians(rng.uniform(*cfg['yaw_deg']))
     aim_height = rng.uniform(*cfg['aim_height_m'])
-    aim_distance = rng.uniform(*cfg['aim_distance_m'])
+    aim_distance = rng.uniform(*cfg['aim_distance_m']) + back  # the same aim point
     pitch = math.atan2(aim_height - height, aim_distance) + math.radians(
         rng.uniform(-cfg['pitch_jitter_deg'], cfg['pitch_jitter_deg']))
     forward = np.array([math.cos(pitch) * math.sin(yaw), math.cos(pitch) * math.cos(yaw),
@@ -149,7 +166,7 @@ def _draw_rig(out: dict, cfg: dict, rng: np.random.Generator) -> None:
     else:
         raise ScenarioError(f'randomize.rig: no rig outside the held-out rigs {sorted(held)} '
                             f'in {MAX_TRIES} draws; widen the ranges or the margins')
-    pose = _pose(cfg, rng)
+    pose = _pose(cfg, rng, rig['fovy_deg'])
     out['fps'] = rig.pop('fps')
     out['rig'].update(rig, focal_px=None, position=pose['position'], look_at=pose['look_at'],
                       distortion=_distortion(cfg, rig, rng))

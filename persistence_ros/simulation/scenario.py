@@ -119,6 +119,9 @@ DEFAULTS: Dict[str, Any] = {
             'fps': [10.0, 60.0],          # log-uniform
             'height_m': [0.4, 2.2],       # left camera above the floor
             'distance_m': [1.0, 2.5],     # camera y = -distance (objects live at y 0.8-3.5)
+            # a lens narrower than this stands back (randomize.step_back) ...
+            'step_back_fovy_deg': 40.0,
+            'max_step_back': 4.5,         # ... at most this many times the drawn distance
             'aim_height_m': [0.2, 1.2],   # the optical axis passes this high ...
             'aim_distance_m': [2.5, 4.5],  # ... this far ahead (sets the pitch)
             'pitch_jitter_deg': 4.0,
@@ -452,6 +455,9 @@ def _check_randomize(r: Dict[str, Any], fail) -> None:
     for key in ('baseline_m', 'fps', 'height_m', 'aim_distance_m'):
         if rig[key][0] <= 0:
             fail(f'randomize.rig.{key}', 'must be > 0')
+    if not 1.0 < rig['step_back_fovy_deg'] < 170.0 or not 1.0 <= rig['max_step_back'] <= 10.0:
+        fail('randomize.rig.step_back_fovy_deg',
+             'must lie in (1, 170), and max_step_back in [1, 10]')
     if min(rig['holdout_margin']) < 0:
         fail('randomize.rig.holdout_margin', 'must be >= 0')
     for name in rig['holdout']:
