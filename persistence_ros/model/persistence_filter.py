@@ -28,8 +28,8 @@ from persistence_ros.features import (
     APPEARANCE_FEATURES, GEOMETRY_FEATURES, side_geometry, SIDES)
 from persistence_ros.model import ATTENTION_MODES, DEFAULT_WEIGHTS
 from persistence_ros.model.checkpoint import load_model
-from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.model.config import DomainConfig
+from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.model.domain import DomainCheck
 from persistence_ros.model.model import PersistenceModel, TrackStreamer
 from persistence_ros.stereo_track import (
