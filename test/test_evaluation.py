@@ -204,6 +204,7 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
     results = command.compare([scene], ['none', 'learned'],
                               replace_fields(Settings(), {'model.decision.min_frames': 2}))
     assert [r['compute'] for r in results if 'compute' in r] == [early]
+    assert all(r['run']['fail_safe'] for r in results)  # the node's behaviour by default
     assert command.compute_summary(results)[0].startswith(
         f"learned: the model encoded {early['frames_encoded']} frames and skipped "
         f"{early['frames_skipped_decided']} ")
@@ -215,6 +216,9 @@ def test_end_to_end_reflective_floor(tmp_path, capsys):
         args = parser.parse_args(['--bag', str(scene), *filters, '--decision', 'min_frames=2'])
         assert command.main(args) == 2
         assert 'no learned filter runs here' in capsys.readouterr().err
+        args = parser.parse_args(['--bag', str(scene), *filters, '--no-fail-safe'])
+        assert command.main(args) == 2
+        assert '--no-fail-safe switches off' in capsys.readouterr().err
 
 
 def _rig():

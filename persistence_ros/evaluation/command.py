@@ -336,10 +336,14 @@ def summary_table(results: List[dict]) -> str:
     return '\n'.join(lines)
 
 
-def _check_decision(decision: Dict, runs_learned: bool) -> None:
-    if decision and not runs_learned:
-        raise ValueError('--decision sets the rule of the learned filter, and no learned '
-                         'filter runs here (add learned to --filters, or drop --decision)')
+def _check_learned_options(decision: Dict, no_fail_safe: bool, runs_learned: bool) -> None:
+    if runs_learned:
+        return
+    for given, option, what in ((decision, '--decision', 'sets the rule'),
+                                (no_fail_safe, '--no-fail-safe', 'switches off the fail-safe')):
+        if given:
+            raise ValueError(f'{option} {what} of the learned filter, and no learned filter '
+                             f'runs here (add learned to --filters, or drop {option})')
 
 
 def _check_output(option: str, value: Optional[str]) -> None:
@@ -398,7 +402,7 @@ def main(args: argparse.Namespace) -> int:
             if 'ground_plane' in filters and not plane:
                 raise ValueError('the ground_plane filter needs a plane: add --plane-from-truth '
                                  '(or --set filter.ground_plane=[a,b,c,d]), or leave it out')
-            _check_decision(decision, 'learned' in filters)
+            _check_learned_options(decision, args.no_fail_safe, 'learned' in filters)
             results = compare(scene_dirs(args.bag), filters, settings, _ensemble(args),
                               args.errors, args.plane_from_truth, not args.no_fail_safe)
             print(summary_table(results))
@@ -409,7 +413,8 @@ def main(args: argparse.Namespace) -> int:
         else:
             if len(args.bag) != 1:
                 raise ValueError('give one --bag (or use --compare)')
-            _check_decision(decision, args.filter == 'learned' and args.tracks is None)
+            _check_learned_options(decision, args.no_fail_safe,
+                                   args.filter == 'learned' and args.tracks is None)
             filt = None
             if args.tracks is None:
                 truth = Truth.load(args.truth or Path(args.bag[0]) / 'truth.json')
