@@ -147,12 +147,23 @@ def test_training_draws_never_give_a_held_out_rig():
 
 
 def test_narrow_lenses_stand_back_and_still_look_at_the_scene():
-    cfg = load_scenario('randomized_telephoto')['randomize']['rig']
+    telephoto, wide = load_scenario('randomized_telephoto'), load_scenario('randomized')
+    cfg = telephoto['randomize']['rig']
     assert cfg['fovy_deg'] == [10.0, 40.0]
+    # the two files stay one distribution but for the lens (no copy drifting apart)
+    cfg_wide = wide['randomize']['rig']
+    assert {k: v for k, v in cfg.items() if k != 'fovy_deg'} == {
+        k: v for k, v in cfg_wide.items() if k != 'fovy_deg'}
+    assert dict(telephoto, name='', randomize=None) == dict(wide, name='', randomize=None)
+    assert {k: v for k, v in telephoto['randomize'].items() if k != 'rig'} == {
+        k: v for k, v in wide['randomize'].items() if k != 'rig'}
     assert randomize.step_back(cfg, 60.0) == randomize.step_back(cfg, 40.0) == 1.0
     assert randomize.step_back(cfg, 20.0) == pytest.approx(
         math.tan(math.radians(20.0)) / math.tan(math.radians(10.0)))
     assert randomize.step_back(cfg, 2.0) == cfg['max_step_back']
+    for key, value in (('max_step_back', 20.0), ('step_back_fovy_deg', 180.0)):
+        with pytest.raises(ScenarioError, match=f'randomize.rig.{key}'):
+            validate_scenario({'randomize': {'rig': {key: value}}})
     widths = []
     for seed in range(40):
         rig = randomize.draw_scenario(load_scenario('randomized_telephoto', seed=seed))['rig']

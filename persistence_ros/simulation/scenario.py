@@ -455,9 +455,9 @@ def _check_randomize(r: Dict[str, Any], fail) -> None:
     for key in ('baseline_m', 'fps', 'height_m', 'aim_distance_m'):
         if rig[key][0] <= 0:
             fail(f'randomize.rig.{key}', 'must be > 0')
-    if not 1.0 < rig['step_back_fovy_deg'] < 170.0 or not 1.0 <= rig['max_step_back'] <= 10.0:
-        fail('randomize.rig.step_back_fovy_deg',
-             'must lie in (1, 170), and max_step_back in [1, 10]')
+    if not 1.0 < rig['step_back_fovy_deg'] < 170.0:
+        fail('randomize.rig.step_back_fovy_deg', 'must lie in (1, 170)')
+    _within(rig, 'randomize.rig', ('max_step_back',), 1.0, 10.0, fail)
     if min(rig['holdout_margin']) < 0:
         fail('randomize.rig.holdout_margin', 'must be >= 0')
     for name in rig['holdout']:
