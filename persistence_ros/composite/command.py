@@ -15,10 +15,9 @@ import sys
 import time
 from typing import List, Optional
 
-from tqdm import tqdm
 
 from persistence_ros.composite.presets import list_presets, load_preset
-from persistence_ros.simulation.parallel import map_jobs, render_job
+from persistence_ros.simulation.parallel import map_jobs, progress_bar, render_job, RenderJob
 from persistence_ros.simulation.scenario import file_name, ScenarioError
 from persistence_ros.simulation.scene_writer import check_scene_folders, TRUTH_FILE
 
@@ -71,14 +70,13 @@ def composite_scenes(presets: List[str], seed: Optional[int], scenes: int, out,
             scene_seed = int(base['seed']) + k
             single = len(presets) == 1 and scenes == 1
             folder = f'{file_name(base["name"])}-s{scene_seed:04d}'
-            jobs.append(('persistence_ros.composite.presets.load_preset',
-                         'persistence_ros.composite.generate.generate_composite_scene',
-                         name, scene_seed, overrides or {}, out if single else out / folder,
-                         overwrite))
-    check_scene_folders([Path(job[5]) for job in jobs], overwrite)  # before compositing
-    bar = (lambda it: tqdm(it, total=len(jobs), desc='scenes', unit='scene', file=sys.stderr)
-           ) if progress else None
-    return sorted(Path(d) for d in map_jobs(render_job, jobs, workers, bar))
+            jobs.append(RenderJob('persistence_ros.composite.presets.load_preset',
+                                  'persistence_ros.composite.generate.generate_composite_scene',
+                                  name, scene_seed, overrides or {},
+                                  out if single else out / folder, overwrite))
+    check_scene_folders([job.out_dir for job in jobs], overwrite)  # before compositing
+    return sorted(Path(d) for d in map_jobs(render_job, jobs, workers,
+                                            progress_bar(len(jobs), 'scenes', progress)))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -98,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
               f'load average {os.getloadavg()[0]:.1f}) under {args.out}')
         if args.dataset:
             from persistence_ros.simulation.dataset import build_dataset
-            wrap = None if args.quiet else (lambda it: tqdm(it, desc='dataset', file=sys.stderr))
+            wrap = progress_bar(None, 'dataset', not args.quiet)
             manifest = build_dataset(scene_dirs, args.dataset, progress=wrap)
             tracks = sum(e['tracks'] for e in manifest['scenes'])
             print(f'composite: data set of {len(manifest["scenes"])} scene(s), {tracks} tracks '

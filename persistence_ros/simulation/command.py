@@ -14,8 +14,8 @@ import sys
 import time
 from typing import List, Optional
 
-from tqdm import tqdm
 
+from persistence_ros.simulation.parallel import map_jobs, progress_bar, render_job, RenderJob
 from persistence_ros.simulation.scenario import (file_name, list_presets, load_scenario,
                                                  ScenarioError)
 
@@ -114,20 +114,13 @@ def render_scenes(scenarios: List[str], seed: Optional[int], scenes: int, out,
         # the argument (a path) nor a name that could point outside ``out``
         directory = out if single else out / scene_name(file_name(scenario['name']),
                                                         int(scenario['seed']))
-        jobs.append(('persistence_ros.simulation.scenario.load_scenario',
-                     'persistence_ros.simulation.generate.generate_scene',
-                     name, int(scenario['seed']), overrides or {}, directory, overwrite))
-    check_scene_folders([Path(job[5]) for job in jobs], overwrite)  # before rendering
-    from persistence_ros.simulation.parallel import map_jobs, render_job
-    bar = _bar(len(jobs), 'scenes', progress)
-    return sorted(Path(d) for d in map_jobs(render_job, jobs, workers, bar))
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    """Return a progress wrapper (tqdm on stderr) for ``map_jobs``, or None."""
-    if not enabled:
-        return None
-    return lambda it: tqdm(it, total=total, desc=desc, unit='scene', file=sys.stderr)
+        jobs.append(RenderJob('persistence_ros.simulation.scenario.load_scenario',
+                              'persistence_ros.simulation.generate.generate_scene',
+                              name, int(scenario['seed']), overrides or {}, directory,
+                              overwrite))
+    check_scene_folders([job.out_dir for job in jobs], overwrite)  # before rendering
+    return sorted(Path(d) for d in map_jobs(render_job, jobs, workers,
+                                            progress_bar(len(jobs), 'scenes', progress)))
 
 
 def simulate_dataset(scenarios: List[str], seed: Optional[int], scenes: int, dataset,
@@ -138,8 +131,8 @@ def simulate_dataset(scenarios: List[str], seed: Optional[int], scenes: int, dat
     from persistence_ros.simulation.dataset import build_simulated_dataset
     todo = [scenario for _, scenario in _scene_list(scenarios, seed, scenes, overrides)]
     return build_simulated_dataset(todo, dataset, crop_size=crop_size, context=context,
-                                   workers=workers, progress=_bar(len(todo), 'dataset',
-                                                                  progress),
+                                   workers=workers,
+                                   progress=progress_bar(len(todo), 'dataset', progress),
                                    split_by=split_by, append=append)
 
 
@@ -176,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
                   f'under {args.out}')
         if args.dataset:
             from persistence_ros.simulation.dataset import build_dataset
-            wrap = None if args.quiet else (lambda it: tqdm(it, desc='dataset', file=sys.stderr))
+            wrap = progress_bar(None, 'dataset', not args.quiet)
             manifest = build_dataset(scene_dirs, args.dataset, crop_size=args.crop_size,
                                      context=args.context, progress=wrap,
                                      split_by=args.split_by, append=args.append)

@@ -4,7 +4,11 @@ from concurrent.futures import as_completed, ProcessPoolExecutor
 import importlib
 import multiprocessing
 import os
-from typing import Callable, Iterator, Sequence
+from pathlib import Path
+import sys
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+
+from tqdm import tqdm
 
 
 def _function(dotted: str) -> Callable:
@@ -12,19 +16,38 @@ def _function(dotted: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-def render_job(job: tuple) -> str:
+class RenderJob(NamedTuple):
     """
-    Make one scene (a worker's job); return its directory.
+    One scene for a worker to make (``render_job``).
 
-    ``job`` = (loader, generator, name or path, seed, overrides, out_dir, overwrite), the two
-    functions as dotted names (``'persistence_ros.simulation.generate.generate_scene'``): they
-    are imported here, after OMP_NUM_THREADS is set, so one worker uses one thread.
+    ``loader`` and ``generator`` are dotted names
+    (``'persistence_ros.simulation.generate.generate_scene'``): they are imported in the
+    worker, after OMP_NUM_THREADS is set, so one worker uses one thread.
     """
-    loader, generator, name_or_path, seed, overrides, out_dir, overwrite = job
+
+    loader: str
+    generator: str
+    name_or_path: str
+    seed: int
+    overrides: dict
+    out_dir: Path
+    overwrite: bool
+
+
+def render_job(job: RenderJob) -> str:
+    """Make one scene (a worker's job); return its directory."""
     os.environ.setdefault('OMP_NUM_THREADS', '1')
-    scene = _function(loader)(name_or_path, seed=seed, overrides=overrides)
-    _function(generator)(scene, out_dir, overwrite=overwrite)
-    return str(out_dir)
+    scene = _function(job.loader)(job.name_or_path, seed=job.seed, overrides=job.overrides)
+    _function(job.generator)(scene, job.out_dir, overwrite=job.overwrite)
+    return str(job.out_dir)
+
+
+def progress_bar(total: Optional[int], desc: str, enabled: bool = True
+                 ) -> Optional[Callable]:
+    """Return a progress wrapper (tqdm on stderr, in scenes) for ``map_jobs``, or None."""
+    if not enabled:
+        return None
+    return lambda it: tqdm(it, total=total, desc=desc, unit='scene', file=sys.stderr)
 
 
 def map_jobs(function: Callable, jobs: Sequence, workers: int = 1,
