@@ -191,11 +191,15 @@ def _kinds(width: int, height: int) -> List[Kind]:
              ('duplicate_id',), True),
         Kind('empty_ids', lambda c: c.publish_set(left=_dets(c.left, replace=[
             dataclasses.replace(d, id='') for d in c.left.detections])), (), True),
-        Kind('boxes_5000', lambda c: c.publish_set(left=_dets(c.left, many(5000, 'm'))),
+        # 500 boxes (20 kB) are read and the lowest scores dropped; 5000 (200 kB) are more
+        # than detections.max_message_bytes and refused unread, so their frame is lost
+        Kind('boxes_500', lambda c: c.publish_set(left=_dets(c.left, many(500, 'm'))),
              ('too_many_detections',), True, flood=True),
+        Kind('boxes_5000', lambda c: c.publish_set(left=_dets(c.left, many(5000, 'm'))),
+             ('message_too_large',), flood=True),
         Kind('boxes_5000_x20', lambda c: [c.publish_set(left=_dets(c.left, many(5000, 'm')),
                                                         advance=True) for _ in range(20)],
-             ('too_many_detections',), True, flood=True),
+             ('message_too_large',), flood=True),
         Kind('new_tracks_flood', lambda c: [c.publish_set(
             left=_dets(c.left, many(99, f'n{i}-')), advance=True) for i in range(4)],
             ('too_many_tracks',), True, flood=True),

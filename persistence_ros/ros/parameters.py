@@ -44,9 +44,20 @@ class CalibrationFiles:
 
 @dataclass(frozen=True)
 class NodeDetectionSettings(DetectionSettings):
-    """The core's ``detections`` section plus the message type the node subscribes to."""
+    """
+    The core's ``detections`` section plus what the node subscribes to.
+
+    ``type``: the message type; ``max_message_bytes``: a detection message larger than this
+    (serialized) is refused before it is deserialized, so a runaway detector costs neither the
+    time nor the memory of turning it into Python objects (counted as
+    ``rejected.message_too_large``).  The default, 128 KiB, holds ``pipeline.max_detections``
+    (100) detections of either type with ids of ``pipeline.max_id_length`` (256) characters
+    (about 30 kB of ``persistence_ros`` detections; 45-70 kB of ``vision_msgs`` ones with one
+    hypothesis each) with room to spare; 5000 boxes of the package's type are 200 kB.
+    """
 
     type: str = 'persistence_ros'
+    max_message_bytes: int = 131072
 
 
 @dataclass(frozen=True)
@@ -216,6 +227,9 @@ PARAMETERS: List[Parameter] = [
        'message type of left/detections and right/detections: '
        'persistence_ros/msg/Detection2DArray or vision_msgs/msg/Detection2DArray (best '
        'hypothesis: class_id, score)', choices=tuple(DETECTION_TYPES)),
+    _P('detections.max_message_bytes',
+       'a detection message larger than this (serialized bytes) is refused before it is '
+       'read (counted as message_too_large)', range=(1024, 1073741824)),
     _P('detections.classes',
        'class_id values to track (others are dropped and counted as class_filtered); empty: '
        'every class', kind='string[]'),

@@ -327,7 +327,9 @@ class PersistenceNode(LifecycleNode):
         self._sync = SynchronizedSubscriptions(
             self, inputs, v.sync.queue_size, v.sync.slop, self._on_synchronized,
             on_receive=self._on_receive, gate=gate, on_time_jump=self._on_time_jump,
-            on_rejected=self._on_stamp_rejected, now_ns=self._now_ns)
+            on_rejected=self._on_stamp_rejected, now_ns=self._now_ns,
+            max_bytes=[v.detections.max_message_bytes] * 2 + [None] * (len(inputs) - 2),
+            on_too_large=self._on_too_large)
         self._last_processed = time.monotonic()
         if not v.calibration.left_file:  # watch camera_info, also after a re-activate
             info_qos = _qos(v.qos.camera_info.reliability, v.qos.camera_info.depth)
@@ -428,6 +430,12 @@ class PersistenceNode(LifecycleNode):
         times = [self._arrivals.pop((i, stamp_to_ns(m.header.stamp)), now)
                  for i, m in enumerate(msgs)]
         return now - min(times) if times else 0.0
+
+    def _on_too_large(self, index: int, size: int, limit: int) -> None:
+        self.received[INPUTS[index]] += 1
+        self._last_input = time.monotonic()
+        self.reject('message_too_large', f'{INPUTS[index]}: {size} bytes, more than '
+                    f'detections.max_message_bytes ({limit}): refused before it was read')
 
     def _on_stamp_rejected(self, reasons: Dict[str, int], index: int, msg) -> None:
         for reason, count in sorted(reasons.items()):

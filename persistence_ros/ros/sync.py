@@ -24,12 +24,16 @@ reset; what is left (fed - inputs x sets - queued - cleared) left a queue unmatc
 :class:`SynchronizedSubscriptions` owns the subscriptions for both backends and passes every
 message through a ``stamp_gate.StampGate`` first (message_filters gets them through
 ``SimpleFilter`` inputs): a lone absurd stamp is refused and counted without touching the
-queues, and the queues are emptied once, when every input jumped back together.
+queues, and the queues are emptied once, when every input jumped back together.  An input
+with a byte limit is subscribed to serialized (``raw``) and a message longer than the limit
+is refused before it is deserialized (``on_too_large``).
 """
 
 import itertools
 import threading
 from typing import Callable, List, Optional, Sequence
+
+from rclpy.serialization import deserialize_message
 
 from persistence_ros.detections import NANOSECONDS, stamp_to_ns
 from persistence_ros.stamp_gate import StampGate
@@ -154,6 +158,11 @@ class SynchronizedSubscriptions:
     latest stamps, would drop every new message as the oldest one (both implementations
     drop the smallest stamp) and nothing would ever be emitted again.  ``now_ns()``: the
     clock the gate checks stamps against (None: no future check).
+
+    ``max_bytes``: per input, None or the most serialized bytes a message may have; such an
+    input is subscribed to raw, a longer message is refused unread and reported to
+    ``on_too_large(index, size, limit)`` (``too_large`` counts them per input), a shorter one
+    is deserialized here and goes on as above.
     """
 
     def __init__(self, node, inputs, queue_size: int, slop: float, callback: Callable,
@@ -161,9 +170,17 @@ class SynchronizedSubscriptions:
                  gate: Optional[StampGate] = None,
                  on_time_jump: Optional[Callable[[int, int], None]] = None,
                  on_rejected: Optional[Callable] = None,
-                 now_ns: Optional[Callable[[], int]] = None):
+                 now_ns: Optional[Callable[[], int]] = None,
+                 max_bytes: Optional[Sequence[Optional[int]]] = None,
+                 on_too_large: Optional[Callable[[int, int, int], None]] = None):
         self.node = node
         self.n_inputs = len(inputs)
+        self.max_bytes = list(max_bytes) if max_bytes is not None else [None] * len(inputs)
+        if len(self.max_bytes) != len(inputs):
+            raise ValueError(f'max_bytes needs one entry per input ({len(inputs)}), got '
+                             f'{len(self.max_bytes)}')
+        self._on_too_large = on_too_large
+        self.too_large = [0] * len(inputs)
         self._on_receive = on_receive
         self._on_time_jump = on_time_jump
         self._on_rejected = on_rejected
@@ -195,9 +212,25 @@ class SynchronizedSubscriptions:
         else:
             raise ValueError(f"backend must be 'auto', 'message_filters' or 'builtin', "
                              f'got {backend!r}')
-        self._subscriptions = [
-            node.create_subscription(msg_type, topic, lambda msg, i=i: self.add(msg, i), qos)
-            for i, (msg_type, topic, qos) in enumerate(inputs)]
+        self._subscriptions = [self._subscribe(i, *spec) for i, spec in enumerate(inputs)]
+
+    def _subscribe(self, index: int, msg_type, topic: str, qos):
+        if self.max_bytes[index] is None:
+            return self.node.create_subscription(
+                msg_type, topic, lambda msg: self.add(msg, index), qos)
+        return self.node.create_subscription(
+            msg_type, topic, lambda data: self.add_serialized(data, index, msg_type), qos,
+            raw=True)
+
+    def add_serialized(self, data: bytes, index: int, msg_type) -> None:
+        """Take one serialized message of input ``index``: refuse it unread if too long."""
+        limit = self.max_bytes[index]
+        if limit is not None and len(data) > limit:
+            self.too_large[index] += 1
+            if self._on_too_large is not None:
+                self._on_too_large(index, len(data), limit)
+            return
+        self.add(deserialize_message(data, msg_type), index)
 
     def add(self, msg, index: int) -> None:
         """Take one message of input ``index`` (the subscriptions' callback)."""

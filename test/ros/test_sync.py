@@ -117,3 +117,40 @@ def test_same_sets_as_message_filters_on_random_streams():
             inputs[i].signalMessage(m)
             ours.add(m, i)
         assert [tuple(s // MS for s in x) for x in real_sets] == our_sets
+
+
+def test_a_message_over_its_byte_limit_is_refused_unread(context):
+    """An input with max_bytes is subscribed raw; a longer message never reaches the queues."""
+    import rclpy
+    from rclpy.serialization import serialize_message
+
+    from persistence_ros.msg import Detection2D
+    from persistence_ros.ros.sync import SynchronizedSubscriptions
+
+    node = rclpy.create_node('sync_bytes', context=context)
+    refused, sets = [], []
+    qos = rclpy.qos.QoSProfile(depth=10)
+    subs = SynchronizedSubscriptions(
+        node, [(Detection2DArray, 'a', qos), (Detection2DArray, 'b', qos)], 10, 0.010,
+        lambda *msgs: sets.append(msgs), backend='builtin', max_bytes=[2000, None],
+        on_too_large=lambda *args: refused.append(args))
+    try:
+        assert [s.raw for s in subs._subscriptions] == [True, False]
+        big = msg(100.0)
+        big.detections = [Detection2D(id=f'd{i}', score=0.5) for i in range(200)]
+        data = serialize_message(big)
+        assert len(data) > 2000
+        subs.add_serialized(data, 0, Detection2DArray)
+        assert refused == [(0, len(data), 2000)] and subs.too_large == [1, 0]
+        assert subs.fed == 0 and subs.pending() == 0
+        small = msg(100.0)   # under the limit: deserialized and synchronized as usual
+        small.detections = big.detections[:3]
+        subs.add_serialized(serialize_message(small), 0, Detection2DArray)
+        subs.add(msg(100.0), 1)
+        assert len(sets) == 1 and [d.id for d in sets[0][0].detections] == ['d0', 'd1', 'd2']
+        with pytest.raises(ValueError, match='one entry per input'):
+            SynchronizedSubscriptions(node, [(Detection2DArray, 'c', qos)], 10, 0.01,
+                                      lambda *m: None, max_bytes=[1, 2])
+    finally:
+        subs.destroy()
+        node.destroy_node()
