@@ -198,7 +198,8 @@ def _wait_for(condition, timeout_s=10.0):
     return condition()
 
 
-def test_a_bag_played_in_a_loop_is_synchronized_again(context, calibration_files):
+def test_a_bag_played_in_a_loop_is_synchronized_again(context, calibration_files,
+                                                      subscription_callbacks):
     # The right camera sends an unmatched message between frames, so the right queue holds
     # the end of the first pass; both synchronizers drop the smallest stamp when a queue is
     # full, which after the loop is every new message: nothing was emitted any more.
@@ -210,7 +211,7 @@ def test_a_bag_played_in_a_loop_is_synchronized_again(context, calibration_files
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         # the real subscriptions' callbacks, called in a fixed order (DDS would interleave)
-        left, right = (sub.callback for sub in node._sync._subscriptions)
+        left, right = subscription_callbacks(node)
         box = (80.0, 60.0, 10.0, 10.0)
 
         def play():
@@ -604,7 +605,8 @@ def test_diagnostics_warn_for_the_last_period_and_error_on_a_stall(context, cali
         node.destroy_node()
 
 
-def test_a_lone_bad_stamp_is_refused_without_emptying_the_queues(context, calibration_files):
+def test_a_lone_bad_stamp_is_refused_without_emptying_the_queues(context, calibration_files,
+                                                                subscription_callbacks):
     """Stamp 0 on one topic, a set a day ahead: counted and WARNed, nothing else lost."""
     from diagnostic_msgs.msg import DiagnosticStatus
     node = make_node(context, **{'calibration.left_file': calibration_files[0],
@@ -614,7 +616,7 @@ def test_a_lone_bad_stamp_is_refused_without_emptying_the_queues(context, calibr
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        left, right = (sub.callback for sub in node._sync._subscriptions)
+        left, right = subscription_callbacks(node)
         now = node.get_clock().now().nanoseconds
         box = [(80.0, 60.0, 10.0, 10.0)]
         for k in range(5):

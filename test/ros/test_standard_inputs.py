@@ -225,7 +225,7 @@ def _spin_until(executor, condition, timeout_s=10.0):
 
 
 def test_diagnostics_are_stamped_on_the_inputs_clock_and_a_missing_clock_is_reported(
-        context, calibration_files, capfd):
+        context, calibration_files, capfd, subscription_callbacks):
     node = make_node(context, **{'calibration.left_file': calibration_files[0],
                                  'calibration.right_file': calibration_files[1],
                                  'use_images': False, 'filter.name': 'none',
@@ -248,7 +248,7 @@ def test_diagnostics_are_stamped_on_the_inputs_clock_and_a_missing_clock_is_repo
         assert not _spin_until(executor, lambda: received, 1.0)
         assert '/clock' not in capfd.readouterr().err
         # inputs stamped around 1000 s (e.g. a bag played without --clock)
-        left, right = (sub.callback for sub in node._sync._subscriptions)
+        left, right = subscription_callbacks(node)
         for k in range(3):
             stamp = 1_000_000_000_000 + k * 50_000_000
             left(_persistence(stamp, LEFT, (80.0, 60.0, 10.0, 10.0)))
