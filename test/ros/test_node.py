@@ -606,7 +606,7 @@ def test_diagnostics_warn_for_the_last_period_and_error_on_a_stall(context, cali
 
 
 def test_a_lone_bad_stamp_is_refused_without_emptying_the_queues(context, calibration_files,
-                                                                subscription_callbacks):
+                                                                 subscription_callbacks):
     """Stamp 0 on one topic, a set a day ahead: counted and WARNed, nothing else lost."""
     from diagnostic_msgs.msg import DiagnosticStatus
     node = make_node(context, **{'calibration.left_file': calibration_files[0],
