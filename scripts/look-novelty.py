@@ -37,12 +37,13 @@ def track_crops(spec: str, limit: int):
     for scene in manifest['scenes']:
         if (split and scene['split'] != split) or not scene['scenario'].startswith(prefix):
             continue
-        arrays = np.load(Path(root) / scene['file'])
-        offsets = arrays['track_offsets']
+        with np.load(Path(root) / scene['file']) as arrays:  # each array read once
+            crops, offsets = arrays['crops'], arrays['track_offsets']
+            labels = arrays['track_label']
         for i in range(len(offsets) - 1):
             a, b = int(offsets[i]), int(offsets[i + 1])
-            if b - a >= 3:
-                out.append((arrays['crops'][a:min(b, a + FRAMES)], int(arrays['track_label'][i])))
+            if b - a >= 3:   # a copy: a view would keep the scene's whole crop array alive
+                out.append((crops[a:min(b, a + FRAMES)].copy(), int(labels[i])))
         if len(out) >= limit:
             break
     return out

@@ -15,7 +15,6 @@ import sys
 import time
 from typing import List, Optional
 
-
 from persistence_ros.composite.presets import list_presets, load_preset
 from persistence_ros.simulation.parallel import map_jobs, progress_bar, render_job, RenderJob
 from persistence_ros.simulation.scenario import file_name, ScenarioError

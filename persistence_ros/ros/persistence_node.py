@@ -432,8 +432,6 @@ class PersistenceNode(LifecycleNode):
         return now - min(times) if times else 0.0
 
     def _on_too_large(self, index: int, size: int, limit: int) -> None:
-        self.received[INPUTS[index]] += 1
-        self._last_input = time.monotonic()
         self.reject('message_too_large', f'{INPUTS[index]}: {size} bytes, more than '
                     f'detections.max_message_bytes ({limit}): refused before it was read')
 

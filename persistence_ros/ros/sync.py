@@ -147,8 +147,9 @@ class SynchronizedSubscriptions:
 
     ``inputs``: sequence of ``(msg_type, topic, qos_profile)``.  ``callback(*msgs)`` gets the
     synchronized set; ``on_receive(index, msg)`` (optional) is called for every message
-    received, before the gate (rates, image sizes, the time a set waits).  ``backend`` is
-    'message_filters' or 'builtin' ('auto': message_filters if importable).
+    received, before the gate (rates, image sizes, the time a set waits); ``msg`` is None for
+    one refused unread (``max_bytes``).  ``backend`` is 'message_filters' or 'builtin'
+    ('auto': message_filters if importable).
 
     ``gate``: a ``StampGate`` over the inputs (None: every message goes straight in).  A
     message it refuses is reported to ``on_rejected(reasons, index, msg)``; when it confirms
@@ -227,6 +228,8 @@ class SynchronizedSubscriptions:
         limit = self.max_bytes[index]
         if limit is not None and len(data) > limit:
             self.too_large[index] += 1
+            if self._on_receive is not None:   # received all the same, only not read
+                self._on_receive(index, None)
             if self._on_too_large is not None:
                 self._on_too_large(index, len(data), limit)
             return

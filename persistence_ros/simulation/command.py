@@ -14,7 +14,6 @@ import sys
 import time
 from typing import List, Optional
 
-
 from persistence_ros.simulation.parallel import map_jobs, progress_bar, render_job, RenderJob
 from persistence_ros.simulation.scenario import (file_name, list_presets, load_scenario,
                                                  ScenarioError)

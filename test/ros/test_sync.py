@@ -128,12 +128,13 @@ def test_a_message_over_its_byte_limit_is_refused_unread(context):
     from persistence_ros.ros.sync import SynchronizedSubscriptions
 
     node = rclpy.create_node('sync_bytes', context=context)
-    refused, sets = [], []
+    refused, sets, received = [], [], []
     qos = rclpy.qos.QoSProfile(depth=10)
     subs = SynchronizedSubscriptions(
         node, [(Detection2DArray, 'a', qos), (Detection2DArray, 'b', qos)], 10, 0.010,
         lambda *msgs: sets.append(msgs), backend='builtin', max_bytes=[2000, None],
-        on_too_large=lambda *args: refused.append(args))
+        on_too_large=lambda *args: refused.append(args),
+        on_receive=lambda index, m: received.append((index, m is None)))
     try:
         assert [s.raw for s in subs._subscriptions] == [True, False]
         big = msg(100.0)
@@ -143,6 +144,7 @@ def test_a_message_over_its_byte_limit_is_refused_unread(context):
         subs.add_serialized(data, 0, Detection2DArray)
         assert refused == [(0, len(data), 2000)] and subs.too_large == [1, 0]
         assert subs.fed == 0 and subs.pending() == 0
+        assert received == [(0, True)]   # received all the same (rates, stall watch)
         small = msg(100.0)   # under the limit: deserialized and synchronized as usual
         small.detections = big.detections[:3]
         subs.add_serialized(serialize_message(small), 0, Detection2DArray)
