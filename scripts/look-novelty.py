@@ -5,8 +5,8 @@ How unfamiliar a data set's crops look to a model: the tokenizer's reconstructio
 An analysis for issue 23 (a "look" check beside the fail-safe's rig and feature checks), not a
 part of the node. For each track (at least 3 frames) the first 16 crops (``--frames``) go
 through the model's tokenizer (encode, quantize, decode); the track's score is the mean
-squared error of the reconstruction in [-1, 1] pixel units. The first data set is the reference: the other sets
-print the fraction of their tracks (and of their real tracks) above its 95th and 99th
+squared error of the reconstruction in [-1, 1] pixel units. The first data set is the
+reference: the other sets print the fraction of their tracks (and of their real tracks) above its 95th and 99th
 percentiles.
 
     python scripts/look-novelty.py --model CKPT --reference DS[:SPLIT[:SCENARIO_PREFIX]] \
