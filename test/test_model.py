@@ -24,7 +24,8 @@ from persistence_ros.model.model import (
     cache_tensors, PersistenceModel, StreamState, TrackStreamer)
 from persistence_ros.model.probe import linear_probe
 from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batch
-from persistence_ros.model.tokenizer import codebook_diagnostics, is_collapsed, warn_if_collapsed
+from persistence_ros.model.tokenizer import (
+    CausalConv3d, codebook_diagnostics, ConvCache, is_collapsed, warn_if_collapsed)
 from persistence_ros.model.train import (
     NothingToTrain, restore_rng, resume_mismatches, selection_score, tokenizer_mismatches, train,
     training_device)
@@ -111,6 +112,49 @@ def test_streaming_equals_full_encode(name, kw, device):
         sizes.add(state.nbytes())
     assert (torch.stack(probs, 1) - full['prob']).abs().max() < tol
     assert len(sizes) == 1, 'the stream state must not grow with the track length'
+
+
+@pytest.mark.parametrize('frames', [2, 3, 8, 17])
+def test_a_lone_clip_convolved_as_two_halves_equals_the_plain_convolution(frames):
+    # CausalConv3d splits a batch-1 CPU clip into two halves (oneDNN takes batches > 1 only)
+    torch.manual_seed(frames)
+    conv = CausalConv3d(4, 5, kernel_t=3, stride_s=2)
+    x = torch.randn(1, 4, frames, 9, 9)
+    past = torch.randn(1, 4, 2, 9, 9)
+    with torch.no_grad():
+        out, cache = conv.extend(x, ConvCache(past))
+        plain = conv.conv(torch.cat([past, x], dim=2))
+        zero_past = conv(x)
+        plain_zero = conv.conv(torch.cat([torch.zeros_like(past), x], dim=2))
+    assert out.shape == plain.shape == (1, 5, frames, 5, 5)
+    assert (out - plain).abs().max() < 1e-5
+    assert (zero_past - plain_zero).abs().max() < 1e-5
+    assert torch.equal(cache.frames, x[:, :, -2:])
+    # at the boundary: the first frame of the second half sees the last ones of the first
+    with torch.no_grad():
+        y = x.clone()
+        y[:, :, (frames + 1) // 2 - 1] += 10.0
+        changed = conv.extend(y, ConvCache(past))[0]
+    assert (changed - out)[:, :, (frames + 1) // 2].abs().max() > 1e-3
+
+
+def test_preprocess_of_a_2x_uint8_crop_equals_the_area_resize():
+    model = _model()
+    size = model.tokenizer.input_size
+    crops = torch.randint(0, 256, (2, 5, 3, 2 * size, 2 * size), dtype=torch.uint8)
+    crops[0, 0] = 255
+    crops[0, 1] = 0
+    ref = torch.nn.functional.interpolate(crops.reshape(-1, 3, 2 * size, 2 * size).float() / 255,
+                                          size=(size, size), mode='area') * 2 - 1
+    got = model.tokenizer.preprocess(crops)
+    assert got.shape == (2, 5, 3, size, size)
+    assert (got.reshape(ref.shape) - ref).abs().max() < 1e-6
+    assert got[0, 0].eq(1.0).all() and got[0, 1].eq(-1.0).all()
+    # another size still takes the general area resize
+    odd = crops[..., :2 * size - 3, :2 * size - 3]
+    ref_odd = torch.nn.functional.interpolate(odd.reshape(-1, 3, *odd.shape[-2:]).float() / 255,
+                                              size=(size, size), mode='area') * 2 - 1
+    assert torch.equal(model.tokenizer.preprocess(odd).reshape(ref_odd.shape), ref_odd)
 
 
 @pytest.mark.parametrize('kw', [{}, {'res_blocks': 1}, {'fusion': 'cross_attention'},

@@ -84,7 +84,27 @@ class CausalConv3d(nn.Module):
         if cache is None:
             cache = self.init_cache(x.shape[0], x.shape[-2:], x.device, x.dtype)
         clip = torch.cat([cache.frames, x], dim=2)
-        return self.conv(clip), ConvCache(clip[:, :, clip.shape[2] - (self.kernel_t - 1):])
+        if clip.shape[0] == 1 and x.shape[2] > 1 and clip.device.type == 'cpu':
+            out = self._conv_lone_clip(clip)
+        else:
+            out = self.conv(clip)
+        return out, ConvCache(clip[:, :, clip.shape[2] - (self.kernel_t - 1):])
+
+    def _conv_lone_clip(self, clip: torch.Tensor) -> torch.Tensor:
+        """
+        Convolve one clip as its two halves in a batch of 2 (each with its k_t - 1 frames before).
+
+        PyTorch's CPU convolution uses oneDNN only for batches > 1 (for these sizes); one clip
+        runs the native ``slow_conv3d``, about 3x slower per frame (docs/benchmarks.md). A
+        late pair's back-filled history is such a clip. Same outputs up to float rounding.
+        """
+        past = self.kernel_t - 1
+        frames = clip.shape[2] - past
+        first = (frames + 1) // 2
+        halves = [clip[:, :, :first + past], clip[:, :, first:]]
+        halves[1] = F.pad(halves[1], (0, 0, 0, 0, 0, halves[0].shape[2] - halves[1].shape[2]))
+        out = self.conv(torch.cat(halves))
+        return torch.cat([out[:1], out[1:, :, :frames - first]], dim=2)
 
     def step(self, x: torch.Tensor, cache: Optional[ConvCache]
              ) -> Tuple[torch.Tensor, Optional[ConvCache]]:
@@ -236,13 +256,21 @@ class Tokenizer(nn.Module):
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """Map ``[..., 3, H, W]`` uint8 or [0, 1] floats to [-1, 1] at ``input_size``."""
+        lead = frames.shape[:-3]
+        size = self.input_size
+        if frames.dtype == torch.uint8 and tuple(frames.shape[-2:]) == (2 * size, 2 * size):
+            # the area resize of the usual 2x crop: each pixel's 4 values summed as exact
+            # integers in float32, then one scale; 4x cheaper on the CPU than
+            # interpolate(mode='area'), the same up to float rounding
+            x = frames.reshape(-1, 3, 2 * size, 2 * size).float()
+            x = x[..., ::2, ::2] + x[..., 1::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, 1::2]
+            return (x * (2.0 / (4 * 255.0)) - 1.0).reshape(*lead, 3, size, size)
         if frames.dtype == torch.uint8:
             frames = frames.float() / 255.0
-        lead = frames.shape[:-3]
         x = frames.reshape(-1, *frames.shape[-3:])
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode='area')
-        return (x * 2.0 - 1.0).reshape(*lead, 3, self.input_size, self.input_size)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode='area')
+        return (x * 2.0 - 1.0).reshape(*lead, 3, size, size)
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Return pre-quantization latents ``[B, T, D, h, w]`` of a clip ``[B, T, 3, H, W]``."""
