@@ -336,13 +336,30 @@ class _Frame:
             self.next_stamp()
 
 
-def _rss_mb(pid: int) -> float:
-    """Return the resident set size of a process in MB (``/proc/PID/status`` VmRSS)."""
+_STATUS_FIELDS = {'VmRSS:': 'rss', 'RssAnon:': 'anon', 'RssFile:': 'file',
+                  'RssShmem:': 'shmem'}
+
+
+def _memory_mb(pid: int) -> Dict[str, float]:
+    """
+    Return a process's resident memory in MB (``/proc/PID/status``): the whole and its parts.
+
+    ``rss`` = ``anon`` (heap: Python, numpy, torch) + ``file`` (mapped libraries) + ``shmem``
+    (shared memory: Fast DDS's shared-memory transport segments, which count as resident
+    once a large message has touched their pages, bounded by the segment size).
+    """
+    out = {}
     with open(f'/proc/{pid}/status') as status:
         for line in status:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024.0
-    return float('nan')
+            key = _STATUS_FIELDS.get(line.split(maxsplit=1)[0] if line.strip() else '')
+            if key:
+                out[key] = int(line.split()[1]) / 1024.0
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    """Return the resident set size of a process in MB (``/proc/PID/status`` VmRSS)."""
+    return _memory_mb(pid).get('rss', float('nan'))
 
 
 class Harness:
@@ -450,6 +467,10 @@ class Harness:
     def rss_mb(self) -> float:
         """Return the node's RSS in MB."""
         return _rss_mb(self.process.pid)
+
+    def memory_mb(self) -> Dict[str, float]:
+        """Return the node's resident memory and its parts in MB (``_memory_mb``)."""
+        return _memory_mb(self.process.pid)
 
     def alive(self) -> bool:
         """Return True while the node process runs."""
@@ -559,7 +580,8 @@ def run_fuzz(h: Harness, kinds: List[str], malformed: int = 0, rounds: int = 1,
     settle = runner.frames(2.0)
     normal = statistics.median(h.latencies(settle) or [float('nan')])
     threshold = max(2.0 * normal, normal + 20.0)
-    rss = {'after_warmup_mb': h.rss_mb()}
+    parts = h.memory_mb()
+    rss = {'after_warmup_mb': parts['rss']}
     peak = rss['after_warmup_mb']
     records, k = [], 0
     started = time.monotonic()
@@ -579,6 +601,7 @@ def run_fuzz(h: Harness, kinds: List[str], malformed: int = 0, rounds: int = 1,
     rss['after_floods_mb'] = h.rss_mb()
     runner.frames(10.0)
     rss['end_mb'], rss['peak_mb'] = h.rss_mb(), peak
+    rss['parts_after_warmup_mb'], rss['parts_end_mb'] = parts, h.memory_mb()
     results = [evaluate(h, r, normal, threshold) for r in records]
     return {'kinds': len(kinds), 'rounds': k, 'messages': dict(h.messages),
             'valid_frames_warmup': len(warm) + len(settle),

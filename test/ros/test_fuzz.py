@@ -48,6 +48,10 @@ def test_every_malformed_kind_is_counted_warned_and_survived(tmp_path):
     rss = report['rss']
     # 20 messages of 5000 boxes once took the node from 922 to 3138 MB and kept it there
     assert rss['peak_mb'] - rss['after_warmup_mb'] < 200, rss
+    # the parts of the resident memory add up to it (heap, mapped files, shared memory)
+    for parts in (rss['parts_after_warmup_mb'], rss['parts_end_mb']):
+        assert parts['anon'] > 10 and parts['file'] > 0 and parts['shmem'] >= 0, parts
+        assert abs(parts['anon'] + parts['file'] + parts['shmem'] - parts['rss']) < 1.0, parts
     assert report['messages']['malformed'] >= 90
     # evaluate is what the benchmark table is made of: it names what was missing
     first = report['results'][0]
