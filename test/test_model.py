@@ -863,3 +863,14 @@ def test_bfloat16_autocast_streaming_stays_close_to_float32(device):
     assert 0.0 < error < 0.05, error
     assert len(sizes) <= 2  # the caches turn bfloat16 after the first frame, then stay
     assert attn.shape == (4, 4) and torch.isfinite(attn).all()
+
+
+def test_bench_model_reports_wall_and_cpu_time_of_the_backlog_catch_up():
+    from persistence_ros.model.bench import bench_streaming, format_bench
+    result = bench_streaming(tracks=(2,), frames=3, threads=1, full_reps=1, backlog=6)
+    catch_up = result['catch_up']
+    assert catch_up['frames'] == 6
+    for name in ('steps', 'extend'):
+        assert catch_up[name]['median_ms'] > 0 and catch_up[name]['cpu_median_ms'] > 0
+    text = format_bench(result)
+    assert "6-frame backlog" in text and '(CPU ' in text
