@@ -873,4 +873,4 @@ def test_bench_model_reports_wall_and_cpu_time_of_the_backlog_catch_up():
     for name in ('steps', 'extend'):
         assert catch_up[name]['median_ms'] > 0 and catch_up[name]['cpu_median_ms'] > 0
     text = format_bench(result)
-    assert "6-frame backlog" in text and '(CPU ' in text
+    assert '6-frame backlog' in text and '(CPU ' in text
