@@ -3,6 +3,7 @@
 import argparse
 import importlib.util
 import json
+import logging
 import os
 
 import numpy as np
@@ -472,3 +473,17 @@ def test_fail_safe_summary_counts_scenes_outside_and_fallback_decisions():
                                result('outside', 5, 'frame rate 200 Hz outside')])
     assert lines == ["learned: 1 of 2 scenes outside the model's domain, 6 tracks decided by "
                      'the fallback rule (none); frame rate 200 Hz outside']
+
+
+def test_plane_from_truth_gives_the_truth_floor_and_warns_where_there_is_none(caplog):
+    from persistence_ros.evaluation.runner import scene_settings
+    from persistence_ros.settings import Settings
+    with_plane = _truth()
+    with_plane.data['rig'] = {'ground_plane_left_optical': [0.0, -1.0, 0.0, 1.2]}
+    assert scene_settings(None, with_plane, True).filter.ground_plane == [0.0, -1.0, 0.0, 1.2]
+    unset = list(Settings().filter.ground_plane)   # all zeros: no plane
+    assert list(scene_settings(None, with_plane, False).filter.ground_plane) == unset
+    with caplog.at_level(logging.WARNING):
+        plain = scene_settings(None, _truth(), True)
+    assert list(plain.filter.ground_plane) == unset
+    assert 'hand-s3 has no ground plane' in caplog.text

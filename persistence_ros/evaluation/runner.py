@@ -1,6 +1,7 @@
 """Score a scene: run the core pipeline over its bag, or read a node's recorded tracks."""
 
 from dataclasses import replace
+import logging
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -17,6 +18,8 @@ from persistence_ros.pipeline import PipelineTrack
 from persistence_ros.settings import Settings
 from persistence_ros.smoothing import SmoothedState
 from persistence_ros.stereo_track import PersistenceFilter, StereoTrackHistory, TrackState
+
+LOG = logging.getLogger(__name__)
 
 TRACK_ARRAY = 'persistence_ros/msg/TrackArray'
 
@@ -75,6 +78,10 @@ def scene_settings(settings: Optional[Settings], truth: Optional[Truth],
     has only when its floor is configured).
     """
     settings = settings if settings is not None else Settings()
+    if plane_from_truth and truth is not None and truth.ground_plane is None:
+        LOG.warning('--plane-from-truth: scene %s-s%s has no ground plane in its truth (a '
+                    'composite scene has none); its filter runs without one',
+                    truth.scenario, truth.data.get('seed'))
     if not plane_from_truth or truth is None or truth.ground_plane is None:
         return settings
     return replace(settings, filter=replace(settings.filter,
