@@ -18,7 +18,7 @@ from persistence_ros.model.checkpoint import (
     CheckpointError, load_model, load_tensors, save_model, save_tensors)
 from persistence_ros.model.classifier import attention_rollout
 from persistence_ros.model.config import load_config, ModelConfig
-from persistence_ros.model.data import collate, TrackDataset
+from persistence_ros.model.data import collate, jitter_appearance, TrackDataset
 from persistence_ros.model.decision import EarlyDecision
 from persistence_ros.model.model import (
     cache_tensors, PersistenceModel, StreamState, TrackStreamer)
@@ -484,6 +484,32 @@ def test_dataset_windows_and_short_tracks(tmp_path):
             assert not batch['mask'][j, :2].any() and batch['mask'][j, 2:].all()
         if n <= 8:
             assert batch['mask'][j, :n].all() and not batch['valid'][j, n:].any()
+
+
+def test_appearance_jitter_changes_the_look_of_a_clip_but_not_its_course(tmp_path):
+    # a clip that brightens frame by frame (a glare flash) stays one that brightens
+    ramp = np.linspace(40, 200, 6)[:, None, None, None]
+    clip = np.clip(ramp + np.random.default_rng(0).normal(0, 3, (6, 64, 64, 3)), 0, 255)
+    clip = clip.astype(np.uint8)
+    out = jitter_appearance(clip, np.random.default_rng(1))
+    assert out.dtype == np.uint8 and out.shape == clip.shape
+    assert np.abs(out.astype(int) - clip).mean() > 1.0
+    assert np.all(np.diff(out.reshape(6, -1).mean(1)) > 0)
+    again = jitter_appearance(clip, np.random.default_rng(1))
+    assert np.array_equal(out, again)
+    # the data set jitters training items only when asked, the same way for an epoch
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',), tracks_per_scene=4,
+                                  max_frames=10, seed=3)
+    feats = load_config('cpu').classifier.geometry_features
+    plain = TrackDataset(root, 'train', feats, window=8)
+    jittered = TrackDataset(root, 'train', feats, window=8, appearance_jitter=1.0)
+    for i in range(len(plain)):
+        a, b = plain[i]['crops'], jittered[i]['crops']
+        assert a.shape == b.shape and not torch.equal(a, b)
+        assert torch.equal(b, jittered[i]['crops'])
+        assert torch.equal(plain[i]['geometry'], jittered[i]['geometry'])
+    with pytest.raises(ValueError, match='appearance_jitter'):
+        load_config('cpu', {'train.appearance_jitter': 1.5})
 
 
 def test_training_learns_synthetic_persistence(tmp_path):

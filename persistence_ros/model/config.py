@@ -132,6 +132,9 @@ class TrainConfig:
     # probability that a training track is shown without its ground plane (height_m and
     # plane_known zeroed), so one model serves robots with and without a configured floor
     plane_dropout: float = 0.0
+    # probability that a training track's crops get one photometric change (gain, colour
+    # cast, contrast, gamma, blur, noise; data.jitter_appearance) against the simulator's look
+    appearance_jitter: float = 0.0
 
     def __post_init__(self):
         """Check types and values (a string ``lr`` used to reach the optimizer)."""
@@ -144,7 +147,7 @@ class TrainConfig:
         _check(self, 'train', _finite_at_least_0, 'a finite number >= 0', 'weight_decay',
                'recon_weight')
         _check(self, 'train', lambda v: 0.0 <= v <= 1.0, 'in [0, 1]', 'start_at_track_start',
-               'plane_dropout')
+               'plane_dropout', 'appearance_jitter')
 
 
 def _range(value) -> bool:

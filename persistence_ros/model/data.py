@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -24,13 +25,15 @@ class TrackDataset(Dataset):
     first ``window`` frames of every track (evaluation: the last valid frame decides).
     Tracks of length 1 are valid.  ``plane_dropout``: in training, the probability that a
     track is shown without its ground plane (``PLANE_COLUMNS`` zeroed: height 0, plane not
-    known), as on a robot whose floor is not configured.
+    known), as on a robot whose floor is not configured.  ``appearance_jitter``: in training,
+    the probability that a track's crops get one photometric change for the whole window
+    (``jitter_appearance``), so the visual input does not learn the simulator's look.
     """
 
     def __init__(self, root, split: Optional[str], geometry_features: Sequence[str],
                  window: int = 32, random_windows: bool = True,
                  start_at_track_start: float = 0.5, burn_in: int = 0, seed: int = 0,
-                 plane_dropout: float = 0.0):
+                 plane_dropout: float = 0.0, appearance_jitter: float = 0.0):
         self.root = Path(root)
         self.manifest_path = self.root / 'manifest.json'
         with open(self.manifest_path, 'r', encoding='utf-8') as stream:
@@ -44,6 +47,7 @@ class TrackDataset(Dataset):
         self.features = list(geometry_features)
         self.plane_columns = [k for k, f in enumerate(geometry_features) if f in PLANE_COLUMNS]
         self.plane_dropout = float(plane_dropout)
+        self.appearance_jitter = float(appearance_jitter)
         self.window = int(window)
         self.random_windows = random_windows
         self.start_at_track_start = start_at_track_start
@@ -135,14 +139,40 @@ class TrackDataset(Dataset):
                 np.random.default_rng((self.seed, self.epoch, i, 1)).random() < self.plane_dropout:
             geometry = geometry.copy()
             geometry[:, self.plane_columns] = 0.0
-        return {'crops': torch.from_numpy(np.ascontiguousarray(
-                    scene['crops'][rows].transpose(0, 3, 1, 2))),
+        crops = scene['crops'][rows]
+        if self.appearance_jitter > 0.0:
+            jitter_rng = np.random.default_rng((self.seed, self.epoch, i, 2))
+            if jitter_rng.random() < self.appearance_jitter:
+                crops = jitter_appearance(crops, jitter_rng)
+        return {'crops': torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))),
                 'geometry': torch.from_numpy(geometry),
                 'labels': torch.full((length,), float(label)),
                 'frame_label': torch.from_numpy(scene['frame_label'][rows].astype(np.float32)),
                 'mask': mask, 't0': torch.tensor(start, dtype=torch.long),
                 'track_label': torch.tensor(label, dtype=torch.long),
                 'index': torch.tensor(i, dtype=torch.long)}
+
+
+def jitter_appearance(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """
+    Return uint8 crops [T, H, W, 3] with one random photometric change for the whole clip.
+
+    Gain with a colour cast, contrast about the clip's mean, gamma, sometimes a blur or
+    grey, then sensor noise per frame.  One change per clip keeps what happens over time
+    (a glare flash, a reflection fading) while the look of the camera and scene varies.
+    """
+    x = crops.astype(np.float32) / 255.0
+    x = x * (rng.uniform(0.7, 1.3) * rng.uniform(0.9, 1.1, 3)).astype(np.float32)
+    mean = x.mean()
+    x = mean + (x - mean) * np.float32(rng.uniform(0.7, 1.3))
+    x = np.clip(x, 0.0, 1.0) ** np.float32(np.exp(rng.uniform(-0.3, 0.3)))
+    if rng.random() < 0.1:
+        x = np.repeat(x.mean(axis=3, keepdims=True), 3, axis=3)
+    if rng.random() < 0.3:
+        sigma = rng.uniform(0.3, 1.2)
+        x = np.stack([cv2.GaussianBlur(frame, (0, 0), sigma) for frame in x])
+    x = x + rng.normal(0.0, rng.uniform(0.0, 8.0) / 255.0, x.shape).astype(np.float32)
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
 def collate(items: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:

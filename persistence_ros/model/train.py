@@ -417,7 +417,8 @@ class _TrainRun:
         feats = self.config.classifier.geometry_features
         self.train_set = TrackDataset(self.data_dir, 'train', feats, tc.window, True,
                                       tc.start_at_track_start, burn_in, self.seed,
-                                      plane_dropout=tc.plane_dropout)
+                                      plane_dropout=tc.plane_dropout,
+                                      appearance_jitter=tc.appearance_jitter)
         self.val_set = TrackDataset(self.data_dir, 'val', feats, max(tc.window, 4 * tc.window),
                                     False)
         if len(self.train_set) == 0:
