@@ -57,5 +57,5 @@ def build_filter(settings: Settings, ensemble: Optional[Sequence[str]] = None
         fallback = build_filter(replace_fields(settings, {'filter.name': ms.fallback}))
         return load_persistence_filter(paths, device=ms.device, plane=fs.plane,
                                        attention=ms.attention, decision=ms.decision,
-                                       fallback=fallback)
+                                       fallback=fallback, catch_up_frames=ms.catch_up_frames)
     raise ValueError(f'unknown filter {name!r}; choose one of {FILTER_NAMES}')

@@ -145,13 +145,16 @@ class ModelSettings:
     ``fallback``: the rule (one of ``FALLBACK_NAMES``, with its ``filter.*`` thresholds) that
     decides the tracks the model is out of its depth on: all of them when the rig or the
     frame rate is outside the training ranges, a track when its features mostly are
-    (``model.domain``).  The default ``none`` keeps every such track.
+    (``model.domain``).  The default ``none`` keeps every such track.  ``catch_up_frames``:
+    the most back-filled frames of a track side the model reads per frame (0: all at once;
+    ``LearnedFilter``).
     """
 
     path: str = ''
     device: str = 'auto'
     attention: str = 'last_layer'
     fallback: str = 'none'
+    catch_up_frames: int = 8
     decision: EarlyDecision = field(default_factory=EarlyDecision)
 
     def __post_init__(self):
@@ -163,6 +166,8 @@ class ModelSettings:
                 f'one of {ATTENTION_MODES}', self.attention)
         require(self.fallback in FALLBACK_NAMES, 'model.fallback', f'one of {FALLBACK_NAMES}',
                 self.fallback)
+        require(0 <= self.catch_up_frames <= 1000, 'model.catch_up_frames',
+                'an integer in [0, 1000]', self.catch_up_frames)
 
 
 @dataclass(frozen=True)

@@ -355,6 +355,61 @@ def test_early_decision_latches_and_saves_model_time(floor_scene):
     assert not streamer.tracks or {k[0] for k in streamer.tracks} <= {t.id for t in run[-1][1]}
 
 
+def test_a_late_pairs_backlog_in_chunks_gives_the_same_p_and_waits_to_decide(floor_scene):
+    _, truth, calibration, frames = floor_scene
+    plane = truth['rig']['ground_plane_left_optical']
+    never = EarlyDecision(hi=0.999, lo=0.001, min_frames=10 ** 6)
+
+    def tracks(catch_up, decision):
+        filt = LearnedFilter(_tiny_model(), plane=plane, decision=decision,
+                             catch_up_frames=catch_up)
+        catching_up, update = {}, filt.update
+
+        def update_and_record(states):   # the tracks still behind after each frame
+            out = update(states)
+            if states:
+                catching_up[int(states[0].stamps_ns[-1])] = set(filt._catching_up)
+            return out
+
+        filt.update = update_and_record
+        run = run_pipeline(calibration, frames, filt)
+        return filt, [({t.id: t for t in ts}, catching_up.get(stamp, set()))
+                      for stamp, ts in run]
+
+    whole_filter, whole = tracks(0, never)
+    chunked_filter, chunked = tracks(3, never)
+    assert whole_filter.stats.backlogs_deferred == 0
+    assert chunked_filter.stats.backlogs_deferred > 0
+    # every frame is streamed once either way
+    assert chunked_filter.stats.frames_encoded == whole_filter.stats.frames_encoded
+    differed, caught_up = set(), set()
+    for (a, _), (b, late) in zip(whole, chunked):
+        assert a.keys() == b.keys()
+        for tid, track in b.items():
+            same = track.probability == pytest.approx(a[tid].probability, abs=1e-5)
+            if tid in late:
+                assert tid not in caught_up  # once caught up, it stays caught up
+                differed.add(tid)
+            else:
+                assert same, tid   # caught up: the p of the whole clip
+                caught_up.add(tid)
+    assert differed and differed <= caught_up  # some pairs came late, all caught up
+    # while a side is behind the track stays undecided, then decides on the whole history
+    eager = EarlyDecision(hi=1e-6, lo=0.0, min_frames=3)
+    _, decided = tracks(3, eager)
+    held = 0
+    for frame, late in decided:
+        for tid, track in frame.items():
+            if tid in late:
+                assert track.state == TrackState.TENTATIVE
+                held += track.frames_observed >= 3
+            elif track.frames_observed >= 3:
+                assert track.state == PERSISTENT
+    assert held > 0
+    with pytest.raises(ValueError, match='catch_up_frames'):
+        LearnedFilter(_tiny_model(), plane=plane, catch_up_frames=-1)
+
+
 def test_load_persistence_filter(tmp_path):
     with pytest.raises(FileNotFoundError, match='no weights at'):
         load_persistence_filter(str(tmp_path / 'missing.safetensors'))

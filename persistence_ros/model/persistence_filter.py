@@ -9,7 +9,11 @@ turns it into PERSISTENT/TRANSIENT after ``min_frames`` observed frames, and a d
 stops costing model time unless ``recheck`` is set.  Attention is the left side's (the
 right's when the left has none): the decision token's weights over its recent frames, with
 their stamps; the last layer's (W frames) or, with ``attention='rollout'``, the rollout over
-all layers (L(W-1)+1 frames).  Several models make an ensemble (an evaluation tool: each
+all layers (L(W-1)+1 frames).  A pair that forms late brings its back-filled history: with
+``catch_up_frames`` set, at most that many of a side's frames go through the model per frame
+(the rest in the next frames; streaming in chunks gives the same p as one clip) and the track
+stays undecided until both sides have caught up, so one late pair does not stall a frame.
+Several models make an ensemble (an evaluation tool: each
 member streams every frame, p is the mean of the members' p, attention is the first
 member's).
 """
@@ -56,6 +60,7 @@ class LearnedFilterStats:
     frames_encoded: int = 0
     frames_skipped_decided: int = 0
     frames_without_crop: int = 0
+    backlogs_deferred: int = 0  # times a side's back-filled frames were cut at catch_up_frames
     model_calls: int = 0
 
 
@@ -69,7 +74,7 @@ class LearnedFilter(PersistenceFilter):
                  plane: Optional[Sequence[float]] = None,
                  decision: Optional[EarlyDecision] = None,
                  calibration=None, attention: str = 'last_layer',
-                 fallback: Optional[PersistenceFilter] = None):
+                 fallback: Optional[PersistenceFilter] = None, catch_up_frames: int = 0):
         if attention not in ATTENTION_MODES:
             raise ValueError(f'learned filter: attention must be one of {ATTENTION_MODES}, '
                              f'got {attention!r}')
@@ -87,6 +92,10 @@ class LearnedFilter(PersistenceFilter):
             member.eval()
         self.model = self.models[0]  # the first member gives decision defaults and attention
         self.attention = attention
+        if int(catch_up_frames) < 0:
+            raise ValueError(f'learned filter: catch_up_frames must be >= 0 (0: no limit), got '
+                             f'{catch_up_frames}')
+        self.catch_up_frames = int(catch_up_frames)
         # per member, the side_geometry columns it was trained on, in its order
         self.columns = [[GEOMETRY_FEATURES.index(f)
                          for f in member.config.classifier.geometry_features]
@@ -160,6 +169,7 @@ class LearnedFilter(PersistenceFilter):
         self._stamps: Dict[Hashable, Deque[int]] = {}
         self._latched: Dict[int, FilterDecision] = {}
         self._on_fallback: set = set()
+        self._catching_up: set = set()  # tracks with back-filled frames not yet streamed
         self.fallback.reset()
         self.domain.reset()
 
@@ -186,11 +196,14 @@ class LearnedFilter(PersistenceFilter):
                 'domain.reasons': '; '.join(reasons),
                 'domain.fallback': self.fallback.name,
                 'domain.tracks_on_fallback': len(self._on_fallback),
-                'domain.tracks_decided_by_fallback': self.fallback_decided}
+                'domain.tracks_decided_by_fallback': self.fallback_decided,
+                'model.tracks_catching_up': len(self._catching_up),
+                'model.backlogs_deferred': self.stats.backlogs_deferred}
 
     def _pending(self, tracks: Sequence[StereoTrackHistory]):
         """Return {(track id, side): (crops, geometry rows, stamps)} of frames not yet streamed."""
         pending = {}
+        self._catching_up = set()
         for st in tracks:
             decided = st.id in self._latched and not self.decision.recheck
             for side in SIDES:
@@ -214,7 +227,14 @@ class LearnedFilter(PersistenceFilter):
                 if not rows.observations:
                     continue
                 keep = [i for i, o in enumerate(rows.observations) if o.crop is not None]
-                self.stats.frames_without_crop += len(rows.observations) - len(keep)
+                last = len(rows.observations) - 1
+                if self.catch_up_frames and len(keep) > self.catch_up_frames:
+                    # the oldest frames now, the rest in the next frames
+                    keep = keep[:self.catch_up_frames]
+                    last = keep[-1]
+                    self._catching_up.add(st.id)
+                    self.stats.backlogs_deferred += 1
+                self.stats.frames_without_crop += last + 1 - len(keep)
                 if keep:
                     self.domain.add_rows(st.id, rows.geometry[keep][:, self.columns[0]])
                     stamps = [rows.observations[i].stamp_ns for i in keep]
@@ -225,7 +245,7 @@ class LearnedFilter(PersistenceFilter):
                         stamps = [frame_of.get(int(s), s) for s in stamps]
                     pending[key] = ([rows.observations[i].crop for i in keep],
                                     rows.geometry[keep], stamps)
-                self._last_stamp[key] = rows.observations[-1].stamp_ns
+                self._last_stamp[key] = rows.observations[last].stamp_ns
         return pending
 
     def _stream(self, pending) -> None:
@@ -310,7 +330,8 @@ class LearnedFilter(PersistenceFilter):
                 continue
             p = float(np.mean([np.mean(member) for member in probs]))
             previous = latched.state if latched else TrackState.TENTATIVE
-            state = self.decision.decide(p, int(st.frames_observed), previous)
+            state = TrackState.TENTATIVE if st.id in self._catching_up else \
+                self.decision.decide(p, int(st.frames_observed), previous)
             attention, stamps = self._attention(st.id)
             result = FilterDecision(p, state, attention, stamps)
             if state != TrackState.TENTATIVE:
@@ -323,13 +344,15 @@ def load_persistence_filter(model_path: Union[None, str, Sequence[str]] = None,
                             device: str = 'auto', plane: Optional[Sequence[float]] = None,
                             calibration=None, attention: str = 'last_layer',
                             decision: Optional[EarlyDecision] = None,
-                            fallback: Optional[PersistenceFilter] = None) -> LearnedFilter:
+                            fallback: Optional[PersistenceFilter] = None,
+                            catch_up_frames: int = 0) -> LearnedFilter:
     """
     Return a ``LearnedFilter`` with the weights at ``model_path`` (default: shipped ``cpu``).
 
     Several paths make an ensemble: p is the mean of the members' p, the first member gives
     the attention.  ``attention``: 'last_layer' or 'rollout' (``LearnedFilter``).
-    ``decision``: the early-decision rule (None: the first checkpoint's).  Fails with a
+    ``decision``: the early-decision rule (None: the first checkpoint's);
+    ``catch_up_frames``: see ``LearnedFilter``.  Fails with a
     message naming the missing file when no weights are found.
     """
     if not model_path:
@@ -345,4 +368,5 @@ def load_persistence_filter(model_path: Union[None, str, Sequence[str]] = None,
     device = resolve_device(device)
     models = [load_model(path, device) for path in paths]
     return LearnedFilter(models, plane=plane, decision=decision, calibration=calibration,
-                         attention=attention, fallback=fallback)
+                         attention=attention, fallback=fallback,
+                         catch_up_frames=catch_up_frames)

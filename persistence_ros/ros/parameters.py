@@ -271,6 +271,10 @@ PARAMETERS: List[Parameter] = [
        'learned filter: the rule that decides the tracks the model is out of its depth on (the '
        'rig, frame rate or a track outside its training ranges); none keeps them',
        choices=FALLBACK_NAMES),
+    _P('model.catch_up_frames',
+       "learned filter: the most back-filled frames of a late pair's side it streams per frame "
+       '(the rest follow, the track stays undecided until caught up); 0: all at once',
+       range=(0, 1000)),
     _P('model.decision.hi',
        'learned filter: decided persistent once p(persistent) is at or above this',
        range=(0.5, 1.0)),
