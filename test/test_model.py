@@ -872,6 +872,36 @@ def test_track_streamer_state_pool_reuses_slots_of_ended_tracks_from_a_fresh_sta
     assert {pool.slots[10], pool.slots[11]} == {0, 1}
 
 
+def test_state_pool_gives_its_memory_back_after_a_flood_of_tracks_ends(device):
+    # 40 tracks grow the pool to 40 slots; when 36 of them end, it is compacted and the
+    # 4 left go on streaming exactly as alone; new tracks grow it again from there.
+    model = _model(window=4, device=device)
+    crops, geom = _inputs(b=40, t=6, seed=5, device=device)
+    hwc = crops.permute(0, 1, 3, 4, 2).cpu().numpy()
+    g = geom.cpu().numpy()
+    streamer = TrackStreamer(model, EarlyDecision(hi=1.0, lo=0.0, min_frames=100))
+    survivors = [3, 17, 28, 39]
+    alone = {}
+    with torch.no_grad():
+        for j in survivors:
+            state, alone[j] = None, []
+            for t in range(6):
+                p, _, state = model.step(crops[j:j + 1, t], geom[j:j + 1, t], state)
+                alone[j].append(float(p[0]))
+    pool = streamer._pool
+    streamer.extend(list(range(40)), hwc[:, :3], g[:, :3])
+    assert pool.capacity == 40
+    full = pool.state.nbytes()
+    streamer.drop([j for j in range(40) if j not in survivors])
+    assert pool.capacity == 8 and pool.state.nbytes() == full * 8 // 40
+    assert sorted(pool.slots.values()) == [0, 1, 2, 3] and len(pool._free) == 4
+    res = streamer.extend(survivors, hwc[survivors, 3:], g[survivors, 3:])
+    for j in survivors:
+        assert abs(res[j].probability - alone[j][-1]) < _tol(device), j
+    streamer.extend(list(range(100, 110)), hwc[:10, :1], g[:10, :1])   # 4 + 10 tracks
+    assert pool.capacity == 16 and len(pool.slots) == 14
+
+
 def test_bfloat16_autocast_streaming_stays_close_to_float32(device):
     # `bench model --dtype bfloat16` runs the steps under autocast: the stream still works
     # (caches mix dtypes), stays bounded, and p moves by bf16 rounding only.

@@ -92,9 +92,12 @@ class StatePool:
     tensor, whatever the number of tracks) and writes them back in place (one
     ``index_copy_`` each), instead of splitting a batched state into one state per track
     and concatenating them again every frame.  A new track takes a free slot, reset to the
-    model's initial state; an ended track's slot is freed.  The pool grows by doubling and
-    keeps its size (the peak number of tracks).
+    model's initial state; an ended track's slot is freed.  The pool grows by doubling; when
+    a quarter or less of its slots are in use (after a flood of tracks has ended) it is
+    compacted to twice the tracks left (at least ``MIN_SLOTS``), so its memory comes back.
     """
+
+    MIN_SLOTS = 8
 
     def __init__(self, model: 'PersistenceModel', device, rollout: bool = False):
         self.model = model
@@ -114,7 +117,7 @@ class StatePool:
         return key in self.slots
 
     def _grow(self, needed: int) -> None:
-        size = max(needed, self.capacity, 8)
+        size = max(needed, self.capacity, self.MIN_SLOTS)
         extra = self.model.init_state(size, self.device, self.rollout)
         start = self.capacity
         self.state = extra if self.state is None else StreamState.cat([self.state, extra])
@@ -142,6 +145,18 @@ class StatePool:
             slot = self.slots.pop(key, None)
             if slot is not None:
                 self._free.append(slot)
+        if self.capacity > self.MIN_SLOTS and 4 * len(self.slots) <= self.capacity:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Move the live tracks' states into a pool of twice their number (fresh tensors)."""
+        keys = list(self.slots)
+        size = max(2 * len(keys), self.MIN_SLOTS)
+        kept = self.state.select(self.index(keys))
+        extra = self.model.init_state(size - len(keys), self.device, self.rollout)
+        self.state = StreamState.cat([kept, extra])
+        self.slots = {key: i for i, key in enumerate(keys)}
+        self._free = list(range(size - 1, len(keys) - 1, -1))
 
 
 class PersistenceModel(nn.Module):
