@@ -327,6 +327,13 @@ def test_early_decision_rule():
     assert recheck.needs_encoding(TrackState.TRANSIENT)
     with pytest.raises(ValueError):
         EarlyDecision(hi=0.2, lo=0.8)
+    # unsure for keep_unsure_after frames: kept (published) rather than lost
+    keep = EarlyDecision(hi=0.8, lo=0.2, min_frames=3, keep_unsure_after=30)
+    assert keep.decide(0.5, 29) == TrackState.TENTATIVE
+    assert keep.decide(0.5, 30) == TrackState.PERSISTENT
+    assert keep.decide(0.1, 30) == TrackState.TRANSIENT   # a clear answer still counts
+    with pytest.raises(ValueError, match='keep_unsure_after'):
+        EarlyDecision(keep_unsure_after=-1)
 
 
 def test_codebook_diagnostics_detect_collapse(caplog):

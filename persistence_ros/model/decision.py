@@ -14,18 +14,28 @@ from persistence_ros.stereo_track import TrackState
 
 @dataclass
 class EarlyDecision:
-    """PERSISTENT when p >= hi, TRANSIENT when p <= lo, only after ``min_frames`` frames."""
+    """
+    PERSISTENT when p >= hi, TRANSIENT when p <= lo, only after ``min_frames`` frames.
+
+    ``keep_unsure_after`` (frames, 0: never): a track still undecided after that many frames
+    is decided PERSISTENT, so a real object the model stays unsure about is published
+    rather than lost (only PERSISTENT tracks are).
+    """
 
     hi: float = 0.5
     lo: float = 0.1
     min_frames: int = 3
     recheck: bool = False
+    keep_unsure_after: int = 0
 
     def __post_init__(self):
         """Check the types (``'9e-1'`` is read as 0.9, ``maybe`` is no bool) and the values."""
         check_fields(self, 'decision')
         if self.min_frames < 0:
             raise ValueError(f'decision.min_frames must be >= 0, got {self.min_frames}')
+        if self.keep_unsure_after < 0:
+            raise ValueError('decision.keep_unsure_after must be >= 0 (0: never), got '
+                             f'{self.keep_unsure_after}')
         if not 0.0 <= self.lo < self.hi <= 1.0:
             raise ValueError(f'need 0 <= lo < hi <= 1, got lo={self.lo} hi={self.hi}')
 
@@ -44,6 +54,8 @@ class EarlyDecision:
             return TrackState.PERSISTENT
         if p <= self.lo:
             return TrackState.TRANSIENT
+        if self.keep_unsure_after and frames >= self.keep_unsure_after:
+            return TrackState.PERSISTENT
         return previous if self.recheck else TrackState.TENTATIVE
 
     def needs_encoding(self, decision: TrackState) -> bool:

@@ -286,6 +286,10 @@ PARAMETERS: List[Parameter] = [
     _P('model.decision.recheck',
        'learned filter: keep scoring decided tracks (a transient one can still turn '
        'persistent); false: decided tracks cost no model time'),
+    _P('model.decision.keep_unsure_after',
+       'learned filter: a track still undecided after this many observed frames is decided '
+       'persistent (published, not lost because the model is unsure); 0: never',
+       range=(0, 100000)),
     _P('tracker.high_score',
        'detections at or above it start and extend 2D tracks', range=(0.0, 1.0)),
     _P('tracker.low_score', 'detections at or above it only extend 2D tracks', range=(0.0, 1.0)),
