@@ -78,11 +78,12 @@ def scene_settings(settings: Optional[Settings], truth: Optional[Truth],
     has only when its floor is configured).
     """
     settings = settings if settings is not None else Settings()
-    if plane_from_truth and truth is not None and truth.ground_plane is None:
+    if not plane_from_truth or truth is None:
+        return settings
+    if truth.ground_plane is None:
         LOG.warning('--plane-from-truth: scene %s-s%s has no ground plane in its truth (a '
                     'composite scene has none); its filter runs without one',
                     truth.scenario, truth.data.get('seed'))
-    if not plane_from_truth or truth is None or truth.ground_plane is None:
         return settings
     return replace(settings, filter=replace(settings.filter,
                                             ground_plane=[float(v) for v in truth.ground_plane]))

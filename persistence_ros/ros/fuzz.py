@@ -351,9 +351,10 @@ def _memory_mb(pid: int) -> Dict[str, float]:
     out = {}
     with open(f'/proc/{pid}/status') as status:
         for line in status:
-            key = _STATUS_FIELDS.get(line.split(maxsplit=1)[0] if line.strip() else '')
+            fields = line.split()
+            key = _STATUS_FIELDS.get(fields[0]) if fields else None
             if key:
-                out[key] = int(line.split()[1]) / 1024.0
+                out[key] = int(fields[1]) / 1024.0
     return out
 
 
