@@ -20,8 +20,8 @@ def build_filter(settings: Settings, ensemble: Optional[Sequence[str]] = None
     """
     Return the filter named by ``settings.filter.name``, configured by ``settings``.
 
-    ``ensemble``: several checkpoints for the learned filter instead of ``model.path`` (an
-    evaluation tool: p is the mean of the members' p).
+    ``ensemble``: several checkpoints for the learned filter instead of ``model.path`` and
+    ``model.ensemble_paths`` (p is the mean of the members' p).
 
     Raises ValueError saying what to set when a filter lacks an input (``ground_plane``
     without a plane, ``gbdt`` without a training file), FileNotFoundError for missing
@@ -53,7 +53,13 @@ def build_filter(settings: Settings, ensemble: Optional[Sequence[str]] = None
     if name == 'learned':
         from persistence_ros.model.persistence_filter import load_persistence_filter
         ms = settings.model
-        paths = list(ensemble) if ensemble else (ms.path or None)
+        if ensemble:
+            paths = list(ensemble)
+        elif ms.ensemble_paths:
+            from persistence_ros.model import DEFAULT_WEIGHTS
+            paths = [ms.path or str(DEFAULT_WEIGHTS)] + list(ms.ensemble_paths)
+        else:
+            paths = ms.path or None
         fallback = build_filter(replace_fields(settings, {'filter.name': ms.fallback}))
         return load_persistence_filter(paths, device=ms.device, plane=fs.plane,
                                        attention=ms.attention, decision=ms.decision,

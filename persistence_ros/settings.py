@@ -147,10 +147,12 @@ class ModelSettings:
     frame rate is outside the training ranges, a track when its features mostly are
     (``model.domain``).  The default ``none`` keeps every such track.  ``catch_up_frames``:
     the most back-filled frames of a track side the model reads per frame (0: all at once;
-    ``LearnedFilter``).
+    ``LearnedFilter``).  ``ensemble_paths``: more checkpoints; p is then the mean of the
+    members' p (``path``'s weights first, which also give the attention).
     """
 
     path: str = ''
+    ensemble_paths: List[str] = field(default_factory=list)
     device: str = 'auto'
     attention: str = 'last_layer'
     fallback: str = 'none'

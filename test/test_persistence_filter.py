@@ -426,6 +426,21 @@ def test_load_persistence_filter(tmp_path):
     assert load_persistence_filter(str(path), device='cpu').decision == model.config.decision
     with pytest.raises(RuntimeError, match='no calibration'):
         filt.update([])
+    # model.ensemble_paths: more members after model.path's (or the shipped) weights
+    other = tmp_path / 'other.safetensors'
+    save_model(_tiny_model(seed=1), other)
+    pair = build_filter(replace_fields(Settings(), {
+        'model.path': str(path), 'model.ensemble_paths': [str(other)], 'model.device': 'cpu'}))
+    assert len(pair.models) == 2
+    assert torch.equal(pair.models[0].classifier.head.weight, model.classifier.head.weight)
+    shipped = build_filter(replace_fields(Settings(), {
+        'model.ensemble_paths': [str(other)], 'model.device': 'cpu'}))
+    assert len(shipped.models) == 2
+    assert torch.equal(shipped.models[0].classifier.head.weight,
+                       load_persistence_filter(device='cpu').model.classifier.head.weight)
+    from persistence_ros.ros.parameters import DEFAULTS, validate
+    assert validate(dict(DEFAULTS, **{'model.ensemble_paths': [str(tmp_path / 'no')]})) == [
+        f"model.ensemble_paths: file {str(tmp_path / 'no')!r} does not exist"]
 
 
 def _stereo_frames(right_offset_ns=0, frames=10, t0=10 ** 9):

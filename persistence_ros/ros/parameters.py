@@ -263,6 +263,10 @@ PARAMETERS: List[Parameter] = [
     _P('model.path',
        "learned filter: safetensors checkpoint of the persistence model ('': the shipped cpu "
        'weights)'),
+    _P('model.ensemble_paths',
+       'learned filter: more checkpoints; p is the mean over model.path and these (an '
+       'ensemble: each member streams every track, so model time grows with their number); '
+       'empty: one model', kind='string[]'),
     _P('model.device', 'device of the learned model: auto|cpu|cuda', choices=DEVICES),
     _P('model.attention',
        'attention published per track: last_layer (the decision layer, over the last W frames) '
@@ -430,6 +434,9 @@ def _semantic_errors(v: Dict[str, Any]) -> List[str]:
                  'model.path'):
         if v[name] and not Path(v[name]).is_file():
             errors.append(f'{name}: file {v[name]!r} does not exist')
+    for path in v['model.ensemble_paths']:
+        if not Path(path).is_file():
+            errors.append(f'model.ensemble_paths: file {path!r} does not exist')
     plane = list(v['filter.ground_plane'])
     filter_name = v['filter.name']
     if len(plane) != 4 or not all(math.isfinite(x) for x in plane):
