@@ -13,9 +13,9 @@ all layers (L(W-1)+1 frames).  A pair that forms late brings its back-filled his
 ``catch_up_frames`` set, at most that many of a side's frames go through the model per frame
 (the rest in the next frames; streaming in chunks gives the same p as one clip) and the track
 stays undecided until both sides have caught up, so one late pair does not stall a frame.
-Several models make an ensemble (an evaluation tool: each
-member streams every frame, p is the mean of the members' p, attention is the first
-member's).
+Several models make an ensemble (``model.ensemble_paths``, or ``evaluate --model``
+repeated): each member streams every frame, p is the mean of the members' p, attention is
+the first member's.
 """
 
 from collections import deque
