@@ -8,7 +8,10 @@ Every process the package starts for ROS (tests, replay, demo) calls :func:`loca
 import os
 from pathlib import Path
 import sys
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional, Set
+
+SHARED_MEMORY_DIR = Path('/dev/shm')
+FASTDDS_PREFIXES = ('fastdds_', 'fast_datasharing_')
 
 
 def fastdds_profile_path() -> Optional[Path]:
@@ -46,3 +49,57 @@ def local_dds_env(domain_id: Optional[int] = None, log_dir: Optional[str] = None
 def apply_local_dds_env(domain_id: Optional[int] = None, log_dir: Optional[str] = None) -> None:
     """Apply :func:`local_dds_env` to this process (call before rclpy.init)."""
     os.environ.update(local_dds_env(domain_id=domain_id, log_dir=log_dir))
+
+
+def fastdds_segments(folder: Path = SHARED_MEMORY_DIR) -> Set[str]:
+    """
+    Return the names of this user's Fast DDS shared-memory segments in ``folder``.
+
+    Segments only: their ``_el`` lock files and the ``sem.*`` semaphores beside them are left
+    out. Empty where the folder does not exist (no POSIX shared memory).
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return set()
+    uid = os.getuid()
+    names = set()
+    for entry in entries:
+        if entry.name.startswith(FASTDDS_PREFIXES) and not entry.name.endswith('_el'):
+            try:
+                if entry.stat().st_uid == uid:
+                    names.add(entry.name)
+            except OSError:  # removed meanwhile
+                pass
+    return names
+
+
+def unmapped_segments(names: Iterable[str], folder: Path = SHARED_MEMORY_DIR) -> Set[str]:
+    """
+    Return those of ``names`` that still exist and that no process (whose maps we may read) maps.
+
+    A Fast DDS participant maps its segments while it lives and removes them when it is
+    deleted; one that exists with no process mapping it was left by a participant that was
+    never deleted (a killed process, or one whose context was never finalized).
+    Hand-written: Fast DDS's own check (``fastdds shm clean``) is not on PyPI.
+    """
+    wanted = {name for name in names if (folder / name).exists()}
+    if not wanted:
+        return set()
+    prefix = str(folder).rstrip('/') + '/'
+    mapped = set()
+    for maps in Path('/proc').glob('[0-9]*/maps'):
+        try:
+            text = maps.read_text()
+        except OSError:  # gone, or another user's
+            continue
+        for line in text.splitlines():
+            at = line.find(prefix)
+            if at >= 0:
+                mapped.add(line[at + len(prefix):].split(' ')[0])
+    return wanted - mapped
+
+
+def segments_left_since(before: Set[str]) -> list:
+    """Return, sorted, the Fast DDS segments created since ``before`` that nobody maps now."""
+    return sorted(unmapped_segments(fastdds_segments() - set(before)))

@@ -38,7 +38,7 @@ import numpy as np
 
 from persistence_ros.calibration import CameraCalibration, StereoCalibration
 from persistence_ros.detections import Detection, DetectionFrame, stamp_to_ns
-from persistence_ros.ros.env import local_dds_env
+from persistence_ros.ros.env import fastdds_segments, local_dds_env, segments_left_since
 
 NAMESPACE = '/fuzz'
 TOPICS = ('left/camera_info', 'right/camera_info', 'left/image_raw', 'right/image_raw',
@@ -664,6 +664,7 @@ def main(args: argparse.Namespace) -> Dict:
     if args.filter:
         node_args += ['-p', f'filter.name:={args.filter}']
     log = open(args.node_log, 'w') if args.node_log else None
+    segments_before = fastdds_segments()
     harness = Harness(args.rate, args.objects, args.width, args.height, node_args, log)
     try:
         harness.start()
@@ -680,6 +681,7 @@ def main(args: argparse.Namespace) -> Dict:
     finally:
         report_exit = harness.close()
     report['node_exit_code'] = report_exit
+    report['shared_memory_left'] = segments_left_since(segments_before)
     return report
 
 

@@ -279,7 +279,8 @@ class PersistenceNode(LifecycleNode):
 
         torch is set only when a filter loaded it.  ``gc.freeze``: the model and the modules
         loaded so far live as long as the node, and a full collection no longer walks them
-        (such collections were the spikes of up to ~20 ms measured in a frame).
+        (such collections were the spikes of up to ~20 ms measured in a frame).  Cleanup,
+        shutdown and ``destroy_node`` unfreeze them (``_unfreeze``).
         """
         torch = sys.modules.get('torch')
         if torch is not None:
@@ -380,7 +381,26 @@ class PersistenceNode(LifecycleNode):
         self._stop()
         return super().on_deactivate(state)
 
+    @staticmethod
+    def _unfreeze() -> None:
+        """
+        Undo configure's ``gc.freeze`` so that what it froze can be collected and finalized.
+
+        Frozen objects are never finalized, not even at interpreter exit: the rclpy context
+        that configure froze then outlived the process's end, its Fast DDS participant was
+        never deleted, and every run of the node left its shared-memory segments (35 MB with
+        config/fastdds.xml) in /dev/shm, RAM that only a reboot or ``fastdds shm clean``
+        frees (docs/benchmarks.md, "Shared memory left in /dev/shm").
+        """
+        gc.unfreeze()
+
+    def destroy_node(self) -> None:
+        """Destroy the node after undoing configure's ``gc.freeze``."""
+        self._unfreeze()
+        super().destroy_node()
+
     def _release(self) -> None:
+        self._unfreeze()
         for pub in self._outputs.values():
             self.destroy_publisher(pub)
         self._outputs = {}

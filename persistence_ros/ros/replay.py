@@ -42,7 +42,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from persistence_ros.bag_io import get_typestore
 from persistence_ros.detections import DETECTION_TYPES, stamp_to_ns
 from persistence_ros.ros.conversions import message_class  # noqa: F401 - re-exported
-from persistence_ros.ros.env import local_dds_env
+from persistence_ros.ros.env import fastdds_segments, local_dds_env, segments_left_since
 
 NODE_EXECUTABLE = 'persistence_node'
 DEFAULT_NAMESPACE = '/stereo'
@@ -292,6 +292,7 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
     outputs = {f'{namespace}/{name}': msgtype for name, msgtype in OUTPUTS.items()}
     outputs[DIAGNOSTICS[0]] = DIAGNOSTICS[1]
     node_args = list(extra_node_args or []) + input_parameters(types, namespace, extra_node_args)
+    segments_before = fastdds_segments()
     process = _start_node(namespace, params_file, node_args, node_log)
     context = rclpy.Context()
     rclpy.init(context=context, args=['replay'])
@@ -309,6 +310,8 @@ def replay(bag: Path, out: Path, mode: str = 'fast', params_file: Optional[Path]
         player.close()
         rclpy.try_shutdown(context=context)
         summary['node_exit_code'] = _stop_node(process)
+        # a node whose DDS participant outlived it leaves its segments in /dev/shm (RAM)
+        summary['shared_memory_left'] = segments_left_since(segments_before)
     return summary
 
 
