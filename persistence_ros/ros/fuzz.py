@@ -13,17 +13,19 @@ boxes, ids, images, stamps, calibrations and floods.  It records the node's ``~/
 
 Per kind it checks: the node is alive; valid frames are answered again (recovery) and how
 many valid frames after the kind had a latency above normal (``recovery_frames``); every
-reason the kind must produce is counted in ``/diagnostics`` (``rejected.<reason>`` or
-``resets.<kind>``), and the first diagnostics message that shows the new count says WARN
-(and how long after the injection it came).  ``soak`` publishes only valid frames and
-reports RSS drift and drops.  A scene is synthesized rather than rendered so that the
-harness costs little CPU beside the node (MuJoCo rendering at 30 Hz would not).
+reason the kind must produce is counted in ``/diagnostics`` within the kind's own round
+(``rejected.<reason>`` or ``resets.<kind>``), and the first diagnostics message that shows
+the new count says WARN (and how long after the injection it came).  ``soak`` publishes
+only valid frames and reports RSS drift and drops.  A scene is synthesized rather than
+rendered so that the harness costs little CPU beside the node (MuJoCo rendering at 30 Hz
+would not).
 """
 
 import argparse
 from collections import Counter
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 import statistics
@@ -535,7 +537,8 @@ class Runner:
             with self.h._lock:
                 self.h.sent[ridden] = started
         after = self.frames(recover_s)
-        return {'kind': kind.name, 'started': started, 'before': before,
+        return {'kind': kind.name, 'started': started, 'ended': time.monotonic(),
+                'before': before,
                 'rss_mb': self.h.rss_mb(),
                 'malformed': self.h.messages['malformed'] - malformed,
                 'frame': ridden if kind.answered else None, 'after': after}
@@ -550,8 +553,11 @@ def evaluate(h: Harness, record: Dict, normal_ms: float, threshold_ms: float) ->
     """Judge one injected kind (counters, WARN, recovery, latency)."""
     kind = h.kinds[record['kind']]
     out = {'kind': kind.name, 'malformed': record['malformed'], 'rss_mb': record['rss_mb']}
+    # only what arrived while this kind's round ran: a rise seen later belongs to the next
+    # round (a round that went uncounted was once credited with its next round's rise)
     with h._lock:
-        diagnostics = [d for d in h.diagnostics if d[0] >= record['started']]
+        diagnostics = [d for d in h.diagnostics
+                       if record['started'] <= d[0] <= record.get('ended', math.inf)]
     missing, warn_delays, not_warn = [], [], []
     for reason in kind.reasons:
         base = _counter(record['before'], reason)
