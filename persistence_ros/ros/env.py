@@ -8,7 +8,7 @@ Every process the package starts for ROS (tests, replay, demo) calls :func:`loca
 import os
 from pathlib import Path
 import sys
-from typing import Dict, Iterable, Optional, Set
+from typing import Dict, Iterable, List, Optional, Set
 
 SHARED_MEMORY_DIR = Path('/dev/shm')
 FASTDDS_PREFIXES = ('fastdds_', 'fast_datasharing_')
@@ -100,6 +100,6 @@ def unmapped_segments(names: Iterable[str], folder: Path = SHARED_MEMORY_DIR) ->
     return wanted - mapped
 
 
-def segments_left_since(before: Set[str]) -> list:
+def segments_left_since(before: Set[str]) -> List[str]:
     """Return, sorted, the Fast DDS segments created since ``before`` that nobody maps now."""
-    return sorted(unmapped_segments(fastdds_segments() - set(before)))
+    return sorted(unmapped_segments(fastdds_segments() - before))

@@ -25,7 +25,6 @@ import argparse
 from collections import Counter
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 import statistics
@@ -557,7 +556,7 @@ def evaluate(h: Harness, record: Dict, normal_ms: float, threshold_ms: float) ->
     # round (a round that went uncounted was once credited with its next round's rise)
     with h._lock:
         diagnostics = [d for d in h.diagnostics
-                       if record['started'] <= d[0] <= record.get('ended', math.inf)]
+                       if record['started'] <= d[0] <= record['ended']]
     missing, warn_delays, not_warn = [], [], []
     for reason in kind.reasons:
         base = _counter(record['before'], reason)

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from persistence_ros.ros.env import fastdds_segments, local_dds_env, SHARED_MEMORY_DIR, \
-    unmapped_segments
+from persistence_ros.ros.env import fastdds_segments, local_dds_env, segments_left_since, \
+    SHARED_MEMORY_DIR
 from persistence_ros.ros.replay import default_params_file, node_command
 
 STARTUP_TIMEOUT_S = 120.0
@@ -53,5 +53,5 @@ def test_a_stopped_node_leaves_no_shared_memory_behind(tmp_path, stop_signal):
     assert exit_code == 0, node_log
     # the check can fail: the node created segments of its own while it ran
     assert mine, 'the node created no shared-memory segment to check'
-    leaked = unmapped_segments(fastdds_segments() - before)
-    assert not leaked, f'left in {SHARED_MEMORY_DIR} by the stopped node: {sorted(leaked)}'
+    leaked = segments_left_since(before)
+    assert not leaked, f'left in {SHARED_MEMORY_DIR} by the stopped node: {leaked}'
