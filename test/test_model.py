@@ -727,6 +727,43 @@ def test_max_steps_is_exact_and_resume_reenters_a_partial_epoch(tmp_path):
     assert _steps(other) == [(0, 4), (1, 8)]
 
 
+def test_moving_average_of_the_weights_is_what_is_validated_saved_and_resumed(tmp_path):
+    # train.ema_decay d: after two steps the kept weights are d * w1 + (1 - d) * w2, where
+    # w1, w2 are the raw weights after steps 1 and 2 (the first update copies w1)
+    root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',) * 2 + ('val',),
+                                  tracks_per_scene=8, max_frames=8, seed=8)
+    config = _small_config('train.ema_decay=0.75')
+    run = functools.partial(train, 'classifier', config, root, progress=False, seed=0)
+    run(tmp_path / 'one', epochs=1, max_steps=1)
+    run(tmp_path / 'two', epochs=1, max_steps=2)
+    raw1, _ = load_tensors(tmp_path / 'one' / 'train_state.safetensors')
+    raw2, _ = load_tensors(tmp_path / 'two' / 'train_state.safetensors')
+    kept, meta = load_tensors(tmp_path / 'two' / 'last.safetensors')
+    names = [name for name, _ in PersistenceModel(config).named_parameters()]
+    assert names and set(names) <= set(kept)
+    moved = 0
+    for name in names:
+        w1, w2 = raw1['model.' + name], raw2['model.' + name]
+        assert torch.allclose(kept[name], 0.75 * w1 + 0.25 * w2, atol=1e-6), name
+        moved += not torch.equal(w1, w2)
+    assert moved > len(names) // 2  # the raw weights did change between the two steps
+    assert int(raw2['ema.n_averaged']) == 2
+    # validation ran on the average: its metrics are those saved beside the kept weights
+    history = json.loads((tmp_path / 'two' / 'metrics.jsonl').read_text().splitlines()[-1])
+    assert meta['metrics']['val_bce'] == history['val_bce']
+    # a resumed run continues the average exactly
+    run(tmp_path / 'straight', epochs=2)
+    run(tmp_path / 'resumed', epochs=1)
+    run(tmp_path / 'resumed', epochs=2, resume=True)
+    straight, _ = load_tensors(tmp_path / 'straight' / 'last.safetensors')
+    resumed, _ = load_tensors(tmp_path / 'resumed' / 'last.safetensors')
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    # off by default; the decay must be below 1
+    assert load_config('cpu').train.ema_decay == 0.0
+    with pytest.raises(ValueError, match='ema_decay'):
+        _small_config('train.ema_decay=1.0')
+
+
 def test_tokenizer_checkpoint_must_match_the_run_config(tmp_path):
     root = make_synthetic_dataset(tmp_path / 'ds', splits=('train',), tracks_per_scene=4,
                                   max_frames=8, seed=7)

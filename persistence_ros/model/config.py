@@ -135,6 +135,9 @@ class TrainConfig:
     # probability that a training track's crops get one photometric change (gain, colour
     # cast, contrast, gamma, blur, noise; data.jitter_appearance) against the simulator's look
     appearance_jitter: float = 0.0
+    # > 0: keep an exponential moving average of the weights (this decay per step) and
+    # validate, choose the epoch and save it instead of the last step's weights; 0 = off
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         """Check types and values (a string ``lr`` used to reach the optimizer)."""
@@ -148,6 +151,7 @@ class TrainConfig:
                'recon_weight')
         _check(self, 'train', lambda v: 0.0 <= v <= 1.0, 'in [0, 1]', 'start_at_track_start',
                'plane_dropout', 'appearance_jitter')
+        _check(self, 'train', lambda v: 0.0 <= v < 1.0, 'in [0, 1)', 'ema_decay')
 
 
 def _range(value) -> bool:

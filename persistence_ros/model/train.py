@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
@@ -28,6 +29,7 @@ from persistence_ros.overrides import flatten
 LOG = logging.getLogger(__name__)
 STAGES = ('tokenizer', 'classifier')
 MODEL_PREFIX = 'model.'  # the model's weights inside the train state
+EMA_PREFIX = 'ema.'  # the moving average of the weights inside the train state
 # The fields a tokenizer's weights depend on: a tokenizer checkpoint must match them.
 TOKENIZER_KEYS = ('crop_size', 'input_size', 'tokenizer')
 
@@ -441,6 +443,15 @@ class _TrainRun:
                 p.requires_grad_(False)
             self.params = list(model.classifier.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=tc.lr, weight_decay=tc.weight_decay)
+        # train.ema_decay > 0: validation, the choice of epoch and the saved weights use an
+        # exponential moving average of the weights (a copy; buffers are constants here)
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay))
+                    if tc.ema_decay > 0 else None)
+
+    @property
+    def kept_model(self) -> PersistenceModel:
+        """Return the model that is validated and saved: the moving average if there is one."""
+        return self.model if self.ema is None else self.ema.module
 
     def resume(self) -> None:
         """Restore weights, optimizer, progress and this rank's RNG from the train state."""
@@ -464,6 +475,13 @@ class _TrainRun:
                                   'version that kept them in last.safetensors); start a new '
                                   '--out')
         self.model.load_state_dict(weights, strict=True)
+        if self.ema is not None:
+            averaged = {k[len(EMA_PREFIX):]: v for k, v in tensors.items()
+                        if k.startswith(EMA_PREFIX)}
+            if not averaged:
+                raise CheckpointError(f'{state_path} holds no moving average of the weights '
+                                      '(train.ema_decay); start a new --out')
+            self.ema.load_state_dict(averaged, strict=True)
         load_optimizer_tensors(self.optimizer, tensors, meta['param_groups'])
         self.start_epoch, self.step, self.best = meta['epoch'] + 1, meta['step'], meta.get('best')
         if not meta.get('epoch_complete', True):  # stopped by max_steps inside that epoch
@@ -566,6 +584,8 @@ class _TrainRun:
             if self.tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.params, self.tc.grad_clip)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             self.step += 1
             sums['loss'] += float(loss.detach())
             sums['n'] += 1
@@ -584,7 +604,7 @@ class _TrainRun:
             return {}
         tc = self.tc
         metrics = {f'val_{k}': v for k, v in
-                   evaluate(self.model, self.val_loader, self.stage, self.device,
+                   evaluate(self.kept_model, self.val_loader, self.stage, self.device,
                             self.amp).items()}
         if 'val_code_usage_fraction' in metrics:
             warn_if_collapsed({k[9:]: v for k, v in metrics.items()
@@ -604,7 +624,7 @@ class _TrainRun:
         rng = rng_tensors(self.device, self.distributed) if checkpoint else {}  # collective
         if self.rank != 0:
             return
-        model, out_dir, manifest = self.model, self.out_dir, self.manifest
+        model, out_dir, manifest = self.kept_model, self.out_dir, self.manifest
         LOG.info('%s epoch %d: %s', self.stage, epoch + 1, json.dumps(metrics))
         with open(out_dir / 'metrics.jsonl', 'a', encoding='utf-8') as stream:
             stream.write(json.dumps(metrics) + '\n')
@@ -620,7 +640,9 @@ class _TrainRun:
             # stopped while saving resumes from the previous state, never from a mix.
             tensors, groups = optimizer_tensors(self.optimizer)
             tensors.update(rng)
-            tensors.update({MODEL_PREFIX + k: v for k, v in model.state_dict().items()})
+            tensors.update({MODEL_PREFIX + k: v for k, v in self.model.state_dict().items()})
+            if self.ema is not None:
+                tensors.update({EMA_PREFIX + k: v for k, v in self.ema.state_dict().items()})
             save_tensors(tensors, self.state_path, dict(
                 model_metadata(model, metrics, manifest, extra),
                 param_groups=groups, best=self.best))
