@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 import torch
+from torch.utils.data import DataLoader
 
 from persistence_ros.features import LEGACY_FEATURES
 from persistence_ros.model.checkpoint import (
@@ -27,8 +28,8 @@ from persistence_ros.model.testing import make_synthetic_dataset, synthetic_batc
 from persistence_ros.model.tokenizer import (
     CausalConv3d, codebook_diagnostics, ConvCache, is_collapsed, warn_if_collapsed)
 from persistence_ros.model.train import (
-    NothingToTrain, restore_rng, resume_mismatches, selection_score, tokenizer_mismatches, train,
-    training_device)
+    evaluate, NothingToTrain, restore_rng, resume_mismatches, selection_score,
+    tokenizer_mismatches, train, training_device, with_prefix)
 from persistence_ros.stereo_track import TrackState
 
 
@@ -748,9 +749,20 @@ def test_moving_average_of_the_weights_is_what_is_validated_saved_and_resumed(tm
         moved += not torch.equal(w1, w2)
     assert moved > len(names) // 2  # the raw weights did change between the two steps
     assert int(raw2['ema.n_averaged']) == 2
-    # validation ran on the average: its metrics are those saved beside the kept weights
+    # validation ran on the average: re-scoring the kept weights on the run's validation
+    # split gives the logged BCE, and the raw weights give another
     history = json.loads((tmp_path / 'two' / 'metrics.jsonl').read_text().splitlines()[-1])
     assert meta['metrics']['val_bce'] == history['val_bce']
+    val = DataLoader(TrackDataset(root, 'val', config.classifier.geometry_features,
+                                  4 * config.train.window, False),
+                     batch_size=config.train.batch_size, collate_fn=collate)
+    kept_bce = evaluate(load_model(tmp_path / 'two' / 'last.safetensors'), val, 'classifier',
+                        'cpu')['bce']
+    raw_model = load_model(tmp_path / 'two' / 'last.safetensors')
+    raw_model.load_state_dict(with_prefix(raw2, 'model.'), strict=True)
+    raw_bce = evaluate(raw_model, val, 'classifier', 'cpu')['bce']
+    assert kept_bce == pytest.approx(history['val_bce'], abs=1e-6)
+    assert abs(raw_bce - history['val_bce']) > 1e-4
     # a resumed run continues the average exactly
     run(tmp_path / 'straight', epochs=2)
     run(tmp_path / 'resumed', epochs=1)

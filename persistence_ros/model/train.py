@@ -223,6 +223,11 @@ def tokenizer_mismatches(saved: Dict, config: ModelConfig) -> List[str]:
             for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
 
 
+def with_prefix(tensors: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    """Return the tensors whose names start with ``prefix``, the prefix removed."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def load_tokenizer(model: PersistenceModel, path) -> None:
     """
     Initialise ``model.tokenizer`` from the checkpoint at ``path``.
@@ -237,7 +242,7 @@ def load_tokenizer(model: PersistenceModel, path) -> None:
         raise CheckpointError(f'{path}: its tokenizer was trained with other settings than '
                               f'this run\'s ({"; ".join(mismatches)}); give a tokenizer '
                               'trained with this config, or the same settings (--config/--set)')
-    tok = {k[len('tokenizer.'):]: v for k, v in tensors.items() if k.startswith('tokenizer.')}
+    tok = with_prefix(tensors, 'tokenizer.')
     try:
         model.tokenizer.load_state_dict(tok, strict=True)
     except RuntimeError as exc:
@@ -468,16 +473,14 @@ class _TrainRun:
                              f'different settings ({"; ".join(mismatches)}); give the same '
                              '--config/--set/--seed/--data (only --epochs may change), or a '
                              'new --out')
-        weights = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items()
-                   if k.startswith(MODEL_PREFIX)}
+        weights = with_prefix(tensors, MODEL_PREFIX)
         if not weights:
             raise CheckpointError(f'{state_path} holds no model weights (written by an older '
                                   'version that kept them in last.safetensors); start a new '
                                   '--out')
         self.model.load_state_dict(weights, strict=True)
         if self.ema is not None:
-            averaged = {k[len(EMA_PREFIX):]: v for k, v in tensors.items()
-                        if k.startswith(EMA_PREFIX)}
+            averaged = with_prefix(tensors, EMA_PREFIX)
             if not averaged:
                 raise CheckpointError(f'{state_path} holds no moving average of the weights '
                                       '(train.ema_decay); start a new --out')
