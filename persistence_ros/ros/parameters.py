@@ -82,11 +82,13 @@ class ProcessingSettings:
 
     ``torch_threads``: intra-op threads of the model on the CPU; 0 picks
     ``model.auto_torch_threads()`` (one core is left to the executor that receives the
-    images).
+    images).  ``malloc_mmap_threshold_bytes``: glibc's mmap threshold for the whole process,
+    fixed at configure (``memory.set_mmap_threshold``; 0: glibc's moving default).
     """
 
     queue_size: int = 4
     torch_threads: int = 0
+    malloc_mmap_threshold_bytes: int = 4194304
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,10 @@ PARAMETERS: List[Parameter] = [
     _P('processing.torch_threads',
        'CPU threads of the learned model (torch intra-op); 0: cores - 1, 1 to 4',
        range=(0, 256)),
+    _P('processing.malloc_mmap_threshold_bytes',
+       'glibc malloc: blocks of this size or more get their own mapping, returned to the '
+       'system when freed (bounds the heap a flood of large messages leaves); 0: the '
+       'moving default of glibc', range=(0, 33554432)),
     _P('filter.name', 'persistence filter: ' + '|'.join(FILTER_NAMES), choices=FILTER_NAMES),
     _P('filter.decide_after', 'observed frames before a baseline filter decides', range=(1, 1000)),
     _P('filter.threshold',

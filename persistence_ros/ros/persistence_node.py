@@ -70,6 +70,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data,
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
+from persistence_ros import memory
 from persistence_ros.calibration import (CalibrationError, CameraInfoMonitor,
                                          load_calibration_yaml, StereoCalibration)
 from persistence_ros.detections import (detection_frame_of, DETECTION_TYPES, NANOSECONDS,
@@ -104,24 +105,6 @@ RCLError = rclpy_implementation.RCLError
 NODE_STAGES = ('sync_wait', 'queue_wait', 'conversion', 'pipeline', 'messages', 'publishing')
 # frames the stage statistics of /diagnostics cover
 TIMING_WINDOW = 300
-
-
-def _glibc_malloc_trim():
-    """
-    Return glibc's ``malloc_trim`` (None elsewhere).
-
-    A flood (5000-box messages, 1080p images) allocates hundreds of MB in many small blocks
-    that Python frees but glibc keeps in its heaps; ``malloc_trim(0)`` hands the free pages
-    back to the system.  No maintained package binds it; ctypes is one line.
-    """
-    try:
-        import ctypes
-        return ctypes.CDLL('libc.so.6').malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _glibc_malloc_trim()
 
 
 def _qos(reliability: str, depth: int) -> QoSProfile:
@@ -275,13 +258,17 @@ class PersistenceNode(LifecycleNode):
 
     def _configure_threads(self, settings) -> None:
         """
-        Set the model's CPU threads; move what configure loaded out of the collector's way.
+        Set the model's CPU threads and malloc's mmap threshold; keep configure's objects from gc.
 
         torch is set only when a filter loaded it.  ``gc.freeze``: the model and the modules
         loaded so far live as long as the node, and a full collection no longer walks them
         (such collections were the spikes of up to ~20 ms measured in a frame).  Cleanup,
         shutdown and ``destroy_node`` unfreeze them (``_unfreeze``).
         """
+        threshold = settings.processing.malloc_mmap_threshold_bytes
+        if memory.set_mmap_threshold(threshold):
+            self.get_logger().info(f'malloc: blocks of {threshold} bytes and more are mapped '
+                                   'and returned when freed')
         torch = sys.modules.get('torch')
         if torch is not None:
             threads = (settings.processing.torch_threads
@@ -785,8 +772,7 @@ class PersistenceNode(LifecycleNode):
                                 '/clock: diagnostics are stamped with the newest input stamp; '
                                 'play bags with --clock (ros2 bag play --clock) or set '
                                 'use_sim_time to false')
-        if _MALLOC_TRIM is not None:   # return what a flood freed (see _glibc_malloc_trim)
-            _MALLOC_TRIM(0)
+        memory.malloc_trim()   # return what a flood freed
         values = self.diagnostic_values()
         values.update(self._time.values(source))
         level, message = self.diagnostic_status(values)
