@@ -39,7 +39,8 @@ def set_mmap_threshold(size_bytes: int) -> bool:
     32 MiB), so after one 1080p image (6.2 MB) every later block of that size comes from the
     heap, where a flood's blocks stay as free holes between live ones (measured: the node's
     heap kept +36 MB after a flood with the moving threshold, +24 MB with a fixed 4 MiB one;
-    docs/benchmarks.md).  Setting it fixes it (glibc then stops moving it).  0 leaves glibc's
+    docs/benchmarks.md).  Setting it fixes it (glibc then stops moving it); a free chunk
+    already in the heap that is large enough is still used first.  0 leaves glibc's
     moving threshold alone.  Returns True if glibc took the value.
     """
     size_bytes = int(size_bytes)
