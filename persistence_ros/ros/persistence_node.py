@@ -225,7 +225,7 @@ class PersistenceNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.settings = settings
         self.device = getattr(self.filter, 'device', 'cpu')
-        self._configure_threads(settings)
+        self._configure_process(settings)
         if hasattr(self.filter, 'warm_up'):  # the model's first-call cost, not a frame's
             self.filter.warm_up()
         self.frame_id = settings.frame_id
@@ -256,7 +256,7 @@ class PersistenceNode(LifecycleNode):
                                       else 'from camera_info topics'))
         return TransitionCallbackReturn.SUCCESS
 
-    def _configure_threads(self, settings) -> None:
+    def _configure_process(self, settings) -> None:
         """
         Set the model's CPU threads and malloc's mmap threshold; keep configure's objects from gc.
 
